@@ -1,0 +1,46 @@
+# sslsniff: `make run` starts the tracer, `make test` runs every test. Both install what
+# they need first (Debian packages, rustfmt and clippy) and build.
+
+CARGO ?= cargo
+ARGS ?=
+# Tracing needs root: when not root, the tracer and the tests run under sudo.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo -E)
+
+BUILD_DEPS := clang llvm libelf-dev zlib1g-dev pkg-config make libssl-dev
+TEST_DEPS := openssl curl python3 gnutls-bin libnss3-tools util-linux
+
+.PHONY: all build deps run test bench lint clean
+
+all: build
+
+deps:
+	@missing=$$(for p in $(BUILD_DEPS) $(TEST_DEPS); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	@rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt
+	@rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy
+
+build: deps
+	$(CARGO) build --release
+
+run: build
+	$(SUDO) target/release/sslsniff $(ARGS)
+
+lint: deps
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+# End-to-end tests share the machine's TLS libraries and probes: run them one at a time.
+test: lint
+	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$(SUDO)" $(CARGO) test -- --test-threads=1
+
+bench: build
+	$(CARGO) build --release --manifest-path bench/Cargo.toml
+	$(SUDO) bench/target/release/sslsniff-bench --sslsniff target/release/sslsniff $(ARGS)
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,273 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+#include <stdbool.h>
+#include <linux/bpf.h>
+#include <linux/ptrace.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include "sslsniff.h"
+
+/* Filters and limits, fixed before load so filtered traffic costs one compare. */
+const volatile __u32 targ_pid = 0;
+const volatile __u32 targ_uid = (__u32)-1;
+const volatile bool filter_comm = false;
+const volatile char targ_comm[TASK_COMM_LEN] = {};
+const volatile __u64 max_capture = 1 << 20;
+/* Above this much unread data the consumer is woken; below it, it drains on a timer. */
+const volatile __u64 wakeup_watermark = 0;
+const volatile struct func_info funcs[MAX_FUNCS] = {};
+
+/* NSPR's PRIOMethods.file_type for a layered descriptor: the SSL layer sits on one,
+ * plain files and sockets do not. */
+#define PR_DESC_LAYERED 4
+
+struct call {
+	__u64 buf;
+	__u64 out;
+	__u64 ctx;
+	__u64 ts_ns;
+};
+
+/* LRU so that threads which die inside a call cannot fill the map. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct call);
+} calls SEC(".maps");
+
+/* Handshakes nest around reads and writes in some libraries: their own map keeps the
+ * two from overwriting each other. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct call);
+} handshakes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct stats);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 32 << 20);
+} events SEC(".maps");
+
+static __always_inline bool comm_matches(void)
+{
+	char comm[TASK_COMM_LEN];
+
+	if (!filter_comm)
+		return true;
+	bpf_get_current_comm(comm, sizeof(comm));
+	for (int i = 0; i < TASK_COMM_LEN; i++) {
+		if (comm[i] != targ_comm[i])
+			return false;
+		if (!comm[i])
+			break;
+	}
+	return true;
+}
+
+static __always_inline bool wanted(__u64 pid_tgid)
+{
+	if (targ_pid && (pid_tgid >> 32) != targ_pid)
+		return false;
+	if (targ_uid != (__u32)-1 && (__u32)bpf_get_current_uid_gid() != targ_uid)
+		return false;
+	return comm_matches();
+}
+
+static __always_inline bool is_nspr_ssl_fd(__u64 fd)
+{
+	__u64 methods = 0;
+	__s32 file_type = 0;
+
+	bpf_probe_read_user(&methods, sizeof(methods), (void *)fd);
+	bpf_probe_read_user(&file_type, sizeof(file_type), (void *)methods);
+	return file_type == PR_DESC_LAYERED;
+}
+
+static __always_inline const volatile struct func_info *func_of(void *ctx)
+{
+	__u64 func = bpf_get_attach_cookie(ctx);
+
+	if (func >= MAX_FUNCS)
+		return 0;
+	/* The mask keeps clang from indexing before the check (MAX_FUNCS is a power of 2). */
+	return &funcs[func & (MAX_FUNCS - 1)];
+}
+
+static __always_inline void *calls_map(const volatile struct func_info *f)
+{
+	return f->dir == DIR_HANDSHAKE ? (void *)&handshakes : (void *)&calls;
+}
+
+SEC("uprobe")
+int BPF_UPROBE(tls_enter, __u64 conn, __u64 buf, __u64 num, __u64 out)
+{
+	const volatile struct func_info *f = func_of(ctx);
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct call call = {};
+
+	if (!f || !wanted(pid_tgid))
+		return 0;
+	if (f->nspr_fd && !is_nspr_ssl_fd(conn))
+		return 0;
+	call.buf = buf;
+	call.out = out;
+	call.ctx = conn;
+	call.ts_ns = bpf_ktime_get_ns();
+	bpf_map_update_elem(calls_map(f), &pid_tgid, &call, BPF_ANY);
+	return 0;
+}
+
+static __always_inline void count(__u64 calls, __u64 bytes, __u64 lost_records, __u64 lost_bytes)
+{
+	__u32 zero = 0;
+	struct stats *s = bpf_map_lookup_elem(&counters, &zero);
+
+	if (!s)
+		return;
+	/* Per-CPU, but a preempted probe can race another task's probe on the same CPU. */
+	__sync_fetch_and_add(&s->calls, calls);
+	__sync_fetch_and_add(&s->bytes, bytes);
+	__sync_fetch_and_add(&s->lost_records, lost_records);
+	__sync_fetch_and_add(&s->lost_bytes, lost_bytes);
+}
+
+static __always_inline __u64 ringbuf_flags(void)
+{
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > wakeup_watermark ?
+		       BPF_RB_FORCE_WAKEUP :
+		       BPF_RB_NO_WAKEUP;
+}
+
+/* bpf_ringbuf_reserve() takes only constant sizes, so a chunk goes into the smallest of
+ * a few size classes: the payload is read straight into the record (no per-CPU scratch
+ * that a preempted probe could share) and at most half of a record is slack. */
+#define SEND_IN_CLASS(SIZE)                                                        \
+	if (n <= SIZE) {                                                           \
+		struct {                                                           \
+			struct event_hdr hdr;                                      \
+			__u8 data[SIZE];                                           \
+		} *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);                \
+		if (!r)                                                            \
+			return -1;                                                 \
+		__builtin_memcpy(&r->hdr, hdr, sizeof(*hdr));                      \
+		r->hdr.chunk_len = n;                                              \
+		if (bpf_probe_read_user(r->data, n, src)) {                        \
+			bpf_ringbuf_discard(r, BPF_RB_NO_WAKEUP);                  \
+			return -1;                                                 \
+		}                                                                  \
+		bpf_ringbuf_submit(r, ringbuf_flags());                            \
+		return 0;                                                          \
+	}
+
+static __always_inline int send_record(const struct event_hdr *hdr, const void *src, __u32 n)
+{
+	if (!n) {
+		struct event_hdr *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+
+		if (!r)
+			return -1;
+		__builtin_memcpy(r, hdr, sizeof(*hdr));
+		bpf_ringbuf_submit(r, ringbuf_flags());
+		return 0;
+	}
+	SEND_IN_CLASS(128)
+	SEND_IN_CLASS(256)
+	SEND_IN_CLASS(512)
+	SEND_IN_CLASS(1024)
+	SEND_IN_CLASS(2048)
+	SEND_IN_CLASS(4096)
+	SEND_IN_CLASS(8192)
+	SEND_IN_CLASS(CHUNK_SIZE)
+	return -1;
+}
+
+struct chunk_ctx {
+	struct event_hdr hdr;
+	__u64 buf;
+};
+
+/* Sends chunk i of a call. Returns 1 to stop the loop. */
+static long send_chunk(__u64 i, struct chunk_ctx *c)
+{
+	__u64 offset = i * CHUNK_SIZE;
+	__u64 n;
+
+	if (offset >= c->hdr.captured)
+		return 1;
+	n = c->hdr.captured - offset;
+	if (n > CHUNK_SIZE)
+		n = CHUNK_SIZE;
+	c->hdr.offset = offset;
+	if (send_record(&c->hdr, (void *)(c->buf + offset), n)) {
+		/* The rest of the call cannot arrive whole: count all of it as lost, so user
+		 * space and the counters agree on how many bytes are missing. */
+		count(0, 0, 1, c->hdr.captured - offset);
+		return 1;
+	}
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_URETPROBE(tls_exit, long ret)
+{
+	const volatile struct func_info *f = func_of(ctx);
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct chunk_ctx c = {};
+	struct call *call;
+	__u64 len = 0;
+	__u32 conv;
+	void *map;
+
+	if (!f)
+		return 0;
+	conv = f->ret;
+	map = calls_map(f);
+	call = bpf_map_lookup_elem(map, &pid_tgid);
+	if (!call)
+		return 0;
+	/* Without this, an int -1 reads as 4294967295 bytes. */
+	if (f->ret_int)
+		ret = (int)ret;
+	if (conv == RET_COUNT && ret > 0)
+		len = ret;
+	else if (conv == RET_EX && ret == 1)
+		bpf_probe_read_user(&len, sizeof(len), (void *)call->out);
+	/* Failures and would-block retries carry no data; only a handshake reports them. */
+	if (!len && conv != RET_RAW)
+		goto out;
+
+	c.buf = call->buf;
+	c.hdr.ts_ns = call->ts_ns;
+	c.hdr.latency_ns = bpf_ktime_get_ns() - call->ts_ns;
+	c.hdr.len = len;
+	c.hdr.captured = (max_capture && len > max_capture) ? max_capture : len;
+	c.hdr.ret = ret;
+	c.hdr.ctx = call->ctx;
+	c.hdr.func = bpf_get_attach_cookie(ctx);
+	c.hdr.pid = pid_tgid >> 32;
+	c.hdr.tid = (__u32)pid_tgid;
+	c.hdr.uid = (__u32)bpf_get_current_uid_gid();
+	c.hdr.dir = f->dir;
+	bpf_get_current_comm(c.hdr.comm, sizeof(c.hdr.comm));
+	count(1, len, 0, 0);
+
+	if (!c.hdr.captured) {
+		if (send_record(&c.hdr, 0, 0))
+			count(0, 0, 1, 0);
+		goto out;
+	}
+	bpf_loop((c.hdr.captured + CHUNK_SIZE - 1) / CHUNK_SIZE, send_chunk, &c, 0);
+out:
+	bpf_map_delete_elem(map, &pid_tgid);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

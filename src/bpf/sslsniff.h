@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/* The one definition of what crosses from the kernel to user space. Rust reads these
+ * types through the generated skeleton, so there is no second copy to keep in sync. */
+#ifndef SSLSNIFF_H
+#define SSLSNIFF_H
+
+#define TASK_COMM_LEN 16
+/* One ring-buffer record (struct event_hdr, then chunk_len payload bytes) carries at most
+ * this much payload; a larger call is sent as consecutive chunks. */
+#define CHUNK_SIZE 16384
+
+/* Probes carry their function's index in the table below as their cookie, so one entry
+ * program and one return program serve every library. */
+#define MAX_FUNCS 64
+
+enum direction {
+	DIR_READ = 0,
+	DIR_WRITE = 1,
+	DIR_HANDSHAKE = 2,
+};
+
+/* How a probed function's return value says what it did. */
+enum ret_convention {
+	RET_COUNT = 0, /* ret > 0 is the byte count */
+	RET_EX = 1,    /* ret == 1 is success; the byte count is behind the 4th argument */
+	RET_RAW = 2,   /* handshake: the raw return value goes to user space */
+};
+
+/* What the BPF side must know of a probed function; user space fills one per function. */
+struct func_info {
+	enum direction dir;
+	enum ret_convention ret;
+	__u32 nspr_fd; /* first argument is a PRFileDesc: skip descriptors without TLS */
+	__u32 ret_int; /* returns a C int: only the low 32 bits of the register are defined */
+};
+
+struct event_hdr {
+	__u64 ts_ns;      /* CLOCK_MONOTONIC at function entry */
+	__u64 latency_ns; /* entry to return */
+	__u64 len;        /* bytes the call moved */
+	__u64 captured;   /* bytes that will be sent for this call: min(len, limit) */
+	__u64 offset;     /* where this chunk starts within the call */
+	__s64 ret;        /* raw return value */
+	__u64 ctx;        /* first argument (SSL *, session, PRFileDesc *): names the connection */
+	__u32 chunk_len;  /* payload bytes in this record */
+	__u32 func;       /* index into user space's function table */
+	__u32 pid;
+	__u32 tid;
+	__u32 uid;
+	enum direction dir;
+	char comm[TASK_COMM_LEN];
+};
+
+/* Per-CPU counters of what the kernel side saw and could not deliver. */
+struct stats {
+	__u64 calls;        /* successful calls that passed the filters */
+	__u64 bytes;        /* payload bytes those calls moved */
+	__u64 lost_records; /* ring-buffer records that did not fit */
+	__u64 lost_bytes;   /* payload bytes in those records */
+};
+
+#endif

@@ -1,0 +1,181 @@
+//! Command-line flags: a superset of bcc's sslsniff.py.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::libs::{self, Kind, Library};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sslsniff",
+    version,
+    about = "Show the plaintext of TLS reads and writes by tracing TLS libraries with eBPF",
+    after_help = "Examples:\n  \
+        sudo sslsniff                      # every TLS read and write on the machine\n  \
+        sudo sslsniff -p 181               # only PID 181\n  \
+        sudo sslsniff -c curl              # only processes named curl\n  \
+        sudo sslsniff -l --handshake       # with latency, and handshakes\n  \
+        sudo sslsniff --hexdump -x         # payload as hexdump -C, with UID and TID\n  \
+        sudo sslsniff --extra-lib openssl:/opt/app/lib/libssl.so.3"
+)]
+pub struct Cli {
+    /// Trace only this process
+    #[arg(short, long)]
+    pub pid: Option<u32>,
+
+    /// Trace only this user id
+    #[arg(short, long)]
+    pub uid: Option<u32>,
+
+    /// Trace only processes with this command name (exact, as in /proc/PID/comm)
+    #[arg(short, long)]
+    pub comm: Option<String>,
+
+    /// Show UID and TID columns
+    #[arg(short = 'x', long)]
+    pub extra: bool,
+
+    /// Do not trace OpenSSL (and BoringSSL)
+    #[arg(short = 'o', long)]
+    pub no_openssl: bool,
+
+    /// Do not trace GnuTLS
+    #[arg(short = 'g', long)]
+    pub no_gnutls: bool,
+
+    /// Do not trace NSS
+    #[arg(short = 'n', long)]
+    pub no_nss: bool,
+
+    /// Do not trace wolfSSL
+    #[arg(long)]
+    pub no_wolfssl: bool,
+
+    /// Do not trace mbedTLS
+    #[arg(long)]
+    pub no_mbedtls: bool,
+
+    /// Show the latency of each call (LAT(ms) column)
+    #[arg(short, long)]
+    pub latency: bool,
+
+    /// Also show TLS handshakes, with their latency when -l is given
+    #[arg(long)]
+    pub handshake: bool,
+
+    /// Show payloads as hexdump -C rows
+    #[arg(long)]
+    pub hexdump: bool,
+
+    /// Also trace this library file; TYPE is openssl, gnutls, nss, wolfssl or mbedtls
+    #[arg(long, value_name = "TYPE:PATH", value_parser = parse_extra_lib)]
+    pub extra_lib: Vec<(&'static Library, PathBuf)>,
+
+    /// Capture at most this many bytes of each call (0: no limit)
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    pub max_buffer_size: u64,
+
+    /// Size of the kernel-to-user ring buffer, a power of two of at least 4096
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, value_parser = parse_ring_size)]
+    pub ring_buffer_size: u32,
+
+    /// Print what is attached where, and libbpf's messages
+    #[arg(short, long)]
+    pub debug: bool,
+}
+
+impl Cli {
+    pub fn kinds(&self) -> Vec<Kind> {
+        let off = [
+            (Kind::OpenSsl, self.no_openssl),
+            (Kind::GnuTls, self.no_gnutls),
+            (Kind::Nss, self.no_nss),
+            (Kind::WolfSsl, self.no_wolfssl),
+            (Kind::MbedTls, self.no_mbedtls),
+        ];
+        off.iter()
+            .filter(|(_, off)| !off)
+            .map(|&(k, _)| k)
+            .collect()
+    }
+}
+
+fn parse_extra_lib(s: &str) -> Result<(&'static Library, PathBuf), String> {
+    let names = || {
+        libs::LIBRARIES
+            .iter()
+            .map(|l| l.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (kind, path) = s
+        .split_once(':')
+        .ok_or_else(|| format!("expected TYPE:PATH, TYPE one of {}", names()))?;
+    let lib = libs::by_name(kind)
+        .ok_or_else(|| format!("unknown library type '{kind}', expected one of {}", names()))?;
+    if path.is_empty() {
+        return Err("the PATH after TYPE: is empty".into());
+    }
+    Ok((lib, PathBuf::from(path)))
+}
+
+fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    if n < 4096 || !n.is_power_of_two() {
+        return Err("must be a power of two of at least 4096".into());
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bcc_flags() {
+        let cli = Cli::try_parse_from([
+            "sslsniff",
+            "-p",
+            "7",
+            "-u",
+            "0",
+            "-c",
+            "curl",
+            "-x",
+            "-o",
+            "-g",
+            "-n",
+            "-l",
+            "--handshake",
+            "--hexdump",
+        ])
+        .unwrap();
+        assert_eq!(
+            (cli.pid, cli.uid, cli.comm.as_deref()),
+            (Some(7), Some(0), Some("curl"))
+        );
+        assert!(cli.extra && cli.latency && cli.handshake && cli.hexdump);
+        assert_eq!(cli.kinds(), [Kind::WolfSsl, Kind::MbedTls]);
+    }
+
+    #[test]
+    fn extra_lib_needs_a_known_type() {
+        let cli =
+            Cli::try_parse_from(["sslsniff", "--extra-lib", "gnutls:/x/libgnutls.so.30"]).unwrap();
+        assert_eq!(cli.extra_lib[0].0.kind, Kind::GnuTls);
+        assert!(Cli::try_parse_from(["sslsniff", "--extra-lib", "rustls:/x"]).is_err());
+        assert!(Cli::try_parse_from(["sslsniff", "--extra-lib", "/x"]).is_err());
+    }
+
+    #[test]
+    fn ring_size_must_be_a_power_of_two() {
+        assert!(Cli::try_parse_from(["sslsniff", "--ring-buffer-size", "5000"]).is_err());
+        assert_eq!(
+            Cli::try_parse_from(["sslsniff", "--ring-buffer-size", "8192"])
+                .unwrap()
+                .ring_buffer_size,
+            8192
+        );
+    }
+}

@@ -1,0 +1,270 @@
+//! What sslsniff supports, as data: TLS libraries, the functions probed in each, and how
+//! each function's return value reads. Everything else walks this table.
+
+use crate::bpf::types::{direction, ret_convention};
+
+/// How a handshake function's return value reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandshakeRet {
+    /// The value that means the handshake completed.
+    pub ok: i64,
+    /// Values that mean "call me again" (non-blocking I/O), not failure.
+    pub retry: Retry,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// These exact codes are retries; anything else that is not `ok` is a failure.
+    Codes(&'static [i64]),
+    /// Any negative value may be a retry or a failure (OpenSSL's -1 needs
+    /// SSL_get_error to tell): decided by what the same connection does next.
+    AnyNegative,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    Retry,
+    Failed,
+    /// A retry or a failure; only a later success on the same connection tells.
+    Unsure,
+}
+
+impl HandshakeRet {
+    pub fn outcome(&self, ret: i64) -> Outcome {
+        if ret == self.ok {
+            return Outcome::Done;
+        }
+        match self.retry {
+            Retry::Codes(codes) if codes.contains(&ret) => Outcome::Retry,
+            Retry::AnyNegative if ret < 0 => Outcome::Unsure,
+            _ => Outcome::Failed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Read(ret_convention),
+    Write(ret_convention),
+    Handshake(HandshakeRet),
+}
+
+impl Role {
+    pub fn direction(&self) -> direction {
+        match self {
+            Role::Read(_) => direction::DIR_READ,
+            Role::Write(_) => direction::DIR_WRITE,
+            Role::Handshake(_) => direction::DIR_HANDSHAKE,
+        }
+    }
+
+    pub fn ret_convention(&self) -> ret_convention {
+        match *self {
+            Role::Read(conv) | Role::Write(conv) => conv,
+            Role::Handshake(_) => ret_convention::RET_RAW,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Func {
+    pub name: &'static str,
+    pub role: Role,
+    /// The C return type is `int` (else `ssize_t`): its sign is in bit 31, not 63.
+    pub ret_int: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    OpenSsl,
+    GnuTls,
+    Nss,
+    WolfSsl,
+    MbedTls,
+}
+
+#[derive(Debug)]
+pub struct Library {
+    pub kind: Kind,
+    /// The TYPE in `--extra-lib TYPE:PATH`.
+    pub name: &'static str,
+    /// File names that are this library: a name matches when it equals the prefix or
+    /// continues it with a version (`libssl.so` matches `libssl.so.3`, not `libssl3.so`).
+    pub sonames: &'static [&'static str],
+    /// The first argument of every function is an NSPR file descriptor, which may carry
+    /// no TLS at all (files, pipes): the BPF side skips those.
+    pub nspr_fd: bool,
+    pub funcs: &'static [Func],
+}
+
+const fn func(name: &'static str, role: Role) -> Func {
+    Func {
+        name,
+        role,
+        ret_int: true,
+    }
+}
+
+const fn func_ssize_t(name: &'static str, role: Role) -> Func {
+    Func {
+        name,
+        role,
+        ret_int: false,
+    }
+}
+
+const COUNT: ret_convention = ret_convention::RET_COUNT;
+const EX: ret_convention = ret_convention::RET_EX;
+
+const OPENSSL_HANDSHAKE: HandshakeRet = HandshakeRet {
+    ok: 1,
+    retry: Retry::AnyNegative,
+};
+/// GNUTLS_E_WARNING_ALERT_RECEIVED, _AGAIN, _GOT_APPLICATION_DATA, _INTERRUPTED.
+const GNUTLS_HANDSHAKE: HandshakeRet = HandshakeRet {
+    ok: 0,
+    retry: Retry::Codes(&[-16, -28, -38, -52]),
+};
+/// MBEDTLS_ERR_SSL_WANT_READ, _WANT_WRITE, _ASYNC_IN_PROGRESS, _CRYPTO_IN_PROGRESS.
+const MBEDTLS_HANDSHAKE: HandshakeRet = HandshakeRet {
+    ok: 0,
+    retry: Retry::Codes(&[-0x6900, -0x6880, -0x6500, -0x7000]),
+};
+
+pub static LIBRARIES: &[Library] = &[
+    Library {
+        kind: Kind::OpenSsl,
+        name: "openssl",
+        sonames: &["libssl.so"],
+        nspr_fd: false,
+        funcs: &[
+            func("SSL_read", Role::Read(COUNT)),
+            func("SSL_write", Role::Write(COUNT)),
+            func("SSL_read_ex", Role::Read(EX)),
+            func("SSL_write_ex", Role::Write(EX)),
+            func("SSL_do_handshake", Role::Handshake(OPENSSL_HANDSHAKE)),
+        ],
+    },
+    Library {
+        kind: Kind::GnuTls,
+        name: "gnutls",
+        sonames: &["libgnutls.so"],
+        nspr_fd: false,
+        funcs: &[
+            func_ssize_t("gnutls_record_recv", Role::Read(COUNT)),
+            func_ssize_t("gnutls_record_send", Role::Write(COUNT)),
+            func("gnutls_handshake", Role::Handshake(GNUTLS_HANDSHAKE)),
+        ],
+    },
+    Library {
+        kind: Kind::Nss,
+        name: "nss",
+        sonames: &["libnspr4.so"],
+        nspr_fd: true,
+        funcs: &[
+            func("PR_Read", Role::Read(COUNT)),
+            func("PR_Recv", Role::Read(COUNT)),
+            func("PR_Write", Role::Write(COUNT)),
+            func("PR_Send", Role::Write(COUNT)),
+        ],
+    },
+    Library {
+        kind: Kind::WolfSsl,
+        name: "wolfssl",
+        sonames: &["libwolfssl.so"],
+        nspr_fd: false,
+        funcs: &[
+            func("wolfSSL_read", Role::Read(COUNT)),
+            func("wolfSSL_write", Role::Write(COUNT)),
+            func("wolfSSL_connect", Role::Handshake(OPENSSL_HANDSHAKE)),
+            func("wolfSSL_accept", Role::Handshake(OPENSSL_HANDSHAKE)),
+        ],
+    },
+    Library {
+        kind: Kind::MbedTls,
+        name: "mbedtls",
+        sonames: &["libmbedtls.so"],
+        nspr_fd: false,
+        funcs: &[
+            func("mbedtls_ssl_read", Role::Read(COUNT)),
+            func("mbedtls_ssl_write", Role::Write(COUNT)),
+            func("mbedtls_ssl_handshake", Role::Handshake(MBEDTLS_HANDSHAKE)),
+        ],
+    },
+];
+
+/// A probed function's index in the flattened table: the probe cookie, and the `func`
+/// field of every event.
+pub type FuncId = u32;
+
+/// Every function of every library with its id.
+pub fn all_funcs() -> impl Iterator<Item = (FuncId, &'static Library, &'static Func)> {
+    LIBRARIES
+        .iter()
+        .flat_map(|lib| lib.funcs.iter().map(move |f| (lib, f)))
+        .enumerate()
+        .map(|(id, (lib, f))| (id as FuncId, lib, f))
+}
+
+pub fn by_id(id: FuncId) -> Option<(&'static Library, &'static Func)> {
+    all_funcs()
+        .find(|&(i, ..)| i == id)
+        .map(|(_, lib, f)| (lib, f))
+}
+
+pub fn by_name(name: &str) -> Option<&'static Library> {
+    LIBRARIES.iter().find(|lib| lib.name == name)
+}
+
+impl Library {
+    pub fn matches_file_name(&self, file_name: &str) -> bool {
+        self.sonames.iter().any(|soname| {
+            file_name
+                .strip_prefix(soname)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bpf::types::rodata;
+
+    #[test]
+    fn every_function_fits_the_bpf_table() {
+        // SAFETY: rodata is plain integers, bools and arrays of them; all zeroes is valid.
+        let rodata: rodata = unsafe { std::mem::zeroed() };
+        assert!(all_funcs().count() <= rodata.funcs.len());
+    }
+
+    #[test]
+    fn ids_round_trip() {
+        for (id, lib, f) in all_funcs() {
+            let (l2, f2) = by_id(id).unwrap();
+            assert_eq!((lib.kind, f.name), (l2.kind, f2.name));
+        }
+        assert!(by_id(all_funcs().count() as FuncId).is_none());
+    }
+
+    #[test]
+    fn soname_matching_respects_version_suffixes() {
+        let openssl = by_name("openssl").unwrap();
+        assert!(openssl.matches_file_name("libssl.so"));
+        assert!(openssl.matches_file_name("libssl.so.3"));
+        assert!(!openssl.matches_file_name("libssl3.so"));
+        assert!(!openssl.matches_file_name("libssl.sox"));
+    }
+
+    #[test]
+    fn handshake_outcomes() {
+        assert_eq!(OPENSSL_HANDSHAKE.outcome(1), Outcome::Done);
+        assert_eq!(OPENSSL_HANDSHAKE.outcome(-1), Outcome::Unsure);
+        assert_eq!(OPENSSL_HANDSHAKE.outcome(0), Outcome::Failed);
+        assert_eq!(GNUTLS_HANDSHAKE.outcome(0), Outcome::Done);
+        assert_eq!(GNUTLS_HANDSHAKE.outcome(-28), Outcome::Retry);
+        assert_eq!(GNUTLS_HANDSHAKE.outcome(-12), Outcome::Failed);
+        assert_eq!(MBEDTLS_HANDSHAKE.outcome(-0x6900), Outcome::Retry);
+    }
+}

@@ -1,0 +1,318 @@
+//! bcc sslsniff's layout: a header, one row per call, then the payload between DATA
+//! markers, as terminal-safe text or `hexdump -C` rows.
+
+use std::io::{self, Write};
+
+use crate::bpf::types::direction;
+use crate::event::{Event, Handshake};
+use crate::output::Output;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// UID and TID columns.
+    pub extra: bool,
+    /// LAT(ms) column.
+    pub latency: bool,
+    pub hexdump: bool,
+}
+
+pub struct Text<W: Write> {
+    out: W,
+    opts: Options,
+    /// Times are printed relative to the first event.
+    start_ns: Option<u64>,
+}
+
+impl<W: Write> Text<W> {
+    pub fn new(mut out: W, opts: Options) -> io::Result<Self> {
+        write!(
+            out,
+            "{:<12} {:<18} {:<16} {:<7} {:<6}",
+            "FUNC", "TIME(s)", "COMM", "PID", "LEN"
+        )?;
+        if opts.extra {
+            write!(out, " {:<7} {:<7}", "UID", "TID")?;
+        }
+        if opts.latency {
+            write!(out, " {:<7}", "LAT(ms)")?;
+        }
+        writeln!(out)?;
+        Ok(Text {
+            out,
+            opts,
+            start_ns: None,
+        })
+    }
+
+    #[cfg(test)]
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+fn func_label(ev: &Event) -> &'static str {
+    match ev.hdr.dir {
+        direction::DIR_READ => "READ/RECV",
+        direction::DIR_WRITE => "WRITE/SEND",
+        _ => "HANDSHAKE",
+    }
+}
+
+impl<W: Write> Output for Text<W> {
+    fn event(&mut self, ev: &Event) -> io::Result<()> {
+        let start = *self.start_ns.get_or_insert(ev.end_ns());
+        let secs = (ev.end_ns() as i128 - start as i128) as f64 / 1e9;
+        let h = &ev.hdr;
+        // A handshake's LEN is its return value, as in bcc; signed, never 4294967295.
+        let len = if ev.handshake.is_some() {
+            h.ret.to_string()
+        } else {
+            h.len.to_string()
+        };
+        write!(
+            self.out,
+            "{:<12} {:<18.9} {:<16} {:<7} {:<6}",
+            func_label(ev),
+            secs,
+            ev.comm(),
+            h.pid,
+            len
+        )?;
+        if self.opts.extra {
+            write!(self.out, " {:<7} {:<7}", h.uid, h.tid)?;
+        }
+        if self.opts.latency {
+            write!(self.out, " {:<7.3}", h.latency_ns as f64 / 1e6)?;
+        }
+        writeln!(self.out)?;
+        match ev.handshake {
+            Some(Handshake::Done) => return Ok(()),
+            Some(Handshake::Failed) => {
+                return writeln!(
+                    self.out,
+                    "----- HANDSHAKE FAILED ({} returned {}) -----\n",
+                    ev.func_name(),
+                    h.ret
+                )
+            }
+            Some(Handshake::NotCompleted) => {
+                return writeln!(
+                    self.out,
+                    "----- HANDSHAKE NOT COMPLETED ({} returned {}, no success followed) -----\n",
+                    ev.func_name(),
+                    h.ret
+                )
+            }
+            None => {}
+        }
+        writeln!(self.out, "----- DATA -----")?;
+        if self.opts.hexdump {
+            hexdump(&mut self.out, &ev.data)?;
+        } else {
+            escape(&mut self.out, &ev.data)?;
+            writeln!(self.out)?;
+        }
+        write!(self.out, "----- END DATA")?;
+        if ev.truncated() > 0 {
+            write!(self.out, " (TRUNCATED, {} bytes lost)", ev.truncated())?;
+        }
+        if ev.missing > 0 {
+            write!(
+                self.out,
+                " (INCOMPLETE, {} bytes not delivered)",
+                ev.missing
+            )?;
+        }
+        writeln!(self.out, " -----\n")
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Writes a payload so that a terminal shows it and cannot be driven by it: printable
+/// UTF-8, newline, carriage return and tab pass; every other byte is written `\xNN`.
+pub fn escape(out: &mut impl Write, data: &[u8]) -> io::Result<()> {
+    for chunk in data.utf8_chunks() {
+        let valid = chunk.valid();
+        let mut run_start = 0;
+        for (i, c) in valid.char_indices() {
+            if c.is_control() && !matches!(c, '\n' | '\r' | '\t') {
+                out.write_all(&valid.as_bytes()[run_start..i])?;
+                for b in &valid.as_bytes()[i..i + c.len_utf8()] {
+                    write!(out, "\\x{b:02x}")?;
+                }
+                run_start = i + c.len_utf8();
+            }
+        }
+        out.write_all(&valid.as_bytes()[run_start..])?;
+        for b in chunk.invalid() {
+            write!(out, "\\x{b:02x}")?;
+        }
+    }
+    Ok(())
+}
+
+/// `hexdump -C` rows: offset, 16 bytes in hex split 8+8, and an ASCII gutter.
+pub fn hexdump(out: &mut impl Write, data: &[u8]) -> io::Result<()> {
+    for (row, bytes) in data.chunks(16).enumerate() {
+        write!(out, "{:08x} ", row * 16)?;
+        for i in 0..16 {
+            if i == 8 {
+                out.write_all(b" ")?;
+            }
+            match bytes.get(i) {
+                Some(b) => write!(out, " {b:02x}")?,
+                None => out.write_all(b"   ")?,
+            }
+        }
+        out.write_all(b"  |")?;
+        let gutter: Vec<u8> = bytes
+            .iter()
+            .map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    b
+                } else {
+                    b'.'
+                }
+            })
+            .collect();
+        out.write_all(&gutter)?;
+        out.write_all(b"|\n")?;
+    }
+    if !data.is_empty() {
+        writeln!(out, "{:08x}", data.len())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bpf::types::event_hdr;
+    use std::borrow::Cow;
+
+    fn escaped(data: &[u8]) -> String {
+        let mut out = Vec::new();
+        escape(&mut out, data).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn escapes_control_bytes_and_invalid_utf8() {
+        assert_eq!(escaped(b"a\x1b[31mb\x00c"), "a\\x1b[31mb\\x00c");
+        assert_eq!(escaped(b"line\r\n\ttab"), "line\r\n\ttab");
+        assert_eq!(
+            escaped("h\u{e9}llo \u{2603}".as_bytes()),
+            "h\u{e9}llo \u{2603}"
+        );
+        assert_eq!(escaped(b"\xff\xfeok"), "\\xff\\xfeok");
+        // C1 control characters are valid UTF-8 and still drive terminals.
+        assert_eq!(escaped("x\u{9b}y".as_bytes()), "x\\xc2\\x9by");
+        assert_eq!(escaped(b"\x7f"), "\\x7f");
+    }
+
+    #[test]
+    fn hexdump_matches_hexdump_c() {
+        let mut out = Vec::new();
+        hexdump(&mut out, b"GET / HTTP/1.1\r\nHost").unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "00000000  47 45 54 20 2f 20 48 54  54 50 2f 31 2e 31 0d 0a  |GET / HTTP/1.1..|\n\
+             00000010  48 6f 73 74                                       |Host|\n\
+             00000014\n"
+        );
+    }
+
+    fn event(dir: direction, data: &[u8]) -> Event<'_> {
+        let mut hdr = event_hdr {
+            ts_ns: 5_000_000_000,
+            latency_ns: 1_500_000,
+            len: data.len() as u64,
+            captured: data.len() as u64,
+            pid: 42,
+            tid: 43,
+            uid: 1000,
+            dir,
+            ..Default::default()
+        };
+        for (d, s) in hdr.comm.iter_mut().zip(b"curl") {
+            *d = *s as i8;
+        }
+        Event {
+            hdr,
+            data: Cow::Borrowed(data),
+            missing: 0,
+            handshake: None,
+        }
+    }
+
+    fn render(opts: Options, events: &[Event]) -> String {
+        let mut text = Text::new(Vec::new(), opts).unwrap();
+        for ev in events {
+            text.event(ev).unwrap();
+        }
+        String::from_utf8(text.into_inner()).unwrap()
+    }
+
+    #[test]
+    fn rows_follow_bcc_layout() {
+        let out = render(Options::default(), &[event(direction::DIR_WRITE, b"GET /")]);
+        assert_eq!(
+            out,
+            "FUNC         TIME(s)            COMM             PID     LEN   \n\
+             WRITE/SEND   0.000000000        curl             42      5     \n\
+             ----- DATA -----\nGET /\n----- END DATA -----\n\n"
+        );
+    }
+
+    #[test]
+    fn extra_and_latency_columns() {
+        let opts = Options {
+            extra: true,
+            latency: true,
+            hexdump: false,
+        };
+        let out = render(opts, &[event(direction::DIR_READ, b"x")]);
+        let mut lines = out.lines();
+        assert_eq!(
+            lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+            ["FUNC", "TIME(s)", "COMM", "PID", "LEN", "UID", "TID", "LAT(ms)"]
+        );
+        assert_eq!(
+            lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+            [
+                "READ/RECV",
+                "0.000000000",
+                "curl",
+                "42",
+                "1",
+                "1000",
+                "43",
+                "1.500"
+            ]
+        );
+    }
+
+    #[test]
+    fn marks_truncated_and_incomplete_calls() {
+        let mut ev = event(direction::DIR_READ, b"abc");
+        ev.hdr.len = 10;
+        ev.hdr.captured = 5;
+        ev.missing = 2;
+        let out = render(Options::default(), &[ev]);
+        assert!(out.contains("----- END DATA (TRUNCATED, 5 bytes lost) (INCOMPLETE, 2 bytes not delivered) -----"), "{out}");
+    }
+
+    #[test]
+    fn failed_handshake_is_reported_signed() {
+        let mut ev = event(direction::DIR_HANDSHAKE, b"");
+        ev.hdr.ret = -1;
+        ev.handshake = Some(Handshake::Failed);
+        let out = render(Options::default(), &[ev]);
+        assert!(out.contains("HANDSHAKE "), "{out}");
+        assert!(out.contains(" -1 "), "{out}");
+        assert!(out.contains("HANDSHAKE FAILED"), "{out}");
+    }
+}

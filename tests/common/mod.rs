@@ -1,0 +1,339 @@
+//! The end-to-end harness shared by every test: root check, certificates, local TLS
+//! peers on 127.0.0.1, the sniffer under test, and cleanup that runs on failure.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+pub const SNIFFER: &str = env!("CARGO_BIN_EXE_sslsniff");
+
+/// True when the test can run. Without root it prints why and skips, except under
+/// CI=true, where a skip would hide a failure.
+pub fn root_or_skip(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: needs root, and CI=true does not allow skipping");
+    }
+    eprintln!("skipping {test}: needs root to attach uprobes");
+    false
+}
+
+/// A unique marker, so that no other traffic on the machine can match.
+pub fn marker(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("SSLSNIFF-{name}-{}-{nanos}", std::process::id())
+}
+
+/// A child that is killed when dropped, so a failing assertion leaves nothing behind.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            child,
+            name: name.to_string(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the child to exit by itself, up to a limit.
+    pub fn wait_timeout(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if start.elapsed() > limit {
+                panic!("{} did not exit within {limit:?}", self.name);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A work directory with a self-signed certificate and files to serve.
+pub struct Workdir {
+    pub dir: TempDir,
+}
+
+impl Workdir {
+    pub fn new() -> Workdir {
+        let dir = tempfile::Builder::new()
+            .prefix("sslsniff-test")
+            .tempdir()
+            .unwrap();
+        let status = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=localhost",
+            ])
+            .args(["-keyout", "key.pem", "-out", "cert.pem"])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl is installed");
+        assert!(status.success(), "cannot make a test certificate");
+        Workdir { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn file(&self, name: &str, contents: &[u8]) -> PathBuf {
+        let path = self.path().join(name);
+        fs::write(&path, contents).unwrap();
+        path
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "server on port {port} did not come up"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `openssl s_server -WWW`: serves the work directory's files over HTTPS/1.0.
+pub fn https_server(work: &Workdir) -> (Proc, u16) {
+    let port = free_port();
+    let server = Proc::spawn(
+        "openssl s_server",
+        Command::new("openssl")
+            .args([
+                "s_server", "-WWW", "-quiet", "-cert", "cert.pem", "-key", "key.pem",
+            ])
+            .args(["-accept", &format!("127.0.0.1:{port}")])
+            .current_dir(work.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_port(port);
+    (server, port)
+}
+
+/// The sniffer under test, with its stdout collected until it is stopped.
+pub struct Sniffer {
+    proc: Proc,
+    stdout: mpsc::Receiver<Vec<u8>>,
+    stderr: mpsc::Receiver<String>,
+}
+
+pub struct Output {
+    pub stdout: String,
+    pub stdout_bytes: Vec<u8>,
+    pub stderr: String,
+    pub status: std::process::ExitStatus,
+}
+
+impl Sniffer {
+    /// Starts the sniffer and waits until its probes are attached.
+    pub fn start(args: &[&str]) -> Sniffer {
+        let mut proc = Proc::spawn(
+            "sslsniff",
+            Command::new(SNIFFER)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
+        let mut out = proc.child.stdout.take().unwrap();
+        let (out_tx, stdout) = mpsc::channel();
+        thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = out.read_to_end(&mut buf);
+            let _ = out_tx.send(buf);
+        });
+        let err = proc.child.stderr.take().unwrap();
+        let (ready_tx, ready) = mpsc::channel();
+        let (err_tx, stderr) = mpsc::channel();
+        thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if line.contains("ready; Ctrl-C to stop") {
+                    let _ = ready_tx.send(());
+                }
+                all.push_str(&line);
+                all.push('\n');
+            }
+            let _ = err_tx.send(all);
+        });
+        if ready.recv_timeout(Duration::from_secs(30)).is_err() {
+            let _ = proc.child.kill();
+            let err = stderr
+                .recv_timeout(Duration::from_secs(5))
+                .unwrap_or_default();
+            panic!("sslsniff did not become ready; stderr:\n{err}");
+        }
+        Sniffer {
+            proc,
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    /// Stops the sniffer the way a user does (Ctrl-C) and returns all it printed.
+    pub fn stop(mut self) -> Output {
+        // Events are drained on a short timer: give the last ones time to arrive.
+        thread::sleep(Duration::from_millis(300));
+        kill(Pid::from_raw(self.proc.pid() as i32), Signal::SIGINT).unwrap();
+        let status = self.proc.wait_timeout(Duration::from_secs(10));
+        let stdout_bytes = self.stdout.recv_timeout(Duration::from_secs(10)).unwrap();
+        let stderr = self.stderr.recv_timeout(Duration::from_secs(10)).unwrap();
+        Output {
+            stdout: String::from_utf8_lossy(&stdout_bytes).into_owned(),
+            stdout_bytes,
+            stderr,
+            status,
+        }
+    }
+}
+
+/// One row of text output and its payload.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub func: String,
+    pub comm: String,
+    pub pid: u32,
+    pub len: String,
+    pub columns: Vec<String>,
+    pub data: String,
+    pub end: String,
+}
+
+/// Parses bcc-style text output: a header, then rows, each followed by a DATA block
+/// (handshakes have none).
+pub fn rows(stdout: &str) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut lines = stdout.lines().skip(1).peekable();
+    while let Some(line) = lines.next() {
+        let columns: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        if columns.len() < 5
+            || !["READ/RECV", "WRITE/SEND", "HANDSHAKE"].contains(&columns[0].as_str())
+        {
+            continue;
+        }
+        let mut row = Row {
+            func: columns[0].clone(),
+            comm: columns[2].clone(),
+            pid: columns[3].parse().unwrap(),
+            len: columns[4].clone(),
+            columns,
+            data: String::new(),
+            end: String::new(),
+        };
+        if lines.peek() == Some(&"----- DATA -----") {
+            lines.next();
+            let mut data = Vec::new();
+            for l in lines.by_ref() {
+                if l.starts_with("----- END DATA") {
+                    row.end = l.to_string();
+                    break;
+                }
+                data.push(l);
+            }
+            row.data = data.join("\n");
+        }
+        rows.push(row);
+    }
+    rows
+}
+
+/// The rows whose payload contains `needle`.
+pub fn with_data<'a>(rows: &'a [Row], needle: &str) -> Vec<&'a Row> {
+    rows.iter().filter(|r| r.data.contains(needle)).collect()
+}
+
+/// Runs a client to completion (it must not hang the test).
+pub fn run_client(name: &str, cmd: &mut Command) -> Proc {
+    let mut proc = Proc::spawn(name, cmd);
+    let status = proc.wait_timeout(Duration::from_secs(20));
+    assert!(status.success(), "{name} failed: {status}");
+    proc
+}
+
+/// A python3 TLS client (OpenSSL 3: SSL_write_ex/SSL_read_ex) that sends `payload`
+/// (a Python bytes literal) and reads until the server closes. With `gated`, it waits
+/// for a line on stdin first, so that it exists before a `-p` sniffer starts.
+pub fn python_client(port: u16, payload: &str, gated: bool) -> Command {
+    let gate = if gated { "sys.stdin.readline()\n" } else { "" };
+    let script = format!(
+        "import socket, ssl, sys\n\
+         {gate}\
+         ctx = ssl.create_default_context()\n\
+         ctx.check_hostname = False\n\
+         ctx.verify_mode = ssl.CERT_NONE\n\
+         s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', {port})))\n\
+         s.sendall({payload})\n\
+         while s.recv(65536): pass\n"
+    );
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", &script])
+        .stdin(if gated { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    cmd
+}
+
+/// An HTTP/1.0 request for `path`, as a Python bytes literal.
+pub fn http_get(path: &str) -> String {
+    format!("b'GET /{path} HTTP/1.0\\r\\n\\r\\n'")
+}
