@@ -10,6 +10,10 @@ use crate::libs::{self, Outcome, Role};
 
 /// How long an unfinished handshake attempt waits for a success before it is reported.
 pub const HANDSHAKE_PATIENCE_NS: u64 = 1_000_000_000;
+/// A call's chunks are written right after it returns, but the writing task can be
+/// preempted between chunks: only after this long is a call missing chunks given up on
+/// (normally the BPF side says so at once with an empty record).
+pub const CHUNK_PATIENCE_NS: u64 = 1_000_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handshake {
@@ -64,7 +68,6 @@ pub struct Counts {
 struct Partial {
     hdr: event_hdr,
     data: Vec<u8>,
-    last_tick: u64,
 }
 
 struct Attempt {
@@ -79,7 +82,6 @@ pub struct Assembler {
     partial: HashMap<u32, Partial>,
     /// Handshakes that returned "maybe retry", by process and connection object.
     attempts: HashMap<(u32, u64), Attempt>,
-    tick: u64,
     pub counts: Counts,
 }
 
@@ -98,24 +100,17 @@ impl Assembler {
         if hdr.dir == direction::DIR_HANDSHAKE {
             return self.handshake(hdr, emit);
         }
+        let lost_rest = data.is_empty() && hdr.offset < hdr.captured;
         if hdr.offset == 0 {
             if let Some(old) = self.partial.remove(&hdr.tid) {
                 self.finish_call(old.hdr, Cow::Owned(old.data), emit)?;
             }
-            if data.len() as u64 == hdr.captured {
+            if lost_rest || data.len() as u64 == hdr.captured {
                 return self.finish_call(hdr, Cow::Borrowed(data), emit);
             }
             let mut buf = Vec::with_capacity(hdr.captured as usize);
             buf.extend_from_slice(data);
-            let last_tick = self.tick;
-            self.partial.insert(
-                hdr.tid,
-                Partial {
-                    hdr,
-                    data: buf,
-                    last_tick,
-                },
-            );
+            self.partial.insert(hdr.tid, Partial { hdr, data: buf });
             return Ok(());
         }
         let Some(p) = self.partial.get_mut(&hdr.tid) else {
@@ -126,8 +121,7 @@ impl Assembler {
             return Ok(());
         }
         p.data.extend_from_slice(data);
-        p.last_tick = self.tick;
-        if p.data.len() as u64 == p.hdr.captured {
+        if lost_rest || p.data.len() as u64 == p.hdr.captured {
             let p = self
                 .partial
                 .remove(&hdr.tid)
@@ -203,24 +197,21 @@ impl Assembler {
     }
 
     /// Called on every drain of the ring buffer: reports what can no longer complete.
-    /// A call's chunks are all written within one probe run, so a call that made no
-    /// progress over two drains has lost the rest.
     pub fn tick<E>(&mut self, now_ns: u64, emit: Emit<'_, E>) -> Result<(), E> {
-        self.tick += 1;
+        let overdue = |hdr: &event_hdr, patience| {
+            now_ns.saturating_sub(hdr.ts_ns + hdr.latency_ns) >= patience
+        };
         let stale: Vec<u32> = self
             .partial
             .iter()
-            .filter(|(_, p)| self.tick - p.last_tick >= 2)
+            .filter(|(_, p)| overdue(&p.hdr, CHUNK_PATIENCE_NS))
             .map(|(&tid, _)| tid)
             .collect();
         for tid in stale {
             let p = self.partial.remove(&tid).expect("key was just listed");
             self.finish_call(p.hdr, Cow::Owned(p.data), emit)?;
         }
-        self.expire_attempts(
-            |a| now_ns.saturating_sub(a.hdr.ts_ns + a.hdr.latency_ns) >= HANDSHAKE_PATIENCE_NS,
-            emit,
-        )
+        self.expire_attempts(|a| overdue(&a.hdr, HANDSHAKE_PATIENCE_NS), emit)
     }
 
     /// Reports everything still held, at exit.
@@ -272,4 +263,157 @@ pub fn decode(raw: &[u8]) -> Option<(event_hdr, &[u8])> {
         && hdr.offset.checked_add(n as u64)? <= hdr.captured
         && libs::by_id(hdr.func).is_some_and(|(_, f)| f.role.direction() == hdr.dir);
     valid.then(|| (hdr, &payload[..n]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::libs::all_funcs;
+
+    fn func_id(name: &str) -> u32 {
+        all_funcs().find(|(_, _, f)| f.name == name).unwrap().0
+    }
+
+    fn hdr(tid: u32, ts_ns: u64, len: u64, func: &str) -> event_hdr {
+        let id = func_id(func);
+        let (_, f) = libs::by_id(id).unwrap();
+        event_hdr {
+            ts_ns,
+            len,
+            captured: len,
+            pid: 1,
+            tid,
+            func: id,
+            dir: f.role.direction(),
+            ..Default::default()
+        }
+    }
+
+    fn record(mut h: event_hdr, offset: u64, data: &[u8]) -> Vec<u8> {
+        h.offset = offset;
+        h.chunk_len = data.len() as u32;
+        // SAFETY: event_hdr is plain data; viewing it as bytes is what the kernel sends.
+        let bytes = unsafe { plain::as_bytes(&h) };
+        [bytes, data].concat()
+    }
+
+    /// Feeds records and collects (tid, data, missing) of every event.
+    fn run(asm: &mut Assembler, records: &[Vec<u8>]) -> Vec<(u32, Vec<u8>, u64)> {
+        let mut got = Vec::new();
+        for r in records {
+            asm.push::<()>(r, &mut |ev| {
+                got.push((ev.hdr.tid, ev.data.to_vec(), ev.missing));
+                Ok(())
+            })
+            .unwrap();
+        }
+        got
+    }
+
+    #[test]
+    fn interleaved_chunks_of_many_threads_do_not_mix() {
+        let mut asm = Assembler::new();
+        let a = hdr(10, 1, 6, "SSL_write");
+        let b = hdr(20, 2, 6, "SSL_read");
+        let records = [
+            record(a, 0, b"aaa"),
+            record(b, 0, b"bbb"),
+            record(a, 3, b"AAA"),
+            record(b, 3, b"BBB"),
+        ];
+        let got = run(&mut asm, &records);
+        assert_eq!(
+            got,
+            [(10, b"aaaAAA".to_vec(), 0), (20, b"bbbBBB".to_vec(), 0)]
+        );
+        assert_eq!(asm.counts.events, 2);
+    }
+
+    #[test]
+    fn a_call_cut_short_is_reported_with_its_missing_bytes() {
+        let mut asm = Assembler::new();
+        let first = hdr(10, 1, 8, "SSL_write");
+        let next = hdr(10, 2, 2, "SSL_write");
+        // The second chunk of the first call never arrived; the thread's next call did.
+        let got = run(
+            &mut asm,
+            &[record(first, 0, b"1234"), record(next, 0, b"ok")],
+        );
+        assert_eq!(got, [(10, b"1234".to_vec(), 4), (10, b"ok".to_vec(), 0)]);
+        assert_eq!(asm.counts.missing_bytes, 4);
+    }
+
+    #[test]
+    fn an_empty_record_ends_a_call_at_once() {
+        let mut asm = Assembler::new();
+        let h = hdr(10, 1, 8, "SSL_read");
+        let got = run(&mut asm, &[record(h, 0, b"1234"), record(h, 4, b"")]);
+        assert_eq!(got, [(10, b"1234".to_vec(), 4)]);
+        let got = run(&mut asm, &[record(hdr(11, 2, 8, "SSL_read"), 0, b"")]);
+        assert_eq!(got, [(11, Vec::new(), 8)]);
+    }
+
+    #[test]
+    fn stale_partial_calls_are_flushed_after_a_while() {
+        let mut asm = Assembler::new();
+        run(&mut asm, &[record(hdr(10, 1, 8, "SSL_read"), 0, b"1234")]);
+        let mut got = Vec::new();
+        for now in [2, 1 + CHUNK_PATIENCE_NS] {
+            asm.tick::<()>(now, &mut |ev| {
+                got.push((now, ev.missing));
+                Ok(())
+            })
+            .unwrap();
+        }
+        assert_eq!(got, [(1 + CHUNK_PATIENCE_NS, 4)]);
+    }
+
+    #[test]
+    fn malformed_records_are_counted_not_trusted() {
+        let mut asm = Assembler::new();
+        let mut h = hdr(10, 1, 4, "SSL_read");
+        // More payload than the record holds.
+        h.chunk_len = 100;
+        // SAFETY: as in record().
+        let bad = [unsafe { plain::as_bytes(&h) }, b"abcd"].concat();
+        let got = run(&mut asm, &[bad, b"short".to_vec(), record(h, 4, b"x")]);
+        assert!(got.is_empty());
+        assert_eq!(asm.counts.malformed, 3);
+    }
+
+    #[test]
+    fn non_blocking_handshake_is_one_event_from_first_attempt() {
+        let mut asm = Assembler::new();
+        let mut retry = hdr(10, 100, 0, "SSL_do_handshake");
+        retry.ret = -1;
+        retry.latency_ns = 5;
+        let mut done = hdr(10, 300, 0, "SSL_do_handshake");
+        done.ret = 1;
+        done.latency_ns = 50;
+        let mut got = Vec::new();
+        for r in [record(retry, 0, b""), record(done, 0, b"")] {
+            asm.push::<()>(&r, &mut |ev| {
+                got.push((ev.handshake, ev.hdr.ts_ns, ev.hdr.latency_ns));
+                Ok(())
+            })
+            .unwrap();
+        }
+        assert_eq!(got, [(Some(Handshake::Done), 100, 250)]);
+    }
+
+    #[test]
+    fn an_unanswered_handshake_retry_is_reported_not_completed() {
+        let mut asm = Assembler::new();
+        let mut retry = hdr(10, 100, 0, "SSL_do_handshake");
+        retry.ret = -1;
+        let mut got = Vec::new();
+        asm.push::<()>(&record(retry, 0, b""), &mut |_| panic!("not yet"))
+            .unwrap();
+        asm.tick::<()>(100 + HANDSHAKE_PATIENCE_NS, &mut |ev| {
+            got.push(ev.handshake);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got, [Some(Handshake::NotCompleted)]);
+    }
 }

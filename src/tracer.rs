@@ -78,12 +78,24 @@ impl Sink<'_> {
     }
 }
 
+/// The reader's scheduling priority. Busy traced programs run many threads, and the
+/// scheduler shares a CPU per thread: at the default priority one reader thread gets too
+/// little of it to drain what 64 busy threads write, and the ring buffer overflows.
+const READER_NICE: i32 = -10;
+
 pub fn run(
     cfg: &Config,
     targets: &[Target],
     out: &mut dyn Output,
     stop: &AtomicBool,
 ) -> Result<Summary> {
+    // SAFETY: setpriority takes plain integers and touches no memory of ours.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, READER_NICE) } != 0 && cfg.debug {
+        eprintln!(
+            "sslsniff: cannot raise the reader's priority: {}",
+            io::Error::last_os_error()
+        );
+    }
     let mut storage = MaybeUninit::uninit();
     let mut open = SslsniffSkelBuilder::default()
         .open(&mut storage)

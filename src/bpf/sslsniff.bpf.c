@@ -210,6 +210,10 @@ static long send_chunk(__u64 i, struct chunk_ctx *c)
 		/* The rest of the call cannot arrive whole: count all of it as lost, so user
 		 * space and the counters agree on how many bytes are missing. */
 		count(0, 0, 1, c->hdr.captured - offset);
+		/* An empty record at this offset tells user space that the rest will not
+		 * come, so the call is printed now, marked incomplete, instead of vanishing
+		 * or waiting for a timeout. If even that does not fit, user space times out. */
+		send_record(&c->hdr, 0, 0);
 		return 1;
 	}
 	return 0;

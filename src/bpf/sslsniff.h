@@ -6,7 +6,8 @@
 
 #define TASK_COMM_LEN 16
 /* One ring-buffer record (struct event_hdr, then chunk_len payload bytes) carries at most
- * this much payload; a larger call is sent as consecutive chunks. */
+ * this much payload; a larger call is sent as consecutive chunks. A record without payload
+ * at an offset short of `captured` says the rest of the call was lost. */
 #define CHUNK_SIZE 16384
 
 /* Probes carry their function's index in the table below as their cookie, so one entry

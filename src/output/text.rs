@@ -134,24 +134,44 @@ impl<W: Write> Output for Text<W> {
 /// Writes a payload so that a terminal shows it and cannot be driven by it: printable
 /// UTF-8, newline, carriage return and tab pass; every other byte is written `\xNN`.
 pub fn escape(out: &mut impl Write, data: &[u8]) -> io::Result<()> {
-    for chunk in data.utf8_chunks() {
-        let valid = chunk.valid();
-        let mut run_start = 0;
-        for (i, c) in valid.char_indices() {
-            if c.is_control() && !matches!(c, '\n' | '\r' | '\t') {
-                out.write_all(&valid.as_bytes()[run_start..i])?;
-                for b in &valid.as_bytes()[i..i + c.len_utf8()] {
+    let mut rest = data;
+    while !rest.is_empty() {
+        // Printable ASCII is most of what passes: copy it in runs.
+        let run = rest
+            .iter()
+            .position(|&b| !(b.is_ascii_graphic() || matches!(b, b' ' | b'\n' | b'\r' | b'\t')))
+            .unwrap_or(rest.len());
+        out.write_all(&rest[..run])?;
+        rest = &rest[run..];
+        if rest.is_empty() {
+            break;
+        }
+        match first_char(&rest[..rest.len().min(4)]) {
+            Some(c) if !c.is_control() => {
+                out.write_all(&rest[..c.len_utf8()])?;
+                rest = &rest[c.len_utf8()..];
+            }
+            // A control character (C0, DEL or C1) is escaped whole; an invalid sequence
+            // one byte at a time, as valid text may follow its first byte.
+            found => {
+                let width = found.map_or(1, char::len_utf8);
+                for b in &rest[..width] {
                     write!(out, "\\x{b:02x}")?;
                 }
-                run_start = i + c.len_utf8();
+                rest = &rest[width..];
             }
-        }
-        out.write_all(&valid.as_bytes()[run_start..])?;
-        for b in chunk.invalid() {
-            write!(out, "\\x{b:02x}")?;
         }
     }
     Ok(())
+}
+
+/// The character that `bytes` starts with, if they start with valid UTF-8.
+fn first_char(bytes: &[u8]) -> Option<char> {
+    let valid = match std::str::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default(),
+    };
+    valid.chars().next()
 }
 
 /// `hexdump -C` rows: offset, 16 bytes in hex split 8+8, and an ASCII gutter.

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -166,10 +166,11 @@ pub fn https_server(work: &Workdir) -> (Proc, u16) {
     (server, port)
 }
 
-/// The sniffer under test, with its stdout collected until it is stopped.
+/// The sniffer under test. Its stdout goes to a file, as `sslsniff > capture` would: a
+/// pipe to this test process would make the test's reading speed part of what is tested.
 pub struct Sniffer {
     proc: Proc,
-    stdout: mpsc::Receiver<Vec<u8>>,
+    stdout: tempfile::NamedTempFile,
     stderr: mpsc::Receiver<String>,
 }
 
@@ -183,21 +184,15 @@ pub struct Output {
 impl Sniffer {
     /// Starts the sniffer and waits until its probes are attached.
     pub fn start(args: &[&str]) -> Sniffer {
+        let stdout = tempfile::NamedTempFile::new().unwrap();
         let mut proc = Proc::spawn(
             "sslsniff",
             Command::new(SNIFFER)
                 .args(args)
                 .stdin(Stdio::null())
-                .stdout(Stdio::piped())
+                .stdout(stdout.reopen().unwrap())
                 .stderr(Stdio::piped()),
         );
-        let mut out = proc.child.stdout.take().unwrap();
-        let (out_tx, stdout) = mpsc::channel();
-        thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = out.read_to_end(&mut buf);
-            let _ = out_tx.send(buf);
-        });
         let err = proc.child.stderr.take().unwrap();
         let (ready_tx, ready) = mpsc::channel();
         let (err_tx, stderr) = mpsc::channel();
@@ -236,7 +231,7 @@ impl Sniffer {
         thread::sleep(Duration::from_millis(300));
         kill(Pid::from_raw(self.proc.pid() as i32), Signal::SIGINT).unwrap();
         let status = self.proc.wait_timeout(Duration::from_secs(10));
-        let stdout_bytes = self.stdout.recv_timeout(Duration::from_secs(10)).unwrap();
+        let stdout_bytes = fs::read(self.stdout.path()).unwrap();
         let stderr = self.stderr.recv_timeout(Duration::from_secs(10)).unwrap();
         Output {
             stdout: String::from_utf8_lossy(&stdout_bytes).into_owned(),
@@ -263,7 +258,8 @@ pub struct Row {
 /// (handshakes have none).
 pub fn rows(stdout: &str) -> Vec<Row> {
     let mut rows = Vec::new();
-    let mut lines = stdout.lines().skip(1).peekable();
+    // Split on '\n' only: payload lines keep their '\r', so data compares exactly.
+    let mut lines = stdout.split('\n').skip(1).peekable();
     while let Some(line) = lines.next() {
         let columns: Vec<String> = line.split_whitespace().map(str::to_string).collect();
         if columns.len() < 5
@@ -308,6 +304,34 @@ pub fn run_client(name: &str, cmd: &mut Command) -> Proc {
     let status = proc.wait_timeout(Duration::from_secs(20));
     assert!(status.success(), "{name} failed: {status}");
     proc
+}
+
+/// A python3 TLS server that reads each connection to its end, one thread each.
+pub fn sink_server(work: &Workdir) -> (Proc, u16) {
+    let port = free_port();
+    let script = format!(
+        "import socket, ssl, threading\n\
+         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+         ctx.load_cert_chain('cert.pem', 'key.pem')\n\
+         srv = socket.create_server(('127.0.0.1', {port}), backlog=128)\n\
+         def serve(conn):\n\
+         \x20   with ctx.wrap_socket(conn, server_side=True) as s:\n\
+         \x20       while s.recv(1 << 20): pass\n\
+         while True:\n\
+         \x20   conn, _ = srv.accept()\n\
+         \x20   threading.Thread(target=serve, args=(conn,), daemon=True).start()\n"
+    );
+    let server = Proc::spawn(
+        "python3 sink server",
+        Command::new("python3")
+            .args(["-c", &script])
+            .current_dir(work.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_port(port);
+    (server, port)
 }
 
 /// A python3 TLS client (OpenSSL 3: SSL_write_ex/SSL_read_ex) that sends `payload`
