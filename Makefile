@@ -7,7 +7,8 @@ ARGS ?=
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo -E)
 
 BUILD_DEPS := clang llvm libelf-dev zlib1g-dev pkg-config make libssl-dev
-TEST_DEPS := openssl curl python3 gnutls-bin libnss3-tools util-linux
+TEST_DEPS := openssl curl python3 gnutls-bin libnss3-tools util-linux gcc \
+	android-libboringssl-dev libwolfssl-dev libmbedtls-dev
 
 .PHONY: all build deps run test bench lint clean
 
@@ -37,7 +38,7 @@ lint: deps
 # End-to-end tests share the machine's TLS libraries and probes: run them one at a time.
 # Release build: the tests measure a tracer that must keep up with busy programs.
 test: lint
-	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$(SUDO)" $(CARGO) test --release -- --test-threads=1
+	$(if $(SUDO),CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$(SUDO)") $(CARGO) test --release -- --test-threads=1
 
 bench: build
 	$(CARGO) build --release --manifest-path bench/Cargo.toml

@@ -72,6 +72,11 @@ pub struct Cli {
     #[arg(long, value_name = "TYPE:PATH", value_parser = parse_extra_lib)]
     pub extra_lib: Vec<(&'static Library, PathBuf)>,
 
+    /// Also trace this executable, which carries a TLS library statically (the kind is
+    /// read from its symbols)
+    #[arg(long, value_name = "PATH")]
+    pub binary: Vec<PathBuf>,
+
     /// Capture at most this many bytes of each call (0: no limit)
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
     pub max_buffer_size: u64,

@@ -1,5 +1,7 @@
-//! Finds the files to probe: the system's TLS libraries (ld cache and the standard
-//! directories) and the ones named on the command line, each file once.
+//! Finds the files to probe, each once: the system's TLS libraries (ld cache and the
+//! standard directories), the copies that running processes have mapped (containers,
+//! bundled copies; opened through the process's own root), executables that carry a TLS
+//! library statically, and the files named on the command line.
 
 use std::collections::HashSet;
 use std::fs;
@@ -32,70 +34,161 @@ pub struct Probe {
 pub struct Request<'a> {
     pub kinds: &'a [Kind],
     pub extra_libs: &'a [(&'static Library, PathBuf)],
+    pub binaries: &'a [PathBuf],
+    pub pid: Option<u32>,
+}
+
+#[derive(Default)]
+struct Found {
+    seen: HashSet<(u64, u64)>,
+    targets: Vec<Target>,
+}
+
+impl Found {
+    /// Adds a file's targets unless the file was already added; says whether the file
+    /// has any. `lib` None: whichever enabled libraries its symbols show.
+    fn add(&mut self, kinds: &[Kind], lib: Option<&'static Library>, path: &Path) -> Result<bool> {
+        let id = file_id(path)?;
+        if self.seen.contains(&id) {
+            return Ok(true);
+        }
+        let symbols = Symbols::read(path)?;
+        if symbols.is_go() {
+            bail!(
+                "{} is a Go program: uretprobes crash Go's moving stacks, so it is not traced",
+                path.display()
+            );
+        }
+        let candidates: Vec<&'static Library> = match lib {
+            Some(lib) => vec![lib],
+            None => LIBRARIES
+                .iter()
+                .filter(|l| kinds.contains(&l.kind))
+                .collect(),
+        };
+        let before = self.targets.len();
+        for lib in candidates {
+            let probes: Vec<Probe> = libs::all_funcs()
+                .filter(|(_, l, _)| l.kind == lib.kind)
+                .filter_map(|(id, _, func)| {
+                    Some(Probe {
+                        id,
+                        func,
+                        offset: symbols.offset(func.name)?,
+                    })
+                })
+                .collect();
+            if !probes.is_empty() {
+                self.targets.push(Target {
+                    path: path.to_path_buf(),
+                    lib,
+                    probes,
+                });
+            }
+        }
+        self.seen.insert(id);
+        Ok(self.targets.len() > before)
+    }
+
+    /// Adds a file that was found, not asked for: problems are warnings.
+    fn add_found(&mut self, kinds: &[Kind], lib: Option<&'static Library>, path: &Path) {
+        match self.add(kinds, lib, path) {
+            Ok(true) => {}
+            Ok(false) => warn!("{} defines none of the traced functions", path.display()),
+            Err(e) => warn!("{e:#}"),
+        }
+    }
 }
 
 pub fn targets(req: &Request) -> Result<Vec<Target>> {
-    let mut seen = HashSet::new();
-    let mut targets = Vec::new();
+    let mut found = Found::default();
     for (lib, path) in req.extra_libs {
-        let target = probe_file(lib, path)
-            .with_context(|| format!("--extra-lib {}:{}", lib.name, path.display()))?;
-        if target.probes.is_empty() {
-            bail!(
-                "--extra-lib {}:{}: the file defines none of {}",
-                lib.name,
-                path.display(),
-                func_names(lib)
-            );
-        }
-        if seen.insert(file_id(path)?) {
-            targets.push(target);
+        let what = format!("--extra-lib {}:{}", lib.name, path.display());
+        if !found
+            .add(req.kinds, Some(lib), path)
+            .context(what.clone())?
+        {
+            bail!("{what}: the file defines none of {}", func_names(lib));
         }
     }
-    let system = system_libraries();
-    for lib in LIBRARIES.iter().filter(|l| req.kinds.contains(&l.kind)) {
-        let mut found = targets.iter().any(|t| t.lib.kind == lib.kind);
-        for path in system.iter().filter(|p| name_matches(lib, p)) {
-            let Ok(id) = file_id(path) else { continue };
-            if seen.contains(&id) {
-                continue;
-            }
-            match probe_file(lib, path) {
-                Ok(t) if t.probes.is_empty() => {
-                    warn!("{} defines none of {}", path.display(), func_names(lib))
-                }
-                Ok(t) => {
-                    seen.insert(id);
-                    found = true;
-                    targets.push(t);
-                }
-                Err(e) => warn!("{e:#}"),
-            }
+    for path in req.binaries {
+        let what = format!("--binary {}", path.display());
+        if !found.add(req.kinds, None, path).context(what.clone())? {
+            bail!("{what}: the file defines none of the traced functions");
         }
-        if !found {
+    }
+    if let Some(pid) = req.pid {
+        // The executable itself may carry a TLS library statically; most do not.
+        let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+        if let Err(e) = found.add(req.kinds, None, &exe) {
+            warn!("{e:#}");
+        }
+    }
+    let enabled: Vec<&'static Library> = LIBRARIES
+        .iter()
+        .filter(|l| req.kinds.contains(&l.kind))
+        .collect();
+    let system = system_libraries();
+    for lib in &enabled {
+        for path in system.iter().filter(|p| name_matches(lib, p)) {
+            found.add_found(req.kinds, Some(lib), path);
+        }
+    }
+    // After the system's, so that a file both have is shown by its usual name.
+    for (lib, path) in mapped_libraries(&enabled, req.pid) {
+        found.add_found(req.kinds, Some(lib), &path);
+    }
+    for lib in &enabled {
+        if !found.targets.iter().any(|t| t.lib.kind == lib.kind) {
             warn!(
                 "no {} library found (point to one with --extra-lib {}:PATH)",
                 lib.name, lib.name
             );
         }
     }
-    Ok(targets)
+    Ok(found.targets)
 }
 
-fn probe_file(lib: &'static Library, path: &Path) -> Result<Target> {
-    let symbols = Symbols::read(path)?;
-    let probes = libs::all_funcs()
-        .filter(|(_, l, _)| l.kind == lib.kind)
-        .filter_map(|(id, _, func)| {
-            let offset = symbols.offset(func.name)?;
-            Some(Probe { id, func, offset })
-        })
+/// TLS libraries that running processes (or one) have mapped, as paths through each
+/// process's own root: a container's copy is its own file, not the host's.
+fn mapped_libraries(
+    enabled: &[&'static Library],
+    pid: Option<u32>,
+) -> Vec<(&'static Library, PathBuf)> {
+    let pids: Vec<u32> = match pid {
+        Some(pid) => vec![pid],
+        None => fs::read_dir("/proc")
+            .map(|dir| {
+                dir.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let mut found = Vec::new();
+    for pid in pids {
+        let Ok(maps) = fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            continue;
+        };
+        for path in mapped_paths(&maps) {
+            if let Some(lib) = enabled.iter().find(|l| name_matches(l, Path::new(path))) {
+                found.push((*lib, PathBuf::from(format!("/proc/{pid}/root{path}"))));
+            }
+        }
+    }
+    found
+}
+
+/// File paths in a `/proc/PID/maps` text, each once; deleted files are left out.
+fn mapped_paths(maps: &str) -> Vec<&str> {
+    let mut paths: Vec<&str> = maps
+        .lines()
+        .filter_map(|line| line.splitn(6, char::is_whitespace).nth(5))
+        .map(str::trim)
+        .filter(|p| p.starts_with('/') && !p.ends_with(" (deleted)"))
         .collect();
-    Ok(Target {
-        path: path.to_path_buf(),
-        lib,
-        probes,
-    })
+    paths.dedup();
+    paths
 }
 
 fn func_names(lib: &Library) -> String {
@@ -172,6 +265,23 @@ mod tests {
             [
                 PathBuf::from("/lib/x86_64-linux-gnu/libssl.so.3"),
                 PathBuf::from("/lib/x86_64-linux-gnu/libssl3.so")
+            ]
+        );
+    }
+
+    #[test]
+    fn reads_mapped_paths() {
+        let maps = "7f00-7f01 r--p 00000000 fd:01 123 /usr/lib/x86_64-linux-gnu/libssl.so.3\n\
+            7f01-7f02 r-xp 00001000 fd:01 123 /usr/lib/x86_64-linux-gnu/libssl.so.3\n\
+            7f02-7f03 rw-p 00000000 00:00 0 \n\
+            7f03-7f04 r-xp 00000000 fd:01 9 /opt/app/lib with space/libssl.so.3\n\
+            7f04-7f05 r-xp 00000000 fd:01 7 /tmp/libssl.so.3 (deleted)\n\
+            7ffd-7ffe rw-p 00000000 00:00 0 [stack]\n";
+        assert_eq!(
+            mapped_paths(maps),
+            [
+                "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+                "/opt/app/lib with space/libssl.so.3"
             ]
         );
     }

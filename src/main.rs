@@ -85,6 +85,8 @@ fn run(cli: &Cli) -> Result<()> {
     let targets = discover::targets(&discover::Request {
         kinds: &kinds,
         extra_libs: &cli.extra_lib,
+        binaries: &cli.binary,
+        pid: cli.pid,
     })?;
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -10,7 +10,10 @@ use anyhow::{Context, Result};
 use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
 
 /// Defined function symbols of an ELF file, by name, with their file offsets.
-pub struct Symbols(HashMap<String, u64>);
+pub struct Symbols {
+    offsets: HashMap<String, u64>,
+    go: bool,
+}
 
 impl Symbols {
     pub fn read(path: &Path) -> Result<Self> {
@@ -32,6 +35,8 @@ impl Symbols {
                 .find(|&&(start, size, _)| addr >= start && addr < start + size)
                 .map(|&(start, _, offset)| addr - start + offset)
         };
+        // Go binaries record their build in this section, stripped or not.
+        let go = file.section_by_name(".go.buildinfo").is_some();
         let mut map = HashMap::new();
         for sym in file.dynamic_symbols().chain(file.symbols()) {
             if sym.kind() != SymbolKind::Text || sym.is_undefined() || sym.address() == 0 {
@@ -44,11 +49,16 @@ impl Symbols {
             let name = name.split('@').next().unwrap_or(name);
             map.entry(name.to_string()).or_insert(offset);
         }
-        Ok(Symbols(map))
+        Ok(Symbols { offsets: map, go })
     }
 
     pub fn offset(&self, name: &str) -> Option<u64> {
-        self.0.get(name).copied()
+        self.offsets.get(name).copied()
+    }
+
+    /// A Go program: its goroutine stacks move, which uretprobes do not survive.
+    pub fn is_go(&self) -> bool {
+        self.go
     }
 }
 

@@ -361,3 +361,21 @@ pub fn python_client(port: u16, payload: &str, gated: bool) -> Command {
 pub fn http_get(path: &str) -> String {
     format!("b'GET /{path} HTTP/1.0\\r\\n\\r\\n'")
 }
+
+/// Compiles a C client from tests/fixtures into the work directory.
+pub fn build_fixture(work: &Workdir, source: &str, out: &str, flags: &[&str]) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(source);
+    let exe = work.path().join(out);
+    let status = Command::new("cc")
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .args(flags)
+        .stderr(Stdio::null())
+        .status()
+        .expect("cc is installed");
+    assert!(status.success(), "cannot build {source} with {flags:?}");
+    exe
+}
