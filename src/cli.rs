@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 use crate::libs::{self, Kind, Library};
 
@@ -68,6 +68,19 @@ pub struct Cli {
     #[arg(long)]
     pub hexdump: bool,
 
+    /// Show each call's socket: FD, LADDR and RADDR columns ("-" when the call did no
+    /// socket I/O of its own)
+    #[arg(long)]
+    pub conn: bool,
+
+    /// Output format on stdout: text (bcc's layout) or json (one object per line)
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// Also write the capture as pcapng to FILE, for Wireshark (implies --conn tracking)
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+
     /// Also trace this library file; TYPE is openssl, gnutls, nss, wolfssl or mbedtls
     #[arg(long, value_name = "TYPE:PATH", value_parser = parse_extra_lib)]
     pub extra_lib: Vec<(&'static Library, PathBuf)>,
@@ -90,7 +103,18 @@ pub struct Cli {
     pub debug: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
 impl Cli {
+    /// Connection tracking costs a hook on every syscall: only when something shows it.
+    pub fn tracks_connections(&self) -> bool {
+        self.conn || self.pcap.is_some() || self.format == Format::Json
+    }
+
     pub fn kinds(&self) -> Vec<Kind> {
         let off = [
             (Kind::OpenSsl, self.no_openssl),

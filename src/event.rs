@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::mem::size_of;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::bpf::types::{direction, event_hdr};
 use crate::libs::{self, Outcome, Role};
@@ -49,8 +50,39 @@ impl Event<'_> {
         Cow::Owned(String::from_utf8_lossy(&bytes[..end]).into_owned())
     }
 
+    pub fn conn(&self) -> Conn {
+        Conn::from_raw(&self.hdr.conn)
+    }
+
     pub fn func_name(&self) -> &'static str {
         libs::by_id(self.hdr.func).map_or("?", |(_, f)| f.name)
+    }
+}
+
+/// The socket under a call, when connection tracking saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conn {
+    pub fd: Option<i32>,
+    pub local: Option<SocketAddr>,
+    pub remote: Option<SocketAddr>,
+}
+
+/// AF_INET and AF_INET6, as the socket ABI fixes them.
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+impl Conn {
+    fn from_raw(c: &crate::bpf::types::conn) -> Conn {
+        let ip = |raw: &[u8; 16]| match c.family {
+            AF_INET => Some(IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))),
+            AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(*raw))),
+            _ => None,
+        };
+        Conn {
+            fd: (c.fd >= 0).then_some(c.fd),
+            local: ip(&c.laddr).map(|ip| SocketAddr::new(ip, c.lport)),
+            remote: ip(&c.raddr).map(|ip| SocketAddr::new(ip, c.rport)),
+        }
     }
 }
 
@@ -308,6 +340,54 @@ mod tests {
             .unwrap();
         }
         got
+    }
+
+    #[test]
+    fn connection_addresses_decode_for_both_families() {
+        let mut h = hdr(1, 1, 1, "SSL_read");
+        h.conn.fd = 7;
+        h.conn.family = AF_INET;
+        h.conn.lport = 5000;
+        h.conn.rport = 443;
+        h.conn.laddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        h.conn.raddr[..4].copy_from_slice(&[10, 1, 2, 3]);
+        let ev = Event {
+            hdr: h,
+            data: Cow::Borrowed(b""),
+            missing: 0,
+            handshake: None,
+        };
+        let c = ev.conn();
+        assert_eq!(c.fd, Some(7));
+        assert_eq!(c.local.unwrap().to_string(), "127.0.0.1:5000");
+        assert_eq!(c.remote.unwrap().to_string(), "10.1.2.3:443");
+
+        h.conn.family = AF_INET6;
+        h.conn.raddr = Ipv6Addr::LOCALHOST.octets();
+        let ev = Event {
+            hdr: h,
+            data: Cow::Borrowed(b""),
+            missing: 0,
+            handshake: None,
+        };
+        assert_eq!(ev.conn().remote.unwrap().to_string(), "[::1]:443");
+
+        h.conn.family = 0;
+        h.conn.fd = -1;
+        let ev = Event {
+            hdr: h,
+            data: Cow::Borrowed(b""),
+            missing: 0,
+            handshake: None,
+        };
+        assert_eq!(
+            ev.conn(),
+            Conn {
+                fd: None,
+                local: None,
+                remote: None
+            }
+        );
     }
 
     #[test]

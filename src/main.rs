@@ -12,7 +12,7 @@ mod output;
 mod symbols;
 mod tracer;
 
-use std::fs;
+use std::fs::{self, File};
 use std::io::{self, BufWriter, IsTerminal};
 use std::path::Path;
 use std::process::ExitCode;
@@ -23,8 +23,11 @@ use anyhow::{bail, Context, Result};
 use clap::error::ErrorKind as ClapErrorKind;
 use clap::Parser;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, Format};
+use crate::output::json::Json;
+use crate::output::pcap::Pcap;
 use crate::output::text::{self, Text};
+use crate::output::{Output, Tee};
 
 /// A warning on stderr: something optional is missing and the tool goes on.
 #[macro_export]
@@ -96,14 +99,28 @@ fn run(cli: &Cli) -> Result<()> {
     }
 
     let stdout = io::stdout();
-    let interactive = stdout.is_terminal();
-    let opts = text::Options {
-        extra: cli.extra,
-        latency: cli.latency,
-        hexdump: cli.hexdump,
-    };
-    let mut out = Text::new(BufWriter::with_capacity(1 << 16, stdout.lock()), opts)
-        .context("cannot write the output")?;
+    let interactive = stdout.is_terminal() && cli.pcap.is_none();
+    let stdout = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut outputs: Vec<Box<dyn Output>> = vec![match cli.format {
+        Format::Text => {
+            let opts = text::Options {
+                extra: cli.extra,
+                latency: cli.latency,
+                conn: cli.conn,
+                hexdump: cli.hexdump,
+            };
+            Box::new(Text::new(stdout, opts).context("cannot write the output")?)
+        }
+        Format::Json => Box::new(Json::new(stdout)),
+    }];
+    if let Some(path) = &cli.pcap {
+        let file =
+            File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let pcap = Pcap::new(BufWriter::new(file), realtime_offset_ns())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        outputs.push(Box::new(pcap));
+    }
+    let mut out = Tee(outputs);
 
     let cfg = tracer::Config {
         pid: cli.pid,
@@ -112,6 +129,7 @@ fn run(cli: &Cli) -> Result<()> {
         max_capture: cli.max_buffer_size,
         ring_size: cli.ring_buffer_size,
         handshake: cli.handshake,
+        conn: cli.tracks_connections(),
         interactive,
         debug: cli.debug,
     };
@@ -145,4 +163,15 @@ fn check_privileges() -> Result<()> {
         bail!("needs root (CAP_SYS_ADMIN) to attach uprobes; run it with sudo");
     }
     Ok(())
+}
+
+/// Wall-clock time minus the monotonic clock that BPF timestamps use.
+fn realtime_offset_ns() -> u64 {
+    use nix::time::{clock_gettime, ClockId};
+    let ns = |id| {
+        clock_gettime(id).map_or(0, |t| {
+            t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+        })
+    };
+    ns(ClockId::CLOCK_REALTIME).saturating_sub(ns(ClockId::CLOCK_MONOTONIC))
 }

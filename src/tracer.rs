@@ -36,6 +36,8 @@ pub struct Config {
     pub max_capture: u64,
     pub ring_size: u32,
     pub handshake: bool,
+    /// Attribute calls to sockets (fd, addresses): hooks on syscalls and TCP.
+    pub conn: bool,
     /// Flush after every drain rather than every REPORT_INTERVAL (a terminal is reading).
     pub interactive: bool,
     pub debug: bool,
@@ -134,6 +136,7 @@ pub fn run(
         .events
         .set_max_entries(cfg.ring_size)
         .context("cannot size the ring buffer")?;
+    open.progs.conn_fd.set_autoload(cfg.conn);
     let multi = uprobe_multi_supported();
     if multi {
         open.progs
@@ -148,13 +151,21 @@ pub fn run(
         .context("the kernel refused the BPF programs (run with -d for libbpf's log)")?;
 
     let started = Instant::now();
-    let links = attach_all(
+    let mut links = attach_all(
         &skel.progs.tls_enter,
         &skel.progs.tls_exit,
         cfg,
         targets,
         multi,
     )?;
+    if cfg.conn {
+        let link = skel
+            .progs
+            .conn_fd
+            .attach()
+            .context("cannot attach connection tracking")?;
+        links.push(link);
+    }
     if cfg.debug {
         eprintln!(
             "sslsniff: {} links attached in {:?}",

@@ -4,6 +4,10 @@
 #include <linux/ptrace.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include <asm/unistd.h>
+#include <linux/in6.h>
 #include "sslsniff.h"
 
 /* Filters and limits, fixed before load so filtered traffic costs one compare. */
@@ -25,6 +29,7 @@ struct call {
 	__u64 out;
 	__u64 ctx;
 	__u64 ts_ns;
+	struct conn conn;
 };
 
 /* LRU so that threads which die inside a call cannot fill the map. */
@@ -121,6 +126,7 @@ int BPF_UPROBE(tls_enter, __u64 conn, __u64 buf, __u64 num, __u64 out)
 	call.out = out;
 	call.ctx = conn;
 	call.ts_ns = bpf_ktime_get_ns();
+	call.conn.fd = -1;
 	bpf_map_update_elem(calls_map(f), &pid_tgid, &call, BPF_ANY);
 	return 0;
 }
@@ -260,6 +266,7 @@ int BPF_URETPROBE(tls_exit, long ret)
 	c.hdr.tid = (__u32)pid_tgid;
 	c.hdr.uid = (__u32)bpf_get_current_uid_gid();
 	c.hdr.dir = f->dir;
+	c.hdr.conn = call->conn;
 	bpf_get_current_comm(c.hdr.comm, sizeof(c.hdr.comm));
 	count(1, len, 0, 0);
 
@@ -271,6 +278,134 @@ int BPF_URETPROBE(tls_exit, long ret)
 	bpf_loop((c.hdr.captured + CHUNK_SIZE - 1) / CHUNK_SIZE, send_chunk, &c, 0);
 out:
 	bpf_map_delete_elem(map, &pid_tgid);
+	return 0;
+}
+
+/* Connection tracking: while a TLS call is in flight on a thread, the socket I/O it does
+ * names the fd, and through the task's file table, the socket. Loaded only when asked
+ * for: this hook sees every syscall on the machine. */
+
+/* Address families, as the socket ABI fixes them. */
+#define AF_INET 2
+#define AF_INET6 10
+
+/* Only the fields read here; CO-RE finds them in the running kernel's layout. */
+struct sock_common {
+	union {
+		struct {
+			__be32 skc_daddr;
+			__be32 skc_rcv_saddr;
+		};
+	};
+	union {
+		struct {
+			__be16 skc_dport;
+			__u16 skc_num;
+		};
+	};
+	unsigned short skc_family;
+	struct in6_addr skc_v6_daddr;
+	struct in6_addr skc_v6_rcv_saddr;
+} __attribute__((preserve_access_index));
+
+struct sock {
+	struct sock_common __sk_common;
+} __attribute__((preserve_access_index));
+
+struct file {
+	void *private_data;
+} __attribute__((preserve_access_index));
+
+struct socket {
+	struct file *file;
+	struct sock *sk;
+} __attribute__((preserve_access_index));
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+} __attribute__((preserve_access_index));
+
+struct files_struct {
+	struct fdtable *fdt;
+} __attribute__((preserve_access_index));
+
+struct task_struct {
+	struct files_struct *files;
+} __attribute__((preserve_access_index));
+
+static __always_inline bool is_socket_io(long id)
+{
+	switch (id) {
+	case __NR_read:
+	case __NR_write:
+	case __NR_readv:
+	case __NR_writev:
+	case __NR_sendto:
+	case __NR_recvfrom:
+	case __NR_sendmsg:
+	case __NR_recvmsg:
+		return true;
+	}
+	return false;
+}
+
+/* Fills in the addresses when fd is an IPv4 or IPv6 socket of the current task. */
+static __always_inline void record_sock(struct conn *c, __u32 fd)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *file = 0;
+	struct socket *sock;
+	struct sock *sk;
+
+	if (fd >= BPF_CORE_READ(fdt, max_fds))
+		return;
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	if (!file)
+		return;
+	/* A socket's file and socket point at each other; other files' private data
+	 * does not point back. */
+	sock = BPF_CORE_READ(file, private_data);
+	if (!sock || BPF_CORE_READ(sock, file) != file)
+		return;
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return;
+	c->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	c->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	c->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (c->family == AF_INET) {
+		bpf_core_read(c->laddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(c->raddr, 4, &sk->__sk_common.skc_daddr);
+	} else if (c->family == AF_INET6) {
+		bpf_core_read(c->laddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(c->raddr, 16, &sk->__sk_common.skc_v6_daddr);
+	} else {
+		c->family = 0;
+	}
+}
+
+SEC("raw_tp/sys_enter")
+int BPF_PROG(conn_fd, struct pt_regs *regs, long id)
+{
+	__u64 pid_tgid;
+	struct call *call;
+	__u64 fd = 0;
+
+	if (!is_socket_io(id))
+		return 0;
+	pid_tgid = bpf_get_current_pid_tgid();
+	call = bpf_map_lookup_elem(&calls, &pid_tgid);
+	if (!call)
+		return 0;
+	bpf_probe_read_kernel(&fd, sizeof(fd), &PT_REGS_PARM1(regs));
+	/* Only the first: a call's later syscalls may poll or log on other fds. */
+	if (call->conn.fd >= 0)
+		return 0;
+	call->conn.fd = fd;
+	record_sock(&call->conn, fd);
 	return 0;
 }
 

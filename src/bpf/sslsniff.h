@@ -35,6 +35,17 @@ struct func_info {
 	__u32 ret_int; /* returns a C int: only the low 32 bits of the register are defined */
 };
 
+/* The socket under a call, seen from inside it (syscall and TCP hooks, only with
+ * connection tracking on). */
+struct conn {
+	__s32 fd;       /* -1: no socket syscall was seen (data served from the library's buffer) */
+	__u16 family;   /* AF_INET, AF_INET6, or 0: addresses unknown */
+	__u16 lport;    /* host byte order */
+	__u16 rport;    /* host byte order */
+	__u8 laddr[16]; /* IPv4 in the first 4 bytes */
+	__u8 raddr[16];
+};
+
 struct event_hdr {
 	__u64 ts_ns;      /* CLOCK_MONOTONIC at function entry */
 	__u64 latency_ns; /* entry to return */
@@ -50,6 +61,7 @@ struct event_hdr {
 	__u32 uid;
 	enum direction dir;
 	char comm[TASK_COMM_LEN];
+	struct conn conn;
 };
 
 /* Per-CPU counters of what the kernel side saw and could not deliver. */

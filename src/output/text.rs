@@ -13,6 +13,8 @@ pub struct Options {
     pub extra: bool,
     /// LAT(ms) column.
     pub latency: bool,
+    /// FD, LADDR and RADDR columns.
+    pub conn: bool,
     pub hexdump: bool,
 }
 
@@ -35,6 +37,9 @@ impl<W: Write> Text<W> {
         }
         if opts.latency {
             write!(out, " {:<7}", "LAT(ms)")?;
+        }
+        if opts.conn {
+            write!(out, " {:<4} {:<21} {:<21}", "FD", "LADDR", "RADDR")?;
         }
         writeln!(out)?;
         Ok(Text {
@@ -83,6 +88,19 @@ impl<W: Write> Output for Text<W> {
         }
         if self.opts.latency {
             write!(self.out, " {:<7.3}", h.latency_ns as f64 / 1e6)?;
+        }
+        if self.opts.conn {
+            // "-": the call did no socket I/O of its own (served from the library's
+            // buffer, or a custom BIO); nothing is guessed.
+            let c = ev.conn();
+            let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+            write!(
+                self.out,
+                " {:<4} {:<21} {:<21}",
+                or_dash(c.fd.map(|fd| fd.to_string())),
+                or_dash(c.local.map(|a| a.to_string())),
+                or_dash(c.remote.map(|a| a.to_string()))
+            )?;
         }
         writeln!(self.out)?;
         match ev.handshake {
@@ -292,7 +310,7 @@ mod tests {
         let opts = Options {
             extra: true,
             latency: true,
-            hexdump: false,
+            ..Default::default()
         };
         let out = render(opts, &[event(direction::DIR_READ, b"x")]);
         let mut lines = out.lines();
@@ -313,6 +331,35 @@ mod tests {
                 "1.500"
             ]
         );
+    }
+
+    #[test]
+    fn connection_columns_say_dash_when_unknown() {
+        let mut known = event(direction::DIR_WRITE, b"x");
+        known.hdr.conn.fd = 5;
+        known.hdr.conn.family = 2;
+        known.hdr.conn.lport = 40000;
+        known.hdr.conn.rport = 8443;
+        known.hdr.conn.laddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        known.hdr.conn.raddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let mut unknown = event(direction::DIR_READ, b"y");
+        unknown.hdr.conn.fd = -1;
+        let opts = Options {
+            conn: true,
+            ..Default::default()
+        };
+        let out = render(opts, &[known, unknown]);
+        let rows: Vec<Vec<&str>> = out
+            .lines()
+            .filter(|l| ["FUNC", "READ", "WRITE"].iter().any(|p| l.starts_with(p)))
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            rows[0][0..],
+            ["FUNC", "TIME(s)", "COMM", "PID", "LEN", "FD", "LADDR", "RADDR"]
+        );
+        assert_eq!(rows[1][5..], ["5", "127.0.0.1:40000", "127.0.0.1:8443"]);
+        assert_eq!(rows[2][5..], ["-", "-", "-"]);
     }
 
     #[test]

@@ -379,3 +379,28 @@ pub fn build_fixture(work: &Workdir, source: &str, out: &str, flags: &[&str]) ->
     assert!(status.success(), "cannot build {source} with {flags:?}");
     exe
 }
+
+/// Python's HTTPS file server for the work directory: unlike `s_server -WWW` it sends
+/// Content-Length, so a capture's responses are whole HTTP messages to Wireshark.
+pub fn python_https_server(work: &Workdir) -> (Proc, u16) {
+    let port = free_port();
+    let script = format!(
+        "import http.server, ssl\n\
+         srv = http.server.HTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler)\n\
+         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+         ctx.load_cert_chain('cert.pem', 'key.pem')\n\
+         srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n\
+         srv.serve_forever()\n"
+    );
+    let server = Proc::spawn(
+        "python3 https server",
+        Command::new("python3")
+            .args(["-c", &script])
+            .current_dir(work.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_port(port);
+    (server, port)
+}
