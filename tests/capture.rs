@@ -7,18 +7,6 @@ use std::process::{Command, Stdio};
 
 use common::*;
 
-fn curl(port: u16, path: &str) -> Command {
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-sk",
-        "--max-time",
-        "10",
-        &format!("https://127.0.0.1:{port}/{path}"),
-    ])
-    .stdout(Stdio::null());
-    cmd
-}
-
 #[test]
 fn curl_request_and_response_are_captured() {
     if !root_or_skip("curl_request_and_response_are_captured") {
@@ -35,18 +23,9 @@ fn curl_request_and_response_are_captured() {
     let out = sniffer.stop();
     let rows = rows(&out.stdout);
 
-    let write = with_data(&rows, &format!("GET /{path} HTTP/1.1"));
-    assert_eq!(write.len(), 1, "request not captured once:\n{}", out.stdout);
-    assert_eq!(
-        (write[0].func.as_str(), write[0].comm.as_str(), write[0].pid),
-        ("WRITE/SEND", "curl", client.pid())
-    );
-    let read = with_data(&rows, &body);
-    assert_eq!(read.len(), 1, "response not captured once:\n{}", out.stdout);
-    assert_eq!(
-        (read[0].func.as_str(), read[0].comm.as_str(), read[0].pid),
-        ("READ/RECV", "curl", client.pid())
-    );
+    let request = format!("GET /{path} HTTP/1.1");
+    let (write, read) = assert_both_directions(&out, &rows, client.pid(), &request, &body);
+    assert_eq!((write.comm.as_str(), read.comm.as_str()), ("curl", "curl"));
     assert!(out.status.success(), "{}", out.stderr);
     assert!(
         out.stderr.contains("calls seen in the kernel"),
@@ -74,21 +53,10 @@ fn python_ex_calls_are_labelled_by_direction() {
     let out = sniffer.stop();
     let rows = rows(&out.stdout);
 
-    let write = with_data(&rows, &request);
-    assert_eq!(write.len(), 1, "{}", out.stdout);
+    let (write, _) = assert_both_directions(&out, &rows, client.pid(), &request, &body);
     assert_eq!(
-        (write[0].func.as_str(), write[0].pid),
-        ("WRITE/SEND", client.pid())
-    );
-    assert_eq!(
-        write[0].len,
-        (format!("GET /{request} HTTP/1.0\r\n\r\n").len()).to_string()
-    );
-    let read = with_data(&rows, &body);
-    assert_eq!(read.len(), 1, "{}", out.stdout);
-    assert_eq!(
-        (read[0].func.as_str(), read[0].pid),
-        ("READ/RECV", client.pid())
+        write.len,
+        format!("GET /{request} HTTP/1.0\r\n\r\n").len().to_string()
     );
 }
 
@@ -117,11 +85,8 @@ fn gnutls_client_is_captured() {
         return;
     }
     let work = Workdir::new();
-    let body = marker("gnutls-body");
-    let path = marker("gnutls-req");
-    work.file(&path, body.as_bytes());
+    let (request, body) = page(&work, "gnutls");
     let (_server, port) = https_server(&work);
-    let request = format!("GET /{path} HTTP/1.0\r\n\r\n");
 
     let sniffer = Sniffer::start(&["-o", "-n"]);
     let client = stdin_client(
@@ -132,18 +97,8 @@ fn gnutls_client_is_captured() {
     let out = sniffer.stop();
     let rows = rows(&out.stdout);
 
-    let write = with_data(&rows, request.trim_end());
-    assert_eq!(write.len(), 1, "{}", out.stdout);
-    assert_eq!(
-        (write[0].func.as_str(), write[0].comm.as_str(), write[0].pid),
-        ("WRITE/SEND", "gnutls-cli", client.pid())
-    );
-    let read = with_data(&rows, &body);
-    assert_eq!(read.len(), 1, "{}", out.stdout);
-    assert_eq!(
-        (read[0].func.as_str(), read[0].pid),
-        ("READ/RECV", client.pid())
-    );
+    let (write, _) = assert_both_directions(&out, &rows, client.pid(), &request, &body);
+    assert_eq!(write.comm, "gnutls-cli");
 }
 
 #[test]
@@ -152,9 +107,7 @@ fn nss_client_is_captured() {
         return;
     }
     let work = Workdir::new();
-    let body = marker("nss-body");
-    let path = marker("nss-req");
-    work.file(&path, body.as_bytes());
+    let (request, body) = page(&work, "nss");
     let (_server, port) = https_server(&work);
     let db = work.path().join("nssdb");
     std::fs::create_dir(&db).unwrap();
@@ -166,7 +119,6 @@ fn nss_client_is_captured() {
         .status()
         .unwrap();
     assert!(status.success());
-    let request = format!("GET /{path} HTTP/1.0\r\n\r\n");
     // tstclnt reads the request from a file with PR_Read: that read is file I/O, not TLS,
     // and must not show up.
     let request_file = work.file("request.txt", request.as_bytes());
@@ -186,23 +138,9 @@ fn nss_client_is_captured() {
     let out = sniffer.stop();
     let rows = rows(&out.stdout);
 
-    let write = with_data(&rows, request.trim_end());
-    assert_eq!(
-        write.len(),
-        1,
-        "the request once, as TLS, not as a file read:\n{}",
-        out.stdout
-    );
-    assert_eq!(
-        (write[0].func.as_str(), write[0].comm.as_str(), write[0].pid),
-        ("WRITE/SEND", "tstclnt", client.pid())
-    );
-    let read = with_data(&rows, &body);
-    assert_eq!(read.len(), 1, "{}", out.stdout);
-    assert_eq!(
-        (read[0].func.as_str(), read[0].pid),
-        ("READ/RECV", client.pid())
-    );
+    // Once: as TLS, not also as the file read.
+    let (write, _) = assert_both_directions(&out, &rows, client.pid(), &request, &body);
+    assert_eq!(write.comm, "tstclnt");
 }
 
 #[test]

@@ -23,31 +23,6 @@ fn run_fixture(exe: &Path, port: u16, message: &str) -> Proc {
     )
 }
 
-/// Asserts that `message` was written by `pid` and the server's reply read by it.
-fn assert_both_directions(out: &Output, pid: u32, message: &str, body: &str) {
-    let rows = rows(&out.stdout);
-    let write = with_data(&rows, message.trim_end());
-    assert_eq!(
-        write.len(),
-        1,
-        "request not captured once:\n{}\n{}",
-        out.stdout,
-        out.stderr
-    );
-    assert_eq!((write[0].func.as_str(), write[0].pid), ("WRITE/SEND", pid));
-    let read = with_data(&rows, body);
-    assert_eq!(read.len(), 1, "response not captured once:\n{}", out.stdout);
-    assert_eq!((read[0].func.as_str(), read[0].pid), ("READ/RECV", pid));
-}
-
-/// A served file and a request for it, both unique to this test.
-fn page(work: &Workdir, name: &str) -> (String, String) {
-    let path = marker(name);
-    let body = marker(&format!("{name}-body"));
-    work.file(&path, body.as_bytes());
-    (format!("GET /{path} HTTP/1.0\r\n\r\n"), body)
-}
-
 fn library_client_is_captured(test: &str, source: &str, flags: &[&str], sniffer_args: &[&str]) {
     if !root_or_skip(test) {
         return;
@@ -60,7 +35,7 @@ fn library_client_is_captured(test: &str, source: &str, flags: &[&str], sniffer_
     let sniffer = Sniffer::start(sniffer_args);
     let client = run_fixture(&exe, port, &request);
     let out = sniffer.stop();
-    assert_both_directions(&out, client.pid(), &request, &body);
+    assert_both_directions(&out, &rows(&out.stdout), client.pid(), &request, &body);
 }
 
 #[test]
@@ -121,7 +96,7 @@ fn static_binary_is_captured_with_binary_and_pid() {
         "{}",
         out.stderr
     );
-    assert_both_directions(&out, client.pid(), &request, &body);
+    assert_both_directions(&out, &rows(&out.stdout), client.pid(), &request, &body);
 
     // With -p, the executable is checked for TLS functions by itself.
     let (request, body) = page(&work, "static-pid");
@@ -138,7 +113,7 @@ fn static_binary_is_captured_with_binary_and_pid() {
     writeln!(client.child.stdin.take().unwrap()).unwrap();
     assert!(client.wait_timeout(Duration::from_secs(20)).success());
     let out = sniffer.stop();
-    assert_both_directions(&out, client.pid(), &request, &body);
+    assert_both_directions(&out, &rows(&out.stdout), client.pid(), &request, &body);
 }
 
 /// A python3 client whose libssl is a private copy, waiting to be released.
@@ -196,7 +171,7 @@ fn private_library_copy_is_captured_without_flags_and_with_pid() {
             "{}",
             out.stderr
         );
-        assert_both_directions(&out, client.pid(), &request, &body);
+        assert_both_directions(&out, &rows(&out.stdout), client.pid(), &request, &body);
     }
 }
 
@@ -233,5 +208,5 @@ fn process_in_its_own_mount_namespace_is_captured_with_pid() {
         "not traced through its own root:\n{}",
         out.stderr
     );
-    assert_both_directions(&out, client.pid(), &request, &body);
+    assert_both_directions(&out, &rows(&out.stdout), client.pid(), &request, &body);
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use serde_json::Value;
@@ -63,17 +63,7 @@ fn pcapng_opens_in_tshark_as_http() {
     let pcap = work.path().join("capture.pcapng");
 
     let sniffer = Sniffer::start(&["-c", "curl", "--pcap", pcap.to_str().unwrap()]);
-    run_client(
-        "curl",
-        Command::new("curl")
-            .args([
-                "-sk",
-                "--max-time",
-                "10",
-                &format!("https://127.0.0.1:{port}/{path}"),
-            ])
-            .stdout(Stdio::null()),
-    );
+    run_client("curl", &mut curl(port, &path));
     let out = sniffer.stop();
     assert!(out.status.success(), "{}", out.stderr);
 
@@ -122,17 +112,7 @@ fn text_conn_columns_show_the_server() {
     let (_server, port) = https_server(&work);
 
     let sniffer = Sniffer::start(&["--conn", "-c", "curl"]);
-    run_client(
-        "curl",
-        Command::new("curl")
-            .args([
-                "-sk",
-                "--max-time",
-                "10",
-                &format!("https://127.0.0.1:{port}/{path}"),
-            ])
-            .stdout(Stdio::null()),
-    );
+    run_client("curl", &mut curl(port, &path));
     let out = sniffer.stop();
     let header: Vec<&str> = out
         .stdout
@@ -165,11 +145,7 @@ fn reused_fd_is_attributed_to_each_connection() {
     // One process, two connections one after the other: the second socket gets the
     // first one's fd number back.
     let script = format!(
-        "import socket, ssl\n\
-         ctx = ssl.create_default_context()\n\
-         ctx.check_hostname = False\n\
-         ctx.verify_mode = ssl.CERT_NONE\n\
-         for port, mark in (({port_a}, '{mark_a}'), ({port_b}, '{mark_b}')):\n\
+        "for port, mark in (({port_a}, '{mark_a}'), ({port_b}, '{mark_b}')):\n\
          \x20   s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', port)))\n\
          \x20   s.sendall(('GET /' + mark + ' HTTP/1.0\\r\\n\\r\\n').encode())\n\
          \x20   while s.recv(65536): pass\n\
@@ -177,7 +153,7 @@ fn reused_fd_is_attributed_to_each_connection() {
     );
 
     let sniffer = Sniffer::start(&["--format", "json", "-c", "python3"]);
-    run_client("python3", Command::new("python3").args(["-c", &script]));
+    run_client("python3", &mut python(&script));
     let out = sniffer.stop();
     let events = json_events(&out.stdout);
     let find = |mark: &str| {

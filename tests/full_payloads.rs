@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -20,6 +19,19 @@ fn text_of_len(seed: &str, len: usize) -> String {
     s
 }
 
+/// A python3 client that sends the work directory's file `payload` in one sendall.
+fn send_payload_file(work: &Workdir, port: u16) -> Proc {
+    run_client(
+        "python3",
+        python(&format!(
+            "s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', {port})))\n\
+             s.sendall(open('payload', 'rb').read())\n\
+             s.close()\n"
+        ))
+        .current_dir(work.path()),
+    )
+}
+
 #[test]
 fn one_mebibyte_response_is_captured_byte_exact() {
     if !root_or_skip("one_mebibyte_response_is_captured_byte_exact") {
@@ -32,17 +44,7 @@ fn one_mebibyte_response_is_captured_byte_exact() {
     let (_server, port) = https_server(&work);
 
     let sniffer = Sniffer::start(&["-c", "curl"]);
-    let client = run_client(
-        "curl",
-        Command::new("curl")
-            .args([
-                "-sk",
-                "--max-time",
-                "20",
-                &format!("https://127.0.0.1:{port}/{name}"),
-            ])
-            .stdout(Stdio::null()),
-    );
+    let client = run_client("curl", &mut curl(port, &name));
     let out = sniffer.stop();
     let reads: String = rows(&out.stdout)
         .iter()
@@ -68,24 +70,10 @@ fn one_mebibyte_write_is_one_whole_event() {
     let work = Workdir::new();
     let (_server, port) = sink_server(&work);
     let payload = text_of_len(&marker("bigwrite"), 1 << 20);
-    let client_code = format!(
-        "import socket, ssl\n\
-         ctx = ssl.create_default_context()\n\
-         ctx.check_hostname = False\n\
-         ctx.verify_mode = ssl.CERT_NONE\n\
-         s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', {port})))\n\
-         s.sendall(open('payload', 'rb').read())\n\
-         s.close()\n"
-    );
     work.file("payload", payload.as_bytes());
 
     let sniffer = Sniffer::start(&["-c", "python3"]);
-    let client = run_client(
-        "python3",
-        Command::new("python3")
-            .args(["-c", &client_code])
-            .current_dir(work.path()),
-    );
+    let client = send_payload_file(&work, port);
     let out = sniffer.stop();
     let rows = rows(&out.stdout);
     let writes: Vec<_> = rows
@@ -111,11 +99,7 @@ fn many_threads_each_call_whole_and_attributed() {
     // Each message names the thread (its kernel TID) and its index, then filler that
     // repeats the same, so that a chunk of another message cannot pass for it.
     let client_code = format!(
-        "import socket, ssl, threading\n\
-         ctx = ssl.create_default_context()\n\
-         ctx.check_hostname = False\n\
-         ctx.verify_mode = ssl.CERT_NONE\n\
-         def run():\n\
+        "def run():\n\
          \x20   s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', {port})))\n\
          \x20   tid = threading.get_native_id()\n\
          \x20   for i in range({MESSAGES}):\n\
@@ -128,10 +112,7 @@ fn many_threads_each_call_whole_and_attributed() {
     );
 
     let sniffer = Sniffer::start(&["-x", "-c", "python3"]);
-    let mut client = Proc::spawn(
-        "python3 threads",
-        Command::new("python3").args(["-c", &client_code]),
-    );
+    let mut client = Proc::spawn("python3 threads", &mut python(&client_code));
     assert!(client.wait_timeout(Duration::from_secs(120)).success());
     let out = sniffer.stop();
 
@@ -188,24 +169,10 @@ fn loss_is_reported_and_calls_are_marked() {
     let (_server, port) = sink_server(&work);
     let payload = text_of_len(&marker("lossy"), 64 * 1024);
     work.file("payload", payload.as_bytes());
-    let client_code = format!(
-        "import socket, ssl\n\
-         ctx = ssl.create_default_context()\n\
-         ctx.check_hostname = False\n\
-         ctx.verify_mode = ssl.CERT_NONE\n\
-         s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', {port})))\n\
-         s.sendall(open('payload', 'rb').read())\n\
-         s.close()\n"
-    );
 
     // A ring of 8 KiB cannot hold a 16 KiB chunk: every large call loses its data.
     let sniffer = Sniffer::start(&["-c", "python3", "--ring-buffer-size", "8192"]);
-    let client = run_client(
-        "python3",
-        Command::new("python3")
-            .args(["-c", &client_code])
-            .current_dir(work.path()),
-    );
+    let client = send_payload_file(&work, port);
     let out = sniffer.stop();
 
     assert!(

@@ -147,23 +147,38 @@ fn wait_for_port(port: u16) {
     }
 }
 
-/// `openssl s_server -WWW`: serves the work directory's files over HTTPS/1.0.
-pub fn https_server(work: &Workdir) -> (Proc, u16) {
+/// Starts a server that `command` builds for a free port, in the work directory, and
+/// waits until it accepts connections.
+fn server(name: &str, work: &Workdir, command: impl FnOnce(u16) -> Command) -> (Proc, u16) {
     let port = free_port();
-    let server = Proc::spawn(
-        "openssl s_server",
-        Command::new("openssl")
-            .args([
-                "s_server", "-WWW", "-quiet", "-cert", "cert.pem", "-key", "key.pem",
-            ])
-            .args(["-accept", &format!("127.0.0.1:{port}")])
-            .current_dir(work.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let mut cmd = command(port);
+    cmd.current_dir(work.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let server = Proc::spawn(name, &mut cmd);
     wait_for_port(port);
     (server, port)
+}
+
+/// `openssl s_server -WWW`: serves the work directory's files over HTTPS/1.0.
+pub fn https_server(work: &Workdir) -> (Proc, u16) {
+    server("openssl s_server", work, |port| {
+        let mut cmd = Command::new("openssl");
+        cmd.args([
+            "s_server", "-WWW", "-quiet", "-cert", "cert.pem", "-key", "key.pem",
+        ])
+        .args(["-accept", &format!("127.0.0.1:{port}")]);
+        cmd
+    })
+}
+
+/// A served file and an HTTP/1.0 request for it, both unique to the test.
+pub fn page(work: &Workdir, name: &str) -> (String, String) {
+    let path = marker(name);
+    let body = marker(&format!("{name}-body"));
+    work.file(&path, body.as_bytes());
+    (format!("GET /{path} HTTP/1.0\r\n\r\n"), body)
 }
 
 /// The sniffer under test. Its stdout goes to a file, as `sslsniff > capture` would: a
@@ -306,32 +321,108 @@ pub fn run_client(name: &str, cmd: &mut Command) -> Proc {
     proc
 }
 
+/// Starts a python3 server script (run in the work directory, where the certificate is)
+/// that listens on 127.0.0.1 at the port it is given.
+fn python_server(name: &str, work: &Workdir, script: impl FnOnce(u16) -> String) -> (Proc, u16) {
+    server(name, work, |port| {
+        let mut cmd = Command::new("python3");
+        cmd.args(["-c", &script(port)]);
+        cmd
+    })
+}
+
 /// A python3 TLS server that reads each connection to its end, one thread each.
 pub fn sink_server(work: &Workdir) -> (Proc, u16) {
-    let port = free_port();
-    let script = format!(
-        "import socket, ssl, threading\n\
-         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
-         ctx.load_cert_chain('cert.pem', 'key.pem')\n\
-         srv = socket.create_server(('127.0.0.1', {port}), backlog=128)\n\
-         def serve(conn):\n\
-         \x20   with ctx.wrap_socket(conn, server_side=True) as s:\n\
-         \x20       while s.recv(1 << 20): pass\n\
-         while True:\n\
-         \x20   conn, _ = srv.accept()\n\
-         \x20   threading.Thread(target=serve, args=(conn,), daemon=True).start()\n"
+    python_server("python3 sink server", work, |port| {
+        format!(
+            "import socket, ssl, threading\n\
+             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+             ctx.load_cert_chain('cert.pem', 'key.pem')\n\
+             srv = socket.create_server(('127.0.0.1', {port}), backlog=128)\n\
+             def serve(conn):\n\
+             \x20   with ctx.wrap_socket(conn, server_side=True) as s:\n\
+             \x20       while s.recv(1 << 20): pass\n\
+             while True:\n\
+             \x20   conn, _ = srv.accept()\n\
+             \x20   threading.Thread(target=serve, args=(conn,), daemon=True).start()\n"
+        )
+    })
+}
+
+/// Python's HTTPS file server for the work directory: unlike `s_server -WWW` it sends
+/// Content-Length, so a capture's responses are whole HTTP messages to Wireshark.
+pub fn python_https_server(work: &Workdir) -> (Proc, u16) {
+    python_server("python3 https server", work, |port| {
+        format!(
+            "import http.server, ssl\n\
+             srv = http.server.HTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler)\n\
+             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+             ctx.load_cert_chain('cert.pem', 'key.pem')\n\
+             srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n\
+             srv.serve_forever()\n"
+        )
+    })
+}
+
+/// The start of every python3 client script: a TLS context that accepts the test
+/// certificate. Python's ssl module calls OpenSSL 3's SSL_write_ex/SSL_read_ex.
+pub const PY_CLIENT: &str = "import socket, ssl, sys, threading\n\
+     ctx = ssl.create_default_context()\n\
+     ctx.check_hostname = False\n\
+     ctx.verify_mode = ssl.CERT_NONE\n";
+
+/// A python3 client running `script` (after PY_CLIENT).
+pub fn python(script: &str) -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", &format!("{PY_CLIENT}{script}")]);
+    cmd
+}
+
+/// curl fetching https://127.0.0.1:PORT/PATH, output discarded.
+pub fn curl(port: u16, path: &str) -> Command {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sk",
+        "--max-time",
+        "20",
+        &format!("https://127.0.0.1:{port}/{path}"),
+    ])
+    .stdout(Stdio::null());
+    cmd
+}
+
+/// Asserts that `request` was written by `pid` and `body` read by it, each exactly once,
+/// and returns the two rows.
+pub fn assert_both_directions<'a>(
+    out: &Output,
+    rows: &'a [Row],
+    pid: u32,
+    request: &str,
+    body: &str,
+) -> (&'a Row, &'a Row) {
+    let write = with_data(rows, request.trim_end());
+    assert_eq!(
+        write.len(),
+        1,
+        "request not captured once:\n{}\n{}",
+        out.stdout,
+        out.stderr
     );
-    let server = Proc::spawn(
-        "python3 sink server",
-        Command::new("python3")
-            .args(["-c", &script])
-            .current_dir(work.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
+    assert_eq!(
+        (write[0].func.as_str(), write[0].pid),
+        ("WRITE/SEND", pid),
+        "{}",
+        out.stdout
     );
-    wait_for_port(port);
-    (server, port)
+    let read = with_data(rows, body);
+    assert_eq!(read.len(), 1, "response not captured once:\n{}", out.stdout);
+    assert_eq!(
+        (read[0].func.as_str(), read[0].pid),
+        ("READ/RECV", pid),
+        "{}",
+        out.stdout
+    );
+    (write[0], read[0])
 }
 
 /// A python3 TLS client (OpenSSL 3: SSL_write_ex/SSL_read_ex) that sends `payload`
@@ -339,19 +430,13 @@ pub fn sink_server(work: &Workdir) -> (Proc, u16) {
 /// for a line on stdin first, so that it exists before a `-p` sniffer starts.
 pub fn python_client(port: u16, payload: &str, gated: bool) -> Command {
     let gate = if gated { "sys.stdin.readline()\n" } else { "" };
-    let script = format!(
-        "import socket, ssl, sys\n\
-         {gate}\
-         ctx = ssl.create_default_context()\n\
-         ctx.check_hostname = False\n\
-         ctx.verify_mode = ssl.CERT_NONE\n\
+    let mut cmd = python(&format!(
+        "{gate}\
          s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', {port})))\n\
          s.sendall({payload})\n\
          while s.recv(65536): pass\n"
-    );
-    let mut cmd = Command::new("python3");
-    cmd.args(["-c", &script])
-        .stdin(if gated { Stdio::piped() } else { Stdio::null() })
+    ));
+    cmd.stdin(if gated { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     cmd
@@ -378,29 +463,4 @@ pub fn build_fixture(work: &Workdir, source: &str, out: &str, flags: &[&str]) ->
         .expect("cc is installed");
     assert!(status.success(), "cannot build {source} with {flags:?}");
     exe
-}
-
-/// Python's HTTPS file server for the work directory: unlike `s_server -WWW` it sends
-/// Content-Length, so a capture's responses are whole HTTP messages to Wireshark.
-pub fn python_https_server(work: &Workdir) -> (Proc, u16) {
-    let port = free_port();
-    let script = format!(
-        "import http.server, ssl\n\
-         srv = http.server.HTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler)\n\
-         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
-         ctx.load_cert_chain('cert.pem', 'key.pem')\n\
-         srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n\
-         srv.serve_forever()\n"
-    );
-    let server = Proc::spawn(
-        "python3 https server",
-        Command::new("python3")
-            .args(["-c", &script])
-            .current_dir(work.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    wait_for_port(port);
-    (server, port)
 }
