@@ -61,8 +61,9 @@ fn boringssl_client_is_captured() {
     let extra = format!("openssl:{android}/libssl.so.0");
     library_client_is_captured(
         "boringssl",
-        "boringssl_client.c",
+        "openssl_client.c",
         &[
+            "-DREQUIRE_BORINGSSL",
             "-I/usr/include/android",
             &libdir,
             "-lssl",
