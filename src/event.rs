@@ -45,9 +45,13 @@ impl Event<'_> {
     }
 
     pub fn comm(&self) -> Cow<'_, str> {
-        let bytes: Vec<u8> = self.hdr.comm.iter().map(|&c| c as u8).collect();
+        // SAFETY: i8 and u8 have the same size and alignment, and every bit pattern is
+        // valid for both; the slice borrows the header it is made from.
+        let bytes: &[u8] = unsafe {
+            std::slice::from_raw_parts(self.hdr.comm.as_ptr().cast(), self.hdr.comm.len())
+        };
         let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-        Cow::Owned(String::from_utf8_lossy(&bytes[..end]).into_owned())
+        String::from_utf8_lossy(&bytes[..end])
     }
 
     pub fn conn(&self) -> Conn {

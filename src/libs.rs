@@ -1,6 +1,8 @@
 //! What sslsniff supports, as data: TLS libraries, the functions probed in each, and how
 //! each function's return value reads. Everything else walks this table.
 
+use std::sync::LazyLock;
+
 use crate::bpf::types::{direction, ret_convention};
 
 /// How a handshake function's return value reads.
@@ -207,10 +209,11 @@ pub fn all_funcs() -> impl Iterator<Item = (FuncId, &'static Library, &'static F
         .map(|(id, (lib, f))| (id as FuncId, lib, f))
 }
 
+/// Looked up for every event, so indexed rather than searched.
 pub fn by_id(id: FuncId) -> Option<(&'static Library, &'static Func)> {
-    all_funcs()
-        .find(|&(i, ..)| i == id)
-        .map(|(_, lib, f)| (lib, f))
+    static BY_ID: LazyLock<Vec<(&'static Library, &'static Func)>> =
+        LazyLock::new(|| all_funcs().map(|(_, lib, f)| (lib, f)).collect());
+    BY_ID.get(id as usize).copied()
 }
 
 pub fn by_name(name: &str) -> Option<&'static Library> {

@@ -131,18 +131,32 @@ int BPF_UPROBE(tls_enter, __u64 conn, __u64 buf, __u64 num, __u64 out)
 	return 0;
 }
 
-static __always_inline void count(__u64 calls, __u64 bytes, __u64 lost_records, __u64 lost_bytes)
+static __always_inline struct stats *stats(void)
 {
 	__u32 zero = 0;
-	struct stats *s = bpf_map_lookup_elem(&counters, &zero);
+
+	return bpf_map_lookup_elem(&counters, &zero);
+}
+
+/* Per-CPU, but atomic: a preempted probe can race another task's probe on the CPU. */
+static __always_inline void count_call(__u64 bytes)
+{
+	struct stats *s = stats();
 
 	if (!s)
 		return;
-	/* Per-CPU, but a preempted probe can race another task's probe on the same CPU. */
-	__sync_fetch_and_add(&s->calls, calls);
+	__sync_fetch_and_add(&s->calls, 1);
 	__sync_fetch_and_add(&s->bytes, bytes);
-	__sync_fetch_and_add(&s->lost_records, lost_records);
-	__sync_fetch_and_add(&s->lost_bytes, lost_bytes);
+}
+
+static __always_inline void count_loss(__u64 bytes)
+{
+	struct stats *s = stats();
+
+	if (!s)
+		return;
+	__sync_fetch_and_add(&s->lost_records, 1);
+	__sync_fetch_and_add(&s->lost_bytes, bytes);
 }
 
 static __always_inline __u64 ringbuf_flags(void)
@@ -215,7 +229,7 @@ static long send_chunk(__u64 i, struct chunk_ctx *c)
 	if (send_record(&c->hdr, (void *)(c->buf + offset), n)) {
 		/* The rest of the call cannot arrive whole: count all of it as lost, so user
 		 * space and the counters agree on how many bytes are missing. */
-		count(0, 0, 1, c->hdr.captured - offset);
+		count_loss(c->hdr.captured - offset);
 		/* An empty record at this offset tells user space that the rest will not
 		 * come, so the call is printed now, marked incomplete, instead of vanishing
 		 * or waiting for a timeout. If even that does not fit, user space times out. */
@@ -268,14 +282,18 @@ int BPF_URETPROBE(tls_exit, long ret)
 	c.hdr.dir = f->dir;
 	c.hdr.conn = call->conn;
 	bpf_get_current_comm(c.hdr.comm, sizeof(c.hdr.comm));
-	count(1, len, 0, 0);
+	count_call(len);
 
 	if (!c.hdr.captured) {
 		if (send_record(&c.hdr, 0, 0))
-			count(0, 0, 1, 0);
+			count_loss(0);
 		goto out;
 	}
-	bpf_loop((c.hdr.captured + CHUNK_SIZE - 1) / CHUNK_SIZE, send_chunk, &c, 0);
+	/* Most calls fit one chunk: spare them the loop's indirect calls. */
+	if (c.hdr.captured <= CHUNK_SIZE)
+		send_chunk(0, &c);
+	else
+		bpf_loop((c.hdr.captured + CHUNK_SIZE - 1) / CHUNK_SIZE, send_chunk, &c, 0);
 out:
 	bpf_map_delete_elem(map, &pid_tgid);
 	return 0;

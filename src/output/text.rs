@@ -1,6 +1,7 @@
 //! bcc sslsniff's layout: a header, one row per call, then the payload between DATA
 //! markers, as terminal-safe text or `hexdump -C` rows.
 
+use std::fmt;
 use std::io::{self, Write};
 
 use crate::bpf::types::direction;
@@ -66,17 +67,20 @@ fn func_label(ev: &Event) -> &'static str {
 impl<W: Write> Output for Text<W> {
     fn event(&mut self, ev: &Event) -> io::Result<()> {
         let start = *self.start_ns.get_or_insert(ev.end_ns());
-        let secs = (ev.end_ns() as i128 - start as i128) as f64 / 1e9;
+        let secs = Decimal {
+            value: ev.end_ns() as i128 - start as i128,
+            digits: 9,
+        };
         let h = &ev.hdr;
         // A handshake's LEN is its return value, as in bcc; signed, never 4294967295.
-        let len = if ev.handshake.is_some() {
-            h.ret.to_string()
+        let len: &dyn fmt::Display = if ev.handshake.is_some() {
+            &h.ret
         } else {
-            h.len.to_string()
+            &h.len
         };
         write!(
             self.out,
-            "{:<12} {:<18.9} {:<16} {:<7} {:<6}",
+            "{:<12} {:<18} {:<16} {:<7} {:<6}",
             func_label(ev),
             secs,
             ev.comm(),
@@ -87,7 +91,15 @@ impl<W: Write> Output for Text<W> {
             write!(self.out, " {:<7} {:<7}", h.uid, h.tid)?;
         }
         if self.opts.latency {
-            write!(self.out, " {:<7.3}", h.latency_ns as f64 / 1e6)?;
+            let micros = (h.latency_ns as i128 + 500) / 1000;
+            write!(
+                self.out,
+                " {:<7}",
+                Decimal {
+                    value: micros,
+                    digits: 3
+                }
+            )?;
         }
         if self.opts.conn {
             // "-": the call did no socket I/O of its own (served from the library's
@@ -149,16 +161,40 @@ impl<W: Write> Output for Text<W> {
     }
 }
 
+/// A fixed-point number, `value` in units of 10^-digits, printed without going through
+/// floating point (which costs more than the rest of a row) and honouring width.
+struct Decimal {
+    value: i128,
+    digits: u32,
+}
+
+impl fmt::Display for Decimal {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let scale = 10i128.pow(self.digits);
+        let sign = if self.value < 0 { "-" } else { "" };
+        let v = self.value.abs();
+        let mut buf = [0u8; 64];
+        let mut cursor = io::Cursor::new(&mut buf[..]);
+        write!(
+            cursor,
+            "{sign}{}.{:0width$}",
+            v / scale,
+            v % scale,
+            width = self.digits as usize
+        )
+        .map_err(|_| fmt::Error)?;
+        let len = cursor.position() as usize;
+        f.pad(std::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?)
+    }
+}
+
 /// Writes a payload so that a terminal shows it and cannot be driven by it: printable
 /// UTF-8, newline, carriage return and tab pass; every other byte is written `\xNN`.
 pub fn escape(out: &mut impl Write, data: &[u8]) -> io::Result<()> {
     let mut rest = data;
     while !rest.is_empty() {
         // Printable ASCII is most of what passes: copy it in runs.
-        let run = rest
-            .iter()
-            .position(|&b| !(b.is_ascii_graphic() || matches!(b, b' ' | b'\n' | b'\r' | b'\t')))
-            .unwrap_or(rest.len());
+        let run = passing_run(rest);
         out.write_all(&rest[..run])?;
         rest = &rest[run..];
         if rest.is_empty() {
@@ -181,6 +217,33 @@ pub fn escape(out: &mut impl Write, data: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The length of the leading run of bytes that pass unescaped: printable ASCII, \n, \r
+/// and \t. Eight bytes at a time while none of them is a control or non-ASCII byte,
+/// because this scan is most of the reader's work on large payloads.
+fn passing_run(data: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let passes = |b: u8| b.is_ascii_graphic() || matches!(b, b' ' | b'\n' | b'\r' | b'\t');
+    let mut i = 0;
+    while let Some(word) = data.get(i..i + 8) {
+        let w = u64::from_le_bytes(word.try_into().expect("an 8-byte slice"));
+        // Some byte is below 0x20, or at or above 0x7f (bit-twiddling "hasless" and
+        // "hasmore"): look at this word byte by byte.
+        let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
+        let del_or_high = (w.wrapping_add(ONES) | w) & HIGHS;
+        if below_space | del_or_high != 0 {
+            if let Some(j) = word.iter().position(|&b| !passes(b)) {
+                return i + j;
+            }
+        }
+        i += 8;
+    }
+    i + data[i..]
+        .iter()
+        .position(|&b| !passes(b))
+        .unwrap_or(data.len() - i)
 }
 
 /// The character that `bytes` starts with, if they start with valid UTF-8.
@@ -249,6 +312,66 @@ mod tests {
         // C1 control characters are valid UTF-8 and still drive terminals.
         assert_eq!(escaped("x\u{9b}y".as_bytes()), "x\\xc2\\x9by");
         assert_eq!(escaped(b"\x7f"), "\\x7f");
+    }
+
+    #[test]
+    fn decimals_match_float_formatting() {
+        assert_eq!(
+            format!(
+                "{:<12}|",
+                Decimal {
+                    value: 1_234_567_890,
+                    digits: 9
+                }
+            ),
+            "1.234567890 |"
+        );
+        assert_eq!(
+            format!(
+                "{}",
+                Decimal {
+                    value: -5,
+                    digits: 9
+                }
+            ),
+            "-0.000000005"
+        );
+        assert_eq!(
+            format!(
+                "{}",
+                Decimal {
+                    value: 1500,
+                    digits: 3
+                }
+            ),
+            "1.500"
+        );
+        assert_eq!(
+            format!(
+                "{}",
+                Decimal {
+                    value: 0,
+                    digits: 3
+                }
+            ),
+            "0.000"
+        );
+    }
+
+    #[test]
+    fn word_scan_agrees_with_byte_scan() {
+        let passes = |b: u8| b.is_ascii_graphic() || matches!(b, b' ' | b'\n' | b'\r' | b'\t');
+        let base: Vec<u8> = b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n".repeat(3);
+        for pos in 0..base.len() {
+            for bad in [0u8, 0x1b, 0x1f, 0x7f, 0x80, 0xc3, 0xff] {
+                let mut data = base.clone();
+                data[pos] = bad;
+                let expected = data.iter().position(|&b| !passes(b)).unwrap_or(data.len());
+                assert_eq!(passing_run(&data), expected, "byte {bad:#x} at {pos}");
+            }
+        }
+        assert_eq!(passing_run(&base), base.len());
+        assert_eq!(passing_run(b""), 0);
     }
 
     #[test]
