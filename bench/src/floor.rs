@@ -1,0 +1,83 @@
+//! The floor: empty entry and return probes on the functions sslsniff traces, attached
+//! the way sslsniff attaches on this kernel (multi-uprobe links filtered by PID). What
+//! they cost, any uprobe tracer costs; sslsniff is judged on what it adds to it.
+
+use std::fs;
+use std::mem::MaybeUninit;
+
+use anyhow::{Context, Result};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, ProgramMut, UprobeMultiOpts};
+use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
+
+#[allow(
+    clippy::all,
+    dead_code,
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    unused_imports
+)]
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/floor.skel.rs"));
+}
+
+const LIBSSL: &str = "/lib/x86_64-linux-gnu/libssl.so.3";
+const FUNCS: [&str; 4] = ["SSL_write", "SSL_read", "SSL_write_ex", "SSL_read_ex"];
+
+/// Runs `load` with the floor probes attached to process `pid`.
+pub fn traced<T>(pid: u32, load: impl FnOnce() -> Result<T>) -> Result<T> {
+    let mut storage = MaybeUninit::uninit();
+    let open = skel::FloorSkelBuilder::default()
+        .open(&mut storage)
+        .context("cannot open the floor BPF object")?;
+    let skel = open
+        .load()
+        .context("the kernel refused the floor BPF programs")?;
+    let offsets = offsets()?;
+    let _links = [
+        attach(&skel.progs.floor_enter, pid, &offsets, false)?,
+        attach(&skel.progs.floor_exit, pid, &offsets, true)?,
+    ];
+    load()
+}
+
+fn attach(prog: &ProgramMut, pid: u32, offsets: &[usize], retprobe: bool) -> Result<Link> {
+    let opts = UprobeMultiOpts {
+        offsets: offsets.to_vec(),
+        retprobe,
+        ..Default::default()
+    };
+    prog.attach_uprobe_multi_with_opts(pid as i32, LIBSSL, "", opts)
+        .with_context(|| {
+            format!("cannot attach the floor probes to {LIBSSL} (multi-uprobes need Linux 6.6)")
+        })
+}
+
+/// The file offsets of FUNCS. libbpf could resolve the names itself, but libbpf 1.7
+/// fails with ENOENT on a library that has .dynsym and no .symtab, as Debian ships them
+/// (libbpf/libbpf#953).
+fn offsets() -> Result<Vec<usize>> {
+    let data = fs::read(LIBSSL).with_context(|| format!("cannot read {LIBSSL}"))?;
+    let elf = object::File::parse(&*data)
+        .with_context(|| format!("{LIBSSL} is not a readable ELF file"))?;
+    FUNCS
+        .iter()
+        .map(|&name| {
+            elf.dynamic_symbols()
+                .find(|s| s.kind() == SymbolKind::Text && !s.is_undefined() && s.name() == Ok(name))
+                .and_then(|s| file_offset(&elf, s.address()))
+                .with_context(|| format!("{LIBSSL} does not define {name}"))
+        })
+        .collect()
+}
+
+/// Symbols give virtual addresses; uprobes take offsets in the file.
+fn file_offset(elf: &object::File, addr: u64) -> Option<usize> {
+    elf.segments().find_map(|seg| {
+        let (start, size) = (seg.address(), seg.size());
+        (start..start + size)
+            .contains(&addr)
+            .then(|| (addr - start + seg.file_range().0) as usize)
+    })
+}

@@ -1,0 +1,163 @@
+//! sslsniff-bench: what sslsniff costs a TLS program, against the cost of the emptiest
+//! uprobes on the same functions, and whether it captures every call.
+//!
+//! The load runs in a child process (this binary, `load` subcommand) so that it can be
+//! traced by PID and timed on its own.
+
+mod bench;
+mod floor;
+mod load;
+mod message;
+mod proc;
+mod report;
+mod sniff;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+/// Where `cargo build --release` puts sslsniff, whatever directory the bench runs from.
+const DEFAULT_SSLSNIFF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/sslsniff");
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sslsniff-bench",
+    about = "Measure sslsniff's cost on a TLS load and check what it captures (needs root)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// The sslsniff binary to measure
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SSLSNIFF)]
+    sslsniff: PathBuf,
+
+    /// Calls per run at every size [default: 100000, 2000 from 1 MiB; 2000 and 50 with --quick]
+    #[arg(long = "n", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..message::MAX_CALLS))]
+    n: Option<u64>,
+
+    /// Message sizes, comma-separated; K and M suffixes are KiB and MiB
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_size,
+          default_value = "100,4K,64K,1M")]
+    sizes: Vec<usize>,
+
+    /// Runs of each measurement; the table shows the median [default: 3, 1 with --quick]
+    #[arg(long, value_name = "RUNS", value_parser = clap::value_parser!(u64).range(1..))]
+    runs: Option<u64>,
+
+    /// A smoke run: few calls and one run, unless --n or --runs say otherwise
+    #[arg(long)]
+    quick: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The load generator, started by the benchmark itself
+    #[command(hide = true)]
+    Load(load::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Some(Command::Load(args)) => load::run(args),
+        None => run(&cli),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sslsniff-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("needs root to attach uprobes; run it with sudo");
+    }
+    if !cli.sslsniff.is_file() {
+        bail!(
+            "no sslsniff binary at {} (run `cargo build --release` in the sslsniff tree, or pass --sslsniff PATH)",
+            cli.sslsniff.display()
+        );
+    }
+    let plan = bench::Plan {
+        sslsniff: cli.sslsniff.clone(),
+        sizes: cli
+            .sizes
+            .iter()
+            .map(|&size| (size, calls_for(cli, size)))
+            .collect(),
+        runs: cli.runs.unwrap_or(if cli.quick { 1 } else { 3 }),
+    };
+    // Handled, so that the temp dir (gigabytes of output) is removed on Ctrl-C as well.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&interrupted))
+            .context("cannot install signal handlers")?;
+    }
+    let results = bench::run(&plan, &interrupted)?;
+    report::print(&results);
+    Ok(())
+}
+
+/// 1 MiB messages get fewer calls so that a run stays within a minute or so: under
+/// sslsniff every byte is also copied out and written to its output file.
+fn calls_for(cli: &Cli, size: usize) -> u64 {
+    if let Some(n) = cli.n {
+        return n;
+    }
+    match (cli.quick, size) {
+        (true, s) if s >= 1 << 20 => 50,
+        (true, _) => 2000,
+        (false, s) if s >= 1 << 20 => 2000,
+        (false, _) => 100_000,
+    }
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, ""),
+    };
+    let multiplier = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        _ => return Err(format!("unknown unit '{unit}' (use B, K or M)")),
+    };
+    let n: usize = digits.parse().map_err(|e| format!("'{s}': {e}"))?;
+    let size = n * multiplier;
+    if size < message::MIN_SIZE {
+        return Err(format!(
+            "{size} bytes is too small: a message needs at least {}",
+            message::MIN_SIZE
+        ));
+    }
+    Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_size("100"), Ok(100));
+        assert_eq!(parse_size("4K"), Ok(4096));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert!(parse_size("1G").is_err());
+        assert!(parse_size("8").is_err());
+    }
+}
