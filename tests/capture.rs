@@ -35,6 +35,23 @@ fn curl_request_and_response_are_captured() {
 }
 
 #[test]
+fn one_link_per_probe_fallback_captures_too() {
+    if !root_or_skip("one_link_per_probe_fallback_captures_too") {
+        return;
+    }
+    let work = Workdir::new();
+    let (request, body) = page(&work, "fallback");
+    let (_server, port) = https_server(&work);
+
+    // The path kernels before 6.6 take: perf-event uprobes, one link per probe.
+    let sniffer = Sniffer::start_with_env(&["-c", "python3"], &[("SSLSNIFF_NO_UPROBE_MULTI", "1")]);
+    let payload = format!("b'{}'", request.replace("\r\n", "\\r\\n"));
+    let client = run_client("python3", &mut python_client(port, &payload, false));
+    let out = sniffer.stop();
+    assert_both_directions(&out, &rows(&out.stdout), client.pid(), &request, &body);
+}
+
+#[test]
 fn python_ex_calls_are_labelled_by_direction() {
     if !root_or_skip("python_ex_calls_are_labelled_by_direction") {
         return;

@@ -199,11 +199,16 @@ pub struct Output {
 impl Sniffer {
     /// Starts the sniffer and waits until its probes are attached.
     pub fn start(args: &[&str]) -> Sniffer {
+        Sniffer::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Sniffer {
         let stdout = tempfile::NamedTempFile::new().unwrap();
         let mut proc = Proc::spawn(
             "sslsniff",
             Command::new(SNIFFER)
                 .args(args)
+                .envs(env.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(stdout.reopen().unwrap())
                 .stderr(Stdio::piped()),
