@@ -2,7 +2,9 @@
 
 mod common;
 
-use std::process::Command;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::*;
 
@@ -74,4 +76,48 @@ fn unprivileged_user_is_told_to_use_root() {
     assert_ne!(out.status.code(), Some(0));
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("needs root (CAP_SYS_ADMIN)"), "{stderr}");
+}
+
+#[test]
+fn ends_quietly_when_its_reader_goes_away() {
+    if !root_or_skip("ends_quietly_when_its_reader_goes_away") {
+        return;
+    }
+    let work = Workdir::new();
+    let (request, _) = page(&work, "epipe");
+    let (_server, port) = https_server(&work);
+    let mut sniffer = Proc::spawn(
+        "sslsniff",
+        Command::new(SNIFFER)
+            .args(["-c", "python3"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    // Like `sslsniff | head -c 10`: read a little, then close the pipe.
+    let mut stdout = sniffer.child.stdout.take().unwrap();
+    let mut first = [0u8; 10];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let payload = format!("b'{}'", request.replace("\r\n", "\\r\\n"));
+    // The next write finds the pipe closed; a few calls make sure one comes.
+    for _ in 0..3 {
+        run_client("python3", &mut python_client(port, &payload, false));
+    }
+    let status = sniffer.wait_timeout(Duration::from_secs(10));
+    let mut stderr = String::new();
+    sniffer
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(
+        !stderr.contains("error")
+            && !stderr.contains("panicked")
+            && !stderr.contains("Broken pipe"),
+        "{stderr}"
+    );
 }
