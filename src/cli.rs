@@ -17,6 +17,10 @@ use crate::libs::{self, Kind, Library};
         sudo sslsniff -c curl              # only processes named curl\n  \
         sudo sslsniff -l --handshake       # with latency, and handshakes\n  \
         sudo sslsniff --hexdump -x         # payload as hexdump -C, with UID and TID\n  \
+        sudo sslsniff --conn               # with each call's socket addresses\n  \
+        sudo sslsniff --format json | jq . # JSON lines\n  \
+        sudo sslsniff --pcap tls.pcapng    # also a capture for Wireshark\n  \
+        sudo sslsniff --binary ./envoy     # a statically linked TLS library\n  \
         sudo sslsniff --extra-lib openssl:/opt/app/lib/libssl.so.3"
 )]
 pub struct Cli {

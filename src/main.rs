@@ -98,29 +98,8 @@ fn run(cli: &Cli) -> Result<()> {
             .context("cannot install signal handlers")?;
     }
 
-    let stdout = io::stdout();
-    let interactive = stdout.is_terminal() && cli.pcap.is_none();
-    let stdout = BufWriter::with_capacity(1 << 16, stdout.lock());
-    let mut outputs: Vec<Box<dyn Output>> = vec![match cli.format {
-        Format::Text => {
-            let opts = text::Options {
-                extra: cli.extra,
-                latency: cli.latency,
-                conn: cli.conn,
-                hexdump: cli.hexdump,
-            };
-            Box::new(Text::new(stdout, opts).context("cannot write the output")?)
-        }
-        Format::Json => Box::new(Json::new(stdout)),
-    }];
-    if let Some(path) = &cli.pcap {
-        let file =
-            File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-        let pcap = Pcap::new(BufWriter::new(file), realtime_offset_ns())
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        outputs.push(Box::new(pcap));
-    }
-    let mut out = Tee(outputs);
+    let interactive = io::stdout().is_terminal();
+    let mut out = outputs(cli)?;
 
     let cfg = tracer::Config {
         pid: cli.pid,
@@ -146,6 +125,31 @@ fn run(cli: &Cli) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// stdout in the chosen format, and the --pcap file if asked for.
+fn outputs(cli: &Cli) -> Result<Tee> {
+    let stdout = BufWriter::with_capacity(1 << 16, io::stdout().lock());
+    let mut outputs: Vec<Box<dyn Output>> = vec![match cli.format {
+        Format::Text => {
+            let opts = text::Options {
+                extra: cli.extra,
+                latency: cli.latency,
+                conn: cli.conn,
+                hexdump: cli.hexdump,
+            };
+            Box::new(Text::new(stdout, opts).context("cannot write the output")?)
+        }
+        Format::Json => Box::new(Json::new(stdout)),
+    }];
+    if let Some(path) = &cli.pcap {
+        let file =
+            File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let pcap = Pcap::new(BufWriter::new(file), realtime_offset_ns())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        outputs.push(Box::new(pcap));
+    }
+    Ok(Tee(outputs))
 }
 
 /// Creating uprobes takes CAP_SYS_ADMIN (CAP_BPF and CAP_PERFMON alone get EACCES):
