@@ -190,6 +190,8 @@ mod tests {
         );
         assert!(cli.extra && cli.latency && cli.handshake && cli.hexdump);
         assert_eq!(cli.kinds(), [Kind::WolfSsl, Kind::MbedTls]);
+        let cli = Cli::try_parse_from(["sslsniff", "--no-wolfssl", "--no-mbedtls"]).unwrap();
+        assert_eq!(cli.kinds(), [Kind::OpenSsl, Kind::GnuTls, Kind::Nss]);
     }
 
     #[test]

@@ -304,3 +304,37 @@ fn control_bytes_are_escaped_never_raw() {
         "a raw NUL reached the terminal"
     );
 }
+
+#[test]
+fn max_buffer_size_truncates_and_says_so() {
+    if !root_or_skip("max_buffer_size_truncates_and_says_so") {
+        return;
+    }
+    let work = Workdir::new();
+    let (request, _) = page(&work, "truncate");
+    let (_server, port) = https_server(&work);
+
+    let sniffer = Sniffer::start(&["-c", "python3", "--max-buffer-size", "16"]);
+    let payload = format!("b'{}'", request.replace("\r\n", "\\r\\n"));
+    let client = run_client("python3", &mut python_client(port, &payload, false));
+    let out = sniffer.stop();
+
+    let rows = rows(&out.stdout);
+    let write = rows
+        .iter()
+        .find(|r| r.func == "WRITE/SEND" && r.pid == client.pid())
+        .expect("the write is shown");
+    assert_eq!(
+        write.len,
+        request.len().to_string(),
+        "LEN is what the call moved"
+    );
+    assert_eq!(write.data, request[..16]);
+    assert_eq!(
+        write.end,
+        format!(
+            "----- END DATA (TRUNCATED, {} bytes lost) -----",
+            request.len() - 16
+        )
+    );
+}
