@@ -1,7 +1,6 @@
 //! bcc sslsniff's layout: a header, one row per call, then the payload between DATA
 //! markers, as terminal-safe text or `hexdump -C` rows.
 
-use std::fmt;
 use std::io::{self, Write};
 
 use crate::bpf::types::direction;
@@ -24,35 +23,83 @@ pub struct Text<W: Write> {
     opts: Options,
     /// Times are printed relative to the first event.
     start_ns: Option<u64>,
+    /// The row being built, reused: formatting rows through `fmt` cost more than the
+    /// probes themselves at small payloads.
+    line: Line,
 }
 
 impl<W: Write> Text<W> {
     pub fn new(mut out: W, opts: Options) -> io::Result<Self> {
-        write!(
-            out,
-            "{:<12} {:<18} {:<16} {:<7} {:<6}",
-            "FUNC", "TIME(s)", "COMM", "PID", "LEN"
-        )?;
-        if opts.extra {
-            write!(out, " {:<7} {:<7}", "UID", "TID")?;
+        let mut line = Line::default();
+        for (i, (text, width)) in columns(opts).enumerate() {
+            line.cell(i, text.as_bytes(), width);
         }
-        if opts.latency {
-            write!(out, " {:<7}", "LAT(ms)")?;
-        }
-        if opts.conn {
-            write!(out, " {:<4} {:<21} {:<21}", "FD", "LADDR", "RADDR")?;
-        }
-        writeln!(out)?;
+        line.0.push(b'\n');
+        out.write_all(&line.0)?;
         Ok(Text {
             out,
             opts,
             start_ns: None,
+            line,
         })
     }
 
     #[cfg(test)]
     pub fn into_inner(self) -> W {
         self.out
+    }
+}
+
+/// The header's columns and their widths, as bcc's sslsniff.py lays them out.
+fn columns(opts: Options) -> impl Iterator<Item = (&'static str, usize)> {
+    let base = [
+        ("FUNC", 12),
+        ("TIME(s)", 18),
+        ("COMM", 16),
+        ("PID", 7),
+        ("LEN", 6),
+    ];
+    let extra = [("UID", 7), ("TID", 7)];
+    let latency = [("LAT(ms)", 7)];
+    let conn = [("FD", 4), ("LADDR", 21), ("RADDR", 21)];
+    base.into_iter()
+        .chain(extra.into_iter().filter(move |_| opts.extra))
+        .chain(latency.into_iter().filter(move |_| opts.latency))
+        .chain(conn.into_iter().filter(move |_| opts.conn))
+}
+
+/// A row of left-aligned, space-separated cells.
+#[derive(Default)]
+struct Line(Vec<u8>);
+
+impl Line {
+    fn cell(&mut self, index: usize, text: &[u8], width: usize) {
+        if index > 0 {
+            self.0.push(b' ');
+        }
+        self.0.extend_from_slice(text);
+        self.0
+            .resize(self.0.len() + width.saturating_sub(text.len()), b' ');
+    }
+
+    fn int(&mut self, index: usize, value: impl itoa::Integer, width: usize) {
+        self.cell(index, itoa::Buffer::new().format(value).as_bytes(), width);
+    }
+
+    /// `value` in units of 10^-digits, as a decimal number, without floating point.
+    fn decimal(&mut self, index: usize, value: i64, digits: u32, width: usize) {
+        let scale = 10u64.pow(digits);
+        let v = value.unsigned_abs();
+        let mut text = Vec::with_capacity(32);
+        if value < 0 {
+            text.push(b'-');
+        }
+        text.extend_from_slice(itoa::Buffer::new().format(v / scale).as_bytes());
+        text.push(b'.');
+        let frac = itoa::Buffer::new().format(v % scale).as_bytes().to_vec();
+        text.resize(text.len() + digits as usize - frac.len(), b'0');
+        text.extend_from_slice(&frac);
+        self.cell(index, &text, width);
     }
 }
 
@@ -67,54 +114,37 @@ fn func_label(ev: &Event) -> &'static str {
 impl<W: Write> Output for Text<W> {
     fn event(&mut self, ev: &Event) -> io::Result<()> {
         let start = *self.start_ns.get_or_insert(ev.end_ns());
-        let secs = Decimal {
-            value: ev.end_ns() as i128 - start as i128,
-            digits: 9,
-        };
         let h = &ev.hdr;
+        let line = &mut self.line;
+        line.0.clear();
+        line.cell(0, func_label(ev).as_bytes(), 12);
+        line.decimal(1, ev.end_ns() as i64 - start as i64, 9, 18);
+        line.cell(2, ev.comm().as_bytes(), 16);
+        line.int(3, h.pid, 7);
         // A handshake's LEN is its return value, as in bcc; signed, never 4294967295.
-        let len: &dyn fmt::Display = if ev.handshake.is_some() {
-            &h.ret
+        if ev.handshake.is_some() {
+            line.int(4, h.ret, 6);
         } else {
-            &h.len
-        };
-        write!(
-            self.out,
-            "{:<12} {:<18} {:<16} {:<7} {:<6}",
-            func_label(ev),
-            secs,
-            ev.comm(),
-            h.pid,
-            len
-        )?;
+            line.int(4, h.len, 6);
+        }
         if self.opts.extra {
-            write!(self.out, " {:<7} {:<7}", h.uid, h.tid)?;
+            line.int(5, h.uid, 7);
+            line.int(6, h.tid, 7);
         }
         if self.opts.latency {
-            let micros = (h.latency_ns as i128 + 500) / 1000;
-            write!(
-                self.out,
-                " {:<7}",
-                Decimal {
-                    value: micros,
-                    digits: 3
-                }
-            )?;
+            line.decimal(7, (h.latency_ns as i64 + 500) / 1000, 3, 7);
         }
         if self.opts.conn {
             // "-": the call did no socket I/O of its own (served from the library's
             // buffer, or a custom BIO); nothing is guessed.
             let c = ev.conn();
             let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-            write!(
-                self.out,
-                " {:<4} {:<21} {:<21}",
-                or_dash(c.fd.map(|fd| fd.to_string())),
-                or_dash(c.local.map(|a| a.to_string())),
-                or_dash(c.remote.map(|a| a.to_string()))
-            )?;
+            line.cell(8, or_dash(c.fd.map(|fd| fd.to_string())).as_bytes(), 4);
+            line.cell(9, or_dash(c.local.map(|a| a.to_string())).as_bytes(), 21);
+            line.cell(10, or_dash(c.remote.map(|a| a.to_string())).as_bytes(), 21);
         }
-        writeln!(self.out)?;
+        line.0.push(b'\n');
+        self.out.write_all(&line.0)?;
         match ev.handshake {
             Some(Handshake::Done) => return Ok(()),
             Some(Handshake::Failed) => {
@@ -135,12 +165,15 @@ impl<W: Write> Output for Text<W> {
             }
             None => {}
         }
-        writeln!(self.out, "----- DATA -----")?;
+        self.out.write_all(b"----- DATA -----\n")?;
         if self.opts.hexdump {
             hexdump(&mut self.out, &ev.data)?;
         } else {
             escape(&mut self.out, &ev.data)?;
-            writeln!(self.out)?;
+            self.out.write_all(b"\n")?;
+        }
+        if ev.truncated() == 0 && ev.missing == 0 {
+            return self.out.write_all(b"----- END DATA -----\n\n");
         }
         write!(self.out, "----- END DATA")?;
         if ev.truncated() > 0 {
@@ -158,33 +191,6 @@ impl<W: Write> Output for Text<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
-    }
-}
-
-/// A fixed-point number, `value` in units of 10^-digits, printed without going through
-/// floating point (which costs more than the rest of a row) and honouring width.
-struct Decimal {
-    value: i128,
-    digits: u32,
-}
-
-impl fmt::Display for Decimal {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        let scale = 10i128.pow(self.digits);
-        let sign = if self.value < 0 { "-" } else { "" };
-        let v = self.value.abs();
-        let mut buf = [0u8; 64];
-        let mut cursor = io::Cursor::new(&mut buf[..]);
-        write!(
-            cursor,
-            "{sign}{}.{:0width$}",
-            v / scale,
-            v % scale,
-            width = self.digits as usize
-        )
-        .map_err(|_| fmt::Error)?;
-        let len = cursor.position() as usize;
-        f.pad(std::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -315,47 +321,16 @@ mod tests {
     }
 
     #[test]
-    fn decimals_match_float_formatting() {
-        assert_eq!(
-            format!(
-                "{:<12}|",
-                Decimal {
-                    value: 1_234_567_890,
-                    digits: 9
-                }
-            ),
-            "1.234567890 |"
-        );
-        assert_eq!(
-            format!(
-                "{}",
-                Decimal {
-                    value: -5,
-                    digits: 9
-                }
-            ),
-            "-0.000000005"
-        );
-        assert_eq!(
-            format!(
-                "{}",
-                Decimal {
-                    value: 1500,
-                    digits: 3
-                }
-            ),
-            "1.500"
-        );
-        assert_eq!(
-            format!(
-                "{}",
-                Decimal {
-                    value: 0,
-                    digits: 3
-                }
-            ),
-            "0.000"
-        );
+    fn decimals_print_without_floating_point() {
+        let decimal = |value, digits, width| {
+            let mut line = Line::default();
+            line.decimal(0, value, digits, width);
+            String::from_utf8(line.0).unwrap()
+        };
+        assert_eq!(decimal(1_234_567_890, 9, 12), "1.234567890 ");
+        assert_eq!(decimal(-5, 9, 0), "-0.000000005");
+        assert_eq!(decimal(1500, 3, 0), "1.500");
+        assert_eq!(decimal(0, 3, 0), "0.000");
     }
 
     #[test]
