@@ -30,22 +30,26 @@ struct call {
 	__u64 ctx;
 	__u64 ts_ns;
 	struct conn conn;
+	__u32 active; /* a call is in flight; cleared on every return path */
 };
 
-/* LRU so that threads which die inside a call cannot fill the map. */
+/* Per-thread state lives with the thread (task storage): the kernel frees it when the
+ * thread exits, so threads that die inside a call cannot fill anything, and a live call
+ * can never be evicted the way an LRU hash evicts under pressure. It is also much
+ * cheaper than hashing: update, lookup and delete were a third of a probe's cost. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct call);
 } calls SEC(".maps");
 
-/* Handshakes nest around reads and writes in some libraries: their own map keeps the
+/* Handshakes nest around reads and writes in some libraries: their own slot keeps the
  * two from overwriting each other. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct call);
 } handshakes SEC(".maps");
 
@@ -115,19 +119,23 @@ SEC("uprobe")
 int BPF_UPROBE(tls_enter, __u64 conn, __u64 buf, __u64 num, __u64 out)
 {
 	const volatile struct func_info *f = func_of(ctx);
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct call call = {};
+	struct call *call;
 
-	if (!f || !wanted(pid_tgid))
+	if (!f || !wanted(bpf_get_current_pid_tgid()))
 		return 0;
 	if (f->nspr_fd && !is_nspr_ssl_fd(conn))
 		return 0;
-	call.buf = buf;
-	call.out = out;
-	call.ctx = conn;
-	call.ts_ns = bpf_ktime_get_ns();
-	call.conn.fd = -1;
-	bpf_map_update_elem(calls_map(f), &pid_tgid, &call, BPF_ANY);
+	call = bpf_task_storage_get(calls_map(f), bpf_get_current_task_btf(), 0,
+				    BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!call)
+		return 0;
+	call->buf = buf;
+	call->out = out;
+	call->ctx = conn;
+	call->ts_ns = bpf_ktime_get_ns();
+	call->conn.fd = -1;
+	call->conn.family = 0;
+	call->active = 1;
 	return 0;
 }
 
@@ -248,14 +256,12 @@ int BPF_URETPROBE(tls_exit, long ret)
 	struct call *call;
 	__u64 len = 0;
 	__u32 conv;
-	void *map;
 
 	if (!f)
 		return 0;
 	conv = f->ret;
-	map = calls_map(f);
-	call = bpf_map_lookup_elem(map, &pid_tgid);
-	if (!call)
+	call = bpf_task_storage_get(calls_map(f), bpf_get_current_task_btf(), 0, 0);
+	if (!call || !call->active)
 		return 0;
 	/* Without this, an int -1 reads as 4294967295 bytes. */
 	if (f->ret_int)
@@ -295,7 +301,7 @@ int BPF_URETPROBE(tls_exit, long ret)
 	else
 		bpf_loop((c.hdr.captured + CHUNK_SIZE - 1) / CHUNK_SIZE, send_chunk, &c, 0);
 out:
-	bpf_map_delete_elem(map, &pid_tgid);
+	call->active = 0;
 	return 0;
 }
 
@@ -408,15 +414,13 @@ static __always_inline void record_sock(struct conn *c, __u32 fd)
 SEC("raw_tp/sys_enter")
 int BPF_PROG(conn_fd, struct pt_regs *regs, long id)
 {
-	__u64 pid_tgid;
 	struct call *call;
 	__u64 fd = 0;
 
 	if (!is_socket_io(id))
 		return 0;
-	pid_tgid = bpf_get_current_pid_tgid();
-	call = bpf_map_lookup_elem(&calls, &pid_tgid);
-	if (!call)
+	call = bpf_task_storage_get(&calls, bpf_get_current_task_btf(), 0, 0);
+	if (!call || !call->active)
 		return 0;
 	bpf_probe_read_kernel(&fd, sizeof(fd), &PT_REGS_PARM1(regs));
 	/* Only the first: a call's later syscalls may poll or log on other fds. */
