@@ -45,9 +45,9 @@ struct Found {
 }
 
 impl Found {
-    /// Adds a file's targets unless the file was already added; says whether the file
-    /// has any. `lib` None: whichever enabled libraries its symbols show.
-    fn add(&mut self, kinds: &[Kind], lib: Option<&'static Library>, path: &Path) -> Result<bool> {
+    /// Adds a file's targets, one for each of `candidates` whose functions it defines,
+    /// unless the file was already added; says whether the file has any.
+    fn add(&mut self, candidates: &[&'static Library], path: &Path) -> Result<bool> {
         let id = file_id(path)?;
         if self.seen.contains(&id) {
             return Ok(true);
@@ -59,15 +59,8 @@ impl Found {
                 path.display()
             );
         }
-        let candidates: Vec<&'static Library> = match lib {
-            Some(lib) => vec![lib],
-            None => LIBRARIES
-                .iter()
-                .filter(|l| kinds.contains(&l.kind))
-                .collect(),
-        };
         let before = self.targets.len();
-        for lib in candidates {
+        for &lib in candidates {
             let probes: Vec<Probe> = libs::all_funcs()
                 .filter(|(_, l, _)| l.kind == lib.kind)
                 .filter_map(|(id, _, func)| {
@@ -91,8 +84,8 @@ impl Found {
     }
 
     /// Adds a file that was found, not asked for: problems are warnings.
-    fn add_found(&mut self, kinds: &[Kind], lib: Option<&'static Library>, path: &Path) {
-        match self.add(kinds, lib, path) {
+    fn add_found(&mut self, lib: &'static Library, path: &Path) {
+        match self.add(&[lib], path) {
             Ok(true) => {}
             Ok(false) => warn!("{} defines none of the traced functions", path.display()),
             Err(e) => warn!("{e:#}"),
@@ -101,42 +94,39 @@ impl Found {
 }
 
 pub fn targets(req: &Request) -> Result<Vec<Target>> {
+    let enabled: Vec<&'static Library> = LIBRARIES
+        .iter()
+        .filter(|l| req.kinds.contains(&l.kind))
+        .collect();
     let mut found = Found::default();
-    for (lib, path) in req.extra_libs {
+    for &(lib, ref path) in req.extra_libs {
         let what = format!("--extra-lib {}:{}", lib.name, path.display());
-        if !found
-            .add(req.kinds, Some(lib), path)
-            .context(what.clone())?
-        {
+        if !found.add(&[lib], path).context(what.clone())? {
             bail!("{what}: the file defines none of {}", func_names(lib));
         }
     }
     for path in req.binaries {
         let what = format!("--binary {}", path.display());
-        if !found.add(req.kinds, None, path).context(what.clone())? {
+        if !found.add(&enabled, path).context(what.clone())? {
             bail!("{what}: the file defines none of the traced functions");
         }
     }
     if let Some(pid) = req.pid {
         // The executable itself may carry a TLS library statically; most do not.
         let exe = PathBuf::from(format!("/proc/{pid}/exe"));
-        if let Err(e) = found.add(req.kinds, None, &exe) {
+        if let Err(e) = found.add(&enabled, &exe) {
             warn!("{e:#}");
         }
     }
-    let enabled: Vec<&'static Library> = LIBRARIES
-        .iter()
-        .filter(|l| req.kinds.contains(&l.kind))
-        .collect();
     let system = system_libraries();
     for lib in &enabled {
         for path in system.iter().filter(|p| name_matches(lib, p)) {
-            found.add_found(req.kinds, Some(lib), path);
+            found.add_found(lib, path);
         }
     }
     // After the system's, so that a file both have is shown by its usual name.
     for (lib, path) in mapped_libraries(&enabled, req.pid) {
-        found.add_found(req.kinds, Some(lib), &path);
+        found.add_found(lib, &path);
     }
     for lib in &enabled {
         if !found.targets.iter().any(|t| t.lib.kind == lib.kind) {
