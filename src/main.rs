@@ -145,7 +145,7 @@ fn outputs(cli: &Cli) -> Result<Tee> {
     if let Some(path) = &cli.pcap {
         let file =
             File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-        let pcap = Pcap::new(BufWriter::new(file), realtime_offset_ns())
+        let pcap = Pcap::new(BufWriter::new(file), tracer::realtime_offset_ns())
             .with_context(|| format!("cannot write {}", path.display()))?;
         outputs.push(Box::new(pcap));
     }
@@ -167,15 +167,4 @@ fn check_privileges() -> Result<()> {
         bail!("needs root (CAP_SYS_ADMIN) to attach uprobes; run it with sudo");
     }
     Ok(())
-}
-
-/// Wall-clock time minus the monotonic clock that BPF timestamps use.
-fn realtime_offset_ns() -> u64 {
-    use nix::time::{clock_gettime, ClockId};
-    let ns = |id| {
-        clock_gettime(id).map_or(0, |t| {
-            t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
-        })
-    };
-    ns(ClockId::CLOCK_REALTIME).saturating_sub(ns(ClockId::CLOCK_MONOTONIC))
 }

@@ -14,6 +14,7 @@ use libbpf_rs::{
     ErrorKind, Link, MapCore, MapFlags, ProgramAttachType, ProgramMut, RingBufferBuilder,
     UprobeMultiOpts, UprobeOpts,
 };
+use nix::time::{clock_gettime, ClockId};
 
 use crate::bpf::types::{func_info, stats};
 use crate::bpf::SslsniffSkelBuilder;
@@ -430,9 +431,19 @@ fn report_loss(before: &stats, now: &stats) {
     }
 }
 
-fn monotonic_ns() -> u64 {
-    // bpf_ktime_get_ns() is CLOCK_MONOTONIC, which cannot fail to be read on Linux.
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |ts| {
+/// A clock in nanoseconds; the clocks read here cannot fail on Linux.
+fn clock_ns(id: ClockId) -> u64 {
+    clock_gettime(id).map_or(0, |ts| {
         ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
     })
+}
+
+/// bpf_ktime_get_ns()'s clock.
+fn monotonic_ns() -> u64 {
+    clock_ns(ClockId::CLOCK_MONOTONIC)
+}
+
+/// Wall-clock time minus the monotonic clock that event timestamps use.
+pub fn realtime_offset_ns() -> u64 {
+    clock_ns(ClockId::CLOCK_REALTIME).saturating_sub(monotonic_ns())
 }
