@@ -123,6 +123,12 @@ fn run(cli: &Cli) -> Result<()> {
             c.bytes,
             k.lost_bytes.max(c.missing_bytes)
         );
+        if c.malformed > 0 {
+            warn!(
+                "{} records from the kernel failed validation and were dropped",
+                c.malformed
+            );
+        }
     }
     Ok(())
 }
