@@ -60,9 +60,10 @@ struct {
 	__type(value, struct stats);
 } counters SEC(".maps");
 
+/* Sized by user space before load (--ring-buffer-size). */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 32 << 20);
+	__uint(max_entries, 64 << 20);
 } events SEC(".maps");
 
 static __always_inline bool comm_matches(void)
