@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
+use crate::diag::Status;
 use crate::libs::{self, Kind, Library};
 
 #[derive(Debug, Parser)]
@@ -20,6 +21,7 @@ use crate::libs::{self, Kind, Library};
         sudo sslsniff --conn               # with each call's socket addresses\n  \
         sudo sslsniff --format json | jq . # JSON lines\n  \
         sudo sslsniff --pcap tls.pcapng    # also a capture for Wireshark\n  \
+        sudo sslsniff --status json        # stderr as JSON lines, for scripts\n  \
         sudo sslsniff --binary ./envoy     # a statically linked TLS library\n  \
         sudo sslsniff --extra-lib openssl:/opt/app/lib/libssl.so.3"
 )]
@@ -37,8 +39,8 @@ pub struct Cli {
     pub comm: Option<String>,
 
     /// Show UID and TID columns
-    #[arg(short = 'x', long)]
-    pub extra: bool,
+    #[arg(short = 'x', long = "extra")]
+    pub ids: bool,
 
     /// Do not trace OpenSSL (and BoringSSL)
     #[arg(short = 'o', long)]
@@ -81,9 +83,18 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
-    /// Also write the capture as pcapng to FILE, for Wireshark (implies --conn tracking)
+    /// Also write the capture as pcapng to FILE, for Wireshark (implies --conn tracking).
+    /// FILE must not exist yet; it is created readable by its owner only
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
+
+    /// Let --pcap replace an existing regular file owned by this user (never a symlink)
+    #[arg(long, requires = "pcap")]
+    pub overwrite: bool,
+
+    /// Messages on stderr as prose (text) or as one JSON object per line, for programs
+    #[arg(long, value_enum, default_value_t = Status::Text)]
+    pub status: Status,
 
     /// Also trace this library file; TYPE is openssl, gnutls, nss, wolfssl or mbedtls
     #[arg(long, value_name = "TYPE:PATH", value_parser = parse_extra_lib)]
@@ -188,7 +199,7 @@ mod tests {
             (cli.pid, cli.uid, cli.comm.as_deref()),
             (Some(7), Some(0), Some("curl"))
         );
-        assert!(cli.extra && cli.latency && cli.handshake && cli.hexdump);
+        assert!(cli.ids && cli.latency && cli.handshake && cli.hexdump);
         assert_eq!(cli.kinds(), [Kind::WolfSsl, Kind::MbedTls]);
         let cli = Cli::try_parse_from(["sslsniff", "--no-wolfssl", "--no-mbedtls"]).unwrap();
         assert_eq!(cli.kinds(), [Kind::OpenSsl, Kind::GnuTls, Kind::Nss]);

@@ -11,9 +11,9 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::diag::warning;
 use crate::libs::{self, Func, FuncId, Kind, Library, LIBRARIES};
 use crate::symbols::Symbols;
-use crate::warn;
 
 /// One file to attach to, with the table functions it defines.
 #[derive(Debug)]
@@ -87,8 +87,8 @@ impl Found {
     fn add_found(&mut self, lib: &'static Library, path: &Path) {
         match self.add(&[lib], path) {
             Ok(true) => {}
-            Ok(false) => warn!("{} defines none of the traced functions", path.display()),
-            Err(e) => warn!("{e:#}"),
+            Ok(false) => warning!("{} defines none of the traced functions", path.display()),
+            Err(e) => warning!("{e:#}"),
         }
     }
 }
@@ -115,7 +115,7 @@ pub fn targets(req: &Request) -> Result<Vec<Target>> {
         // The executable itself may carry a TLS library statically; most do not.
         let exe = PathBuf::from(format!("/proc/{pid}/exe"));
         if let Err(e) = found.add(&enabled, &exe) {
-            warn!("{e:#}");
+            warning!("{e:#}");
         }
     }
     let system = system_libraries();
@@ -130,9 +130,10 @@ pub fn targets(req: &Request) -> Result<Vec<Target>> {
     }
     for lib in &enabled {
         if !found.targets.iter().any(|t| t.lib.kind == lib.kind) {
-            warn!(
+            warning!(
                 "no {} library found (point to one with --extra-lib {}:PATH)",
-                lib.name, lib.name
+                lib.name,
+                lib.name
             );
         }
     }

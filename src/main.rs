@@ -1,22 +1,30 @@
 //! sslsniff: the plaintext of TLS traffic, from eBPF uprobes on TLS libraries.
 //!
-//! The data path is one line: discover libraries -> attach probes -> kernel event ->
-//! decode and reassemble -> format -> write.
+//! The data path is one line: discover libraries -> attach probes -> kernel record ->
+//! decode -> assemble into events -> format -> write.
 
+mod assemble;
+mod attach;
 mod bpf;
 mod cli;
+mod config;
+mod diag;
 mod discover;
 mod event;
+mod kernel;
 mod libs;
 mod output;
+mod process;
+mod pump;
 mod symbols;
 mod tracer;
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, IsTerminal};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -24,18 +32,12 @@ use clap::error::ErrorKind as ClapErrorKind;
 use clap::Parser;
 
 use crate::cli::{Cli, Format};
+use crate::config::{Config, COMM_LEN};
+use crate::diag::warning;
 use crate::output::json::Json;
 use crate::output::pcap::Pcap;
 use crate::output::text::{self, Text};
 use crate::output::{Output, Tee};
-
-/// A warning on stderr: something optional is missing and the tool goes on.
-#[macro_export]
-macro_rules! warn {
-    ($($arg:tt)*) => {
-        eprintln!("sslsniff: warning: {}", format_args!($($arg)*))
-    };
-}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -60,21 +62,42 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    diag::set_status(cli.status);
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sslsniff: {e:#}");
+            diag::error(&e);
             ExitCode::FAILURE
         }
     }
 }
 
+/// Signals that end the capture cleanly: Ctrl-C, `kill`, a closed terminal or ssh
+/// session, Ctrl-\. Installed before any file is read, so none of them can find the
+/// tool half-started without a handler.
+const STOP_SIGNALS: [i32; 4] = [
+    signal_hook::consts::SIGINT,
+    signal_hook::consts::SIGTERM,
+    signal_hook::consts::SIGHUP,
+    signal_hook::consts::SIGQUIT,
+];
+
 fn run(cli: &Cli) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in STOP_SIGNALS {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("cannot install signal handlers")?;
+    }
     check_privileges()?;
-    if let Some(pid) = cli.pid {
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            bail!("no process with PID {pid}");
+    let watch = match cli.pid {
+        Some(pid) => {
+            process::check(pid)?;
+            Some(process::Watch::new(pid)?)
         }
+        None => None,
+    };
+    if let Some(comm) = &cli.comm {
+        check_comm(comm)?;
     }
     if cli.debug {
         libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, |_, msg| {
@@ -83,7 +106,6 @@ fn run(cli: &Cli) -> Result<()> {
     } else {
         libbpf_rs::set_print(None);
     }
-
     let kinds = cli.kinds();
     let targets = discover::targets(&discover::Request {
         kinds: &kinds,
@@ -91,17 +113,31 @@ fn run(cli: &Cli) -> Result<()> {
         binaries: &cli.binary,
         pid: cli.pid,
     })?;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("cannot install signal handlers")?;
-    }
-
-    let interactive = io::stdout().is_terminal();
     let mut out = outputs(cli)?;
+    let cfg = config(cli);
+    let stopped = || {
+        if stop.load(Ordering::Relaxed) {
+            return true;
+        }
+        let exited = watch.as_ref().is_some_and(process::Watch::exited);
+        if exited {
+            diag::notice(&format!(
+                "process {} exited; stopping",
+                cli.pid.unwrap_or_default()
+            ));
+            stop.store(true, Ordering::Relaxed);
+        }
+        exited
+    };
+    let ended = tracer::run(&cfg, &targets, &mut out, &stopped)?;
+    if !ended.reader_gone {
+        diag::summary(&ended.summary);
+    }
+    Ok(())
+}
 
-    let cfg = tracer::Config {
+fn config(cli: &Cli) -> Config {
+    Config {
         pid: cli.pid,
         uid: cli.uid,
         comm: cli.comm.clone(),
@@ -109,26 +145,23 @@ fn run(cli: &Cli) -> Result<()> {
         ring_size: cli.ring_buffer_size,
         handshake: cli.handshake,
         conn: cli.tracks_connections(),
-        interactive,
+        interactive: io::stdout().is_terminal(),
         debug: cli.debug,
-    };
-    let summary = tracer::run(&cfg, &targets, &mut out, &stop)?;
-    if !summary.reader_gone {
-        let k = &summary.kernel;
-        let c = &summary.counts;
-        eprintln!(
-            "sslsniff: {} calls seen in the kernel, {} events printed, {} bytes captured, {} bytes lost",
-            k.calls,
-            c.events,
-            c.bytes,
-            k.lost_bytes.max(c.missing_bytes)
+    }
+}
+
+/// The kernel keeps 15 bytes of a command name: a longer -c can only ever match its
+/// first 15 bytes, and an empty one nothing. Say which.
+fn check_comm(comm: &str) -> Result<()> {
+    if comm.is_empty() || comm.contains('\0') {
+        bail!("-c: a command name is 1 to {COMM_LEN} bytes without NUL");
+    }
+    if comm.len() > COMM_LEN {
+        let kept = &comm.as_bytes()[..COMM_LEN];
+        warning!(
+            "-c: the kernel keeps only {COMM_LEN} bytes of a command name; matching processes named '{}'",
+            diag::safe(kept)
         );
-        if c.malformed > 0 {
-            warn!(
-                "{} records from the kernel failed validation and were dropped",
-                c.malformed
-            );
-        }
     }
     Ok(())
 }
@@ -139,7 +172,7 @@ fn outputs(cli: &Cli) -> Result<Tee> {
     let mut outputs: Vec<Box<dyn Output>> = vec![match cli.format {
         Format::Text => {
             let opts = text::Options {
-                extra: cli.extra,
+                ids: cli.ids,
                 latency: cli.latency,
                 conn: cli.conn,
                 hexdump: cli.hexdump,
@@ -149,13 +182,51 @@ fn outputs(cli: &Cli) -> Result<Tee> {
         Format::Json => Box::new(Json::new(stdout)),
     }];
     if let Some(path) = &cli.pcap {
-        let file =
-            File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-        let pcap = Pcap::new(BufWriter::new(file), tracer::realtime_offset_ns())
+        let file = create_capture(path, cli.overwrite).with_context(|| {
+            format!("--pcap {}", diag::safe(path.as_os_str().as_encoded_bytes()))
+        })?;
+        let pcap = Pcap::new(BufWriter::new(file), pump::realtime_offset_ns())
             .with_context(|| format!("cannot write {}", path.display()))?;
         outputs.push(Box::new(pcap));
     }
     Ok(Tee(outputs))
+}
+
+/// A capture file holds everyone's decrypted traffic: it is created new, readable by
+/// its owner only, and never through a symlink (in a shared directory another user could
+/// plant one pointing at a file root owns). `--overwrite` allows replacing a regular
+/// file that we own and that has no other name.
+fn create_capture(path: &Path, overwrite: bool) -> Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK);
+    if !overwrite {
+        return opts.create_new(true).open(path).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                anyhow::anyhow!("the file exists; sslsniff writes captures only to new files (or add --overwrite)")
+            } else {
+                anyhow::Error::new(e).context("cannot create the file")
+            }
+        });
+    }
+    let file = opts
+        .create(true)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => anyhow::anyhow!("the path is a symlink; refused"),
+            _ => anyhow::Error::new(e).context("cannot open the file"),
+        })?;
+    let meta = file.metadata().context("cannot inspect the file")?;
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let me = unsafe { libc::geteuid() };
+    if !meta.file_type().is_file() || meta.uid() != me || meta.nlink() != 1 {
+        bail!("--overwrite replaces only a regular file owned by this user with a single name");
+    }
+    file.set_len(0).context("cannot truncate the file")?;
+    file.set_permissions(fs::Permissions::from_mode(0o600))
+        .context("cannot make the file private")?;
+    Ok(file)
 }
 
 /// Creating uprobes takes CAP_SYS_ADMIN (CAP_BPF and CAP_PERFMON alone get EACCES):

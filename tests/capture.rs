@@ -27,11 +27,7 @@ fn curl_request_and_response_are_captured() {
     let (write, read) = assert_both_directions(&out, &rows, client.pid(), &request, &body);
     assert_eq!((write.comm.as_str(), read.comm.as_str()), ("curl", "curl"));
     assert!(out.status.success(), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("calls seen in the kernel"),
-        "no exit summary:\n{}",
-        out.stderr
-    );
+    assert!(out.summary()["calls"].as_u64() >= Some(2), "{}", out.stderr);
 }
 
 #[test]
@@ -333,7 +329,7 @@ fn max_buffer_size_truncates_and_says_so() {
     assert_eq!(
         write.end,
         format!(
-            "----- END DATA (TRUNCATED, {} bytes lost) -----",
+            "----- END DATA (TRUNCATED, {} bytes truncated) -----",
             request.len() - 16
         )
     );

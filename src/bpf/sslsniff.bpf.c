@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+// SPDX-License-Identifier: GPL-2.0-only
 #include <stdbool.h>
 #include <linux/bpf.h>
 #include <linux/ptrace.h>
@@ -27,7 +27,7 @@ const volatile struct func_info funcs[MAX_FUNCS] = {};
 struct call {
 	__u64 buf;
 	__u64 out;
-	__u64 ctx;
+	__u64 tls_conn;
 	__u64 ts_ns;
 	struct conn conn;
 	__u32 active; /* a call is in flight; cleared on every return path */
@@ -117,14 +117,14 @@ static __always_inline void *calls_map(const volatile struct func_info *f)
 }
 
 SEC("uprobe")
-int BPF_UPROBE(tls_enter, __u64 conn, __u64 buf, __u64 num, __u64 out)
+int BPF_UPROBE(tls_enter, __u64 tls_conn, __u64 buf, __u64 num, __u64 out)
 {
 	const volatile struct func_info *f = func_of(ctx);
 	struct call *call;
 
 	if (!f || !wanted(bpf_get_current_pid_tgid()))
 		return 0;
-	if (f->nspr_fd && !is_nspr_ssl_fd(conn))
+	if (f->nspr_fd && !is_nspr_ssl_fd(tls_conn))
 		return 0;
 	call = bpf_task_storage_get(calls_map(f), bpf_get_current_task_btf(), 0,
 				    BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -132,7 +132,7 @@ int BPF_UPROBE(tls_enter, __u64 conn, __u64 buf, __u64 num, __u64 out)
 		return 0;
 	call->buf = buf;
 	call->out = out;
-	call->ctx = conn;
+	call->tls_conn = tls_conn;
 	call->ts_ns = bpf_ktime_get_ns();
 	call->conn.fd = -1;
 	call->conn.family = 0;
@@ -148,24 +148,26 @@ static __always_inline struct stats *stats(void)
 }
 
 /* Per-CPU, but atomic: a preempted probe can race another task's probe on the CPU. */
-static __always_inline void count_call(__u64 bytes)
+static __always_inline void count_call(void)
 {
 	struct stats *s = stats();
 
-	if (!s)
-		return;
-	__sync_fetch_and_add(&s->calls, 1);
-	__sync_fetch_and_add(&s->bytes, bytes);
+	if (s)
+		__sync_fetch_and_add(&s->calls, 1);
 }
 
-static __always_inline void count_loss(__u64 bytes)
+/* A record did not fit: `bytes` of the call will not be delivered; `announced` says
+ * whether user space was told so by an end-of-call record. */
+static __always_inline void count_loss(__u64 bytes, bool announced)
 {
 	struct stats *s = stats();
 
 	if (!s)
 		return;
 	__sync_fetch_and_add(&s->lost_records, 1);
-	__sync_fetch_and_add(&s->lost_bytes, bytes);
+	__sync_fetch_and_add(&s->undelivered_bytes, bytes);
+	if (!announced)
+		__sync_fetch_and_add(&s->unannounced_bytes, bytes);
 }
 
 static __always_inline __u64 ringbuf_flags(void)
@@ -236,13 +238,16 @@ static long send_chunk(__u64 i, struct chunk_ctx *c)
 		n = CHUNK_SIZE;
 	c->hdr.offset = offset;
 	if (send_record(&c->hdr, (void *)(c->buf + offset), n)) {
-		/* The rest of the call cannot arrive whole: count all of it as lost, so user
-		 * space and the counters agree on how many bytes are missing. */
-		count_loss(c->hdr.captured - offset);
-		/* An empty record at this offset tells user space that the rest will not
-		 * come, so the call is printed now, marked incomplete, instead of vanishing
-		 * or waiting for a timeout. If even that does not fit, user space times out. */
-		send_record(&c->hdr, 0, 0);
+		/* The rest of the call cannot arrive whole: count all of it, so user space
+		 * and the counters agree on how many bytes are undelivered. An empty record
+		 * at this offset tells user space that the rest will not come, so the call is
+		 * printed now, marked incomplete, instead of vanishing or waiting for a
+		 * timeout. If even that does not fit, a call of which some chunk arrived is
+		 * still marked (by timeout); one of which nothing arrived is known only to
+		 * the counters. */
+		bool ended = !send_record(&c->hdr, 0, 0);
+
+		count_loss(c->hdr.captured - offset, ended || offset > 0);
 		return 1;
 	}
 	return 0;
@@ -281,7 +286,7 @@ int BPF_URETPROBE(tls_exit, long ret)
 	c.hdr.len = len;
 	c.hdr.captured = (max_capture && len > max_capture) ? max_capture : len;
 	c.hdr.ret = ret;
-	c.hdr.ctx = call->ctx;
+	c.hdr.tls_conn = call->tls_conn;
 	c.hdr.func = bpf_get_attach_cookie(ctx);
 	c.hdr.pid = pid_tgid >> 32;
 	c.hdr.tid = (__u32)pid_tgid;
@@ -289,11 +294,11 @@ int BPF_URETPROBE(tls_exit, long ret)
 	c.hdr.dir = f->dir;
 	c.hdr.conn = call->conn;
 	bpf_get_current_comm(c.hdr.comm, sizeof(c.hdr.comm));
-	count_call(len);
+	count_call();
 
 	if (!c.hdr.captured) {
 		if (send_record(&c.hdr, 0, 0))
-			count_loss(0);
+			count_loss(0, false);
 		goto out;
 	}
 	/* Most calls fit one chunk: spare them the loop's indirect calls. */
@@ -375,8 +380,9 @@ static __always_inline bool is_socket_io(long id)
 	return false;
 }
 
-/* Fills in the addresses when fd is an IPv4 or IPv6 socket of the current task. */
-static __always_inline void record_sock(struct conn *c, __u32 fd)
+/* Whether fd is a socket of the current task; fills in its addresses when it is an IPv4
+ * or IPv6 one. */
+static __always_inline bool read_socket(struct conn *c, __u32 fd)
 {
 	struct task_struct *task = (void *)bpf_get_current_task();
 	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
@@ -386,18 +392,19 @@ static __always_inline void record_sock(struct conn *c, __u32 fd)
 	struct sock *sk;
 
 	if (fd >= BPF_CORE_READ(fdt, max_fds))
-		return;
+		return false;
 	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
 	if (!file)
-		return;
+		return false;
 	/* A socket's file and socket point at each other; other files' private data
 	 * does not point back. */
 	sock = BPF_CORE_READ(file, private_data);
 	if (!sock || BPF_CORE_READ(sock, file) != file)
-		return;
+		return false;
+	c->fd = fd;
 	sk = BPF_CORE_READ(sock, sk);
 	if (!sk)
-		return;
+		return true;
 	c->family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	c->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	c->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
@@ -410,26 +417,31 @@ static __always_inline void record_sock(struct conn *c, __u32 fd)
 	} else {
 		c->family = 0;
 	}
+	return true;
+}
+
+/* The first socket a call does I/O on is its connection: a call's other syscalls may
+ * log to a file or poll, and those fds are not sockets, so they never win. */
+static __always_inline void note_socket(void *map, __u64 fd)
+{
+	struct call *call = bpf_task_storage_get(map, bpf_get_current_task_btf(), 0, 0);
+
+	if (call && call->active && call->conn.fd < 0)
+		read_socket(&call->conn, fd);
 }
 
 SEC("raw_tp/sys_enter")
 int BPF_PROG(conn_fd, struct pt_regs *regs, long id)
 {
-	struct call *call;
 	__u64 fd = 0;
 
 	if (!is_socket_io(id))
 		return 0;
-	call = bpf_task_storage_get(&calls, bpf_get_current_task_btf(), 0, 0);
-	if (!call || !call->active)
-		return 0;
 	bpf_probe_read_kernel(&fd, sizeof(fd), &PT_REGS_PARM1(regs));
-	/* Only the first: a call's later syscalls may poll or log on other fds. */
-	if (call->conn.fd >= 0)
-		return 0;
-	call->conn.fd = fd;
-	record_sock(&call->conn, fd);
+	/* A handshake's I/O names its socket too; reads and writes may nest inside one. */
+	note_socket(&calls, fd);
+	note_socket(&handshakes, fd);
 	return 0;
 }
 
-char LICENSE[] SEC("license") = "Dual BSD/GPL";
+char LICENSE[] SEC("license") = "GPL";

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* The one definition of what crosses from the kernel to user space. Rust reads these
  * types through the generated skeleton, so there is no second copy to keep in sync. */
 #ifndef SSLSNIFF_H
@@ -35,13 +35,14 @@ struct func_info {
 	__u32 ret_int; /* returns a C int: only the low 32 bits of the register are defined */
 };
 
-/* The socket under a call, seen from inside it (syscall and TCP hooks, only with
- * connection tracking on). */
+/* The socket under a call, seen from inside it (a syscall hook, only with connection
+ * tracking on). */
 struct conn {
 	__s32 fd;       /* -1: no socket syscall was seen (data served from the library's buffer) */
 	__u16 family;   /* AF_INET, AF_INET6, or 0: addresses unknown */
 	__u16 lport;    /* host byte order */
 	__u16 rport;    /* host byte order */
+	__u16 pad;      /* explicit, so that no byte of the record is left unset */
 	__u8 laddr[16]; /* IPv4 in the first 4 bytes */
 	__u8 raddr[16];
 };
@@ -53,7 +54,7 @@ struct event_hdr {
 	__u64 captured;   /* bytes that will be sent for this call: min(len, limit) */
 	__u64 offset;     /* where this chunk starts within the call */
 	__s64 ret;        /* raw return value */
-	__u64 ctx;        /* first argument (SSL *, session, PRFileDesc *): names the connection */
+	__u64 tls_conn;   /* first argument (SSL *, session, PRFileDesc *): names the TLS connection */
 	__u32 chunk_len;  /* payload bytes in this record */
 	__u32 func;       /* index into user space's function table */
 	__u32 pid;
@@ -66,10 +67,12 @@ struct event_hdr {
 
 /* Per-CPU counters of what the kernel side saw and could not deliver. */
 struct stats {
-	__u64 calls;        /* successful calls that passed the filters */
-	__u64 bytes;        /* payload bytes those calls moved */
-	__u64 lost_records; /* ring-buffer records that did not fit */
-	__u64 lost_bytes;   /* payload bytes in those records */
+	__u64 calls;            /* successful calls that passed the filters */
+	__u64 lost_records;     /* ring-buffer records that did not fit */
+	__u64 undelivered_bytes; /* captured bytes that could not be sent */
+	/* Of those, bytes of calls whose end-of-call record did not fit either: user space
+	 * never hears of these calls, so only this counter reports them. */
+	__u64 unannounced_bytes;
 };
 
 #endif

@@ -5,9 +5,10 @@ use std::io::{self, Write};
 
 use base64::Engine;
 use serde::Serialize;
+use serde_json::ser::Formatter;
 
-use crate::bpf::types::direction;
-use crate::event::{Event, Handshake};
+use crate::event::Event;
+use crate::output::payload::is_bidi_control;
 use crate::output::Output;
 
 #[derive(Serialize)]
@@ -24,8 +25,8 @@ struct Record<'a> {
     fd: Option<i32>,
     laddr: Option<String>,
     raddr: Option<String>,
-    truncated: u64,
-    lost_bytes: u64,
+    truncated_bytes: u64,
+    undelivered_bytes: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     handshake: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -49,6 +50,33 @@ impl<W: Write> Json<W> {
     }
 }
 
+/// serde_json's compact output, except that DEL, C1 controls and bidirectional controls
+/// inside strings are written as `\uXXXX` too: JSON allows them raw, but a terminal
+/// running `jq` or `cat` on the output would obey them.
+struct SafeStrings;
+
+impl Formatter for SafeStrings {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let unsafe_char =
+            |c: char| c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c) || is_bidi_control(c);
+        let mut rest = fragment;
+        while let Some(at) = rest.find(unsafe_char) {
+            writer.write_all(&rest.as_bytes()[..at])?;
+            let c = rest[at..]
+                .chars()
+                .next()
+                .expect("find returned a char boundary");
+            write!(writer, "\\u{:04x}", c as u32)?;
+            rest = &rest[at + c.len_utf8()..];
+        }
+        writer.write_all(rest.as_bytes())
+    }
+}
+
 impl<W: Write> Output for Json<W> {
     fn event(&mut self, ev: &Event) -> io::Result<()> {
         let (encoding, data) = match std::str::from_utf8(&ev.data) {
@@ -58,36 +86,29 @@ impl<W: Write> Output for Json<W> {
                 Cow::Owned(base64::engine::general_purpose::STANDARD.encode(&ev.data)),
             ),
         };
-        let conn = ev.conn();
+        let c = &ev.call;
         let record = Record {
-            ts_ns: ev.hdr.ts_ns,
-            func: ev.func_name(),
-            direction: match ev.hdr.dir {
-                direction::DIR_READ => "read",
-                direction::DIR_WRITE => "write",
-                _ => "handshake",
-            },
-            comm: ev.comm(),
-            pid: ev.hdr.pid,
-            tid: ev.hdr.tid,
-            uid: ev.hdr.uid,
-            len: ev.hdr.len,
-            latency_ns: ev.hdr.latency_ns,
-            fd: conn.fd,
-            laddr: conn.local.map(|a| a.to_string()),
-            raddr: conn.remote.map(|a| a.to_string()),
-            truncated: ev.truncated(),
-            lost_bytes: ev.missing,
-            handshake: ev.handshake.map(|h| match h {
-                Handshake::Done => "done",
-                Handshake::Failed => "failed",
-                Handshake::NotCompleted => "not_completed",
-            }),
-            ret: ev.handshake.map(|_| ev.hdr.ret),
+            ts_ns: c.start_ns,
+            func: c.func.name,
+            direction: c.direction.name(),
+            comm: String::from_utf8_lossy(c.comm.bytes()),
+            pid: c.pid,
+            tid: c.tid,
+            uid: c.uid,
+            len: c.len,
+            latency_ns: c.latency_ns,
+            fd: c.conn.fd,
+            laddr: c.conn.local.map(|a| a.to_string()),
+            raddr: c.conn.remote.map(|a| a.to_string()),
+            truncated_bytes: ev.truncated(),
+            undelivered_bytes: ev.undelivered,
+            handshake: ev.handshake.map(|h| h.name()),
+            ret: ev.handshake.map(|_| c.ret),
             encoding,
             data,
         };
-        serde_json::to_writer(&mut self.out, &record)?;
+        let mut ser = serde_json::Serializer::with_formatter(&mut self.out, SafeStrings);
+        record.serialize(&mut ser)?;
         self.out.write_all(b"\n")
     }
 
@@ -99,37 +120,21 @@ impl<W: Write> Output for Json<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bpf::types::event_hdr;
+    use crate::event::testing::event;
+    use crate::event::{Comm, Handshake};
 
-    fn render(data: &[u8]) -> serde_json::Value {
-        let mut hdr = event_hdr {
-            len: data.len() as u64,
-            captured: data.len() as u64,
-            dir: direction::DIR_WRITE,
-            ..Default::default()
-        };
-        // The BPF side says "no fd seen" with -1.
-        hdr.conn.fd = -1;
-        let ev = Event {
-            hdr,
-            data: Cow::Borrowed(data),
-            missing: 0,
-            handshake: None,
-        };
+    fn render(ev: &Event) -> (String, serde_json::Value) {
         let mut json = Json::new(Vec::new());
-        json.event(&ev).unwrap();
-        let out = json.into_inner();
-        assert_eq!(
-            out.iter().filter(|&&b| b == b'\n').count(),
-            1,
-            "one line per event"
-        );
-        serde_json::from_slice(&out).unwrap()
+        json.event(ev).unwrap();
+        let out = String::from_utf8(json.into_inner()).unwrap();
+        assert_eq!(out.matches('\n').count(), 1, "one line per event");
+        let value = serde_json::from_str(&out).unwrap();
+        (out, value)
     }
 
     #[test]
     fn text_payload_is_a_string() {
-        let v = render(b"GET / HTTP/1.1\r\n\x1b");
+        let (_, v) = render(&event("SSL_write", b"GET / HTTP/1.1\r\n\x1b"));
         assert_eq!(v["encoding"], "utf8");
         assert_eq!(v["data"], "GET / HTTP/1.1\r\n\x1b");
         assert_eq!(v["direction"], "write");
@@ -138,8 +143,37 @@ mod tests {
 
     #[test]
     fn binary_payload_is_base64() {
-        let v = render(b"\xff\x00\x01");
+        let (_, v) = render(&event("SSL_read", b"\xff\x00\x01"));
         assert_eq!(v["encoding"], "base64");
         assert_eq!(v["data"], "/wAB");
+    }
+
+    #[test]
+    fn no_raw_control_or_bidi_character_reaches_the_line() {
+        let data = "a\u{7f}b\u{9b}c\u{202e}d\u{e9}".as_bytes();
+        let mut ev = event("SSL_read", data);
+        ev.call.comm = Comm::new(b"x\x1b\x07\n");
+        let (line, v) = render(&ev);
+        assert!(
+            line.trim_end()
+                .chars()
+                .all(|c| !c.is_control() && !is_bidi_control(c)),
+            "{line:?}"
+        );
+        assert!(line.contains(r"a\u007fb\u009bc\u202ed"), "{line}");
+        assert_eq!(v["data"], "a\u{7f}b\u{9b}c\u{202e}d\u{e9}");
+        assert_eq!(v["comm"], "x\x1b\x07\n");
+    }
+
+    #[test]
+    fn handshakes_carry_their_verdict_and_return_value() {
+        let mut ev = event("SSL_do_handshake", b"");
+        ev.call.ret = -1;
+        ev.handshake = Some(Handshake::Failed);
+        let (_, v) = render(&ev);
+        assert_eq!(
+            (&v["direction"], &v["handshake"], &v["ret"]),
+            (&"handshake".into(), &"failed".into(), &(-1).into())
+        );
     }
 }

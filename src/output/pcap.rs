@@ -6,10 +6,9 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 
-use crate::bpf::types::direction;
-use crate::event::Event;
+use crate::diag::{safe, warning};
+use crate::event::{Direction, Event};
 use crate::output::Output;
-use crate::warn;
 
 /// LINKTYPE_RAW: packets start with an IPv4 or IPv6 header.
 const LINKTYPE_RAW: u16 = 101;
@@ -61,24 +60,25 @@ impl<W: Write> Output for Pcap<W> {
         if ev.data.is_empty() {
             return Ok(());
         }
-        let conn = ev.conn();
-        let (Some(local), Some(remote)) = (conn.local, conn.remote) else {
+        let c = &ev.call;
+        let (Some(local), Some(remote)) = (c.conn.local, c.conn.remote) else {
             if self.left_out == 0 {
-                warn!("--pcap: calls whose connection is unknown are left out of the capture");
+                warning!("--pcap: calls whose connection is unknown are left out of the capture");
             }
             self.left_out += 1;
             return Ok(());
         };
         let (local_seq, remote_seq) = self.streams.entry((local, remote)).or_insert((1, 1));
-        let outgoing = ev.hdr.dir == direction::DIR_WRITE;
+        let outgoing = c.direction == Direction::Write;
+        // The command name is the traced program's choice: escaped, as on a terminal.
         let comment = format!(
             "pid={} tid={} comm={} func={}",
-            ev.hdr.pid,
-            ev.hdr.tid,
-            ev.comm(),
-            ev.func_name()
+            c.pid,
+            c.tid,
+            safe(c.comm.bytes()),
+            c.func.name
         );
-        let ts = ev.end_ns() + self.realtime_offset_ns;
+        let ts = c.end_ns() + self.realtime_offset_ns;
         for chunk in ev.data.chunks(SEGMENT) {
             let packet = if outgoing {
                 let p = segment(local, remote, *local_seq, *remote_seq, chunk);
@@ -140,19 +140,20 @@ fn segment(src: SocketAddr, dst: SocketAddr, seq: u32, ack: u32, payload: &[u8])
     tcp.extend_from_slice(&ack.to_be_bytes());
     tcp.extend_from_slice(&[5 << 4, 0x18]);
     tcp.extend_from_slice(&u16::MAX.to_be_bytes());
-    // Checksum 0: Wireshark does not verify TCP checksums by default.
     tcp.extend_from_slice(&[0, 0, 0, 0]);
     tcp.extend_from_slice(payload);
     let mut ip = Vec::with_capacity(40 + tcp.len());
-    match (src.ip(), dst.ip()) {
+    // The TCP checksum covers a pseudo-header of the addresses, protocol and length.
+    let pseudo_sum = match (src.ip(), dst.ip()) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             ip.extend_from_slice(&[0x45, 0]);
             ip.extend_from_slice(&((20 + tcp.len()) as u16).to_be_bytes());
             ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
             ip.extend_from_slice(&s.octets());
             ip.extend_from_slice(&d.octets());
-            let sum = checksum(&ip);
+            let sum = checksum(&ip, 0);
             ip[10..12].copy_from_slice(&sum.to_be_bytes());
+            sum_words(&ip[12..20]) + 6 + tcp.len() as u32
         }
         (s, d) => {
             let v6 = |a: IpAddr| match a {
@@ -164,18 +165,27 @@ fn segment(src: SocketAddr, dst: SocketAddr, seq: u32, ack: u32, payload: &[u8])
             ip.extend_from_slice(&[6, 64]);
             ip.extend_from_slice(&v6(s).octets());
             ip.extend_from_slice(&v6(d).octets());
+            sum_words(&ip[8..40]) + 6 + tcp.len() as u32
         }
-    }
+    };
+    let sum = checksum(&tcp, pseudo_sum);
+    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
     ip.extend_from_slice(&tcp);
     ip
 }
 
-/// The IPv4 header checksum: one's complement of the one's-complement sum.
-fn checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
+/// The sum of big-endian 16-bit words, an odd last byte padded with zero.
+fn sum_words(data: &[u8]) -> u32 {
+    data.chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
+        .fold(0u32, u32::wrapping_add)
+}
+
+/// The Internet checksum: one's complement of the one's-complement sum of `data`'s
+/// words plus `initial` (a pseudo-header's sum).
+fn checksum(data: &[u8], initial: u32) -> u16 {
+    // A segment is at most 32 KiB, so the u32 sum cannot overflow before folding.
+    let mut sum = u64::from(sum_words(data)) + u64::from(initial);
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -195,34 +205,36 @@ mod tests {
             1,
             b"hi",
         );
-        assert_eq!(checksum(&p[..20]), 0, "a correct header sums to all ones");
+        assert_eq!(
+            checksum(&p[..20], 0),
+            0,
+            "a correct header sums to all ones"
+        );
         assert_eq!(u16::from_be_bytes([p[2], p[3]]) as usize, p.len());
         assert_eq!(&p[40..], b"hi");
+        let pseudo = sum_words(&p[12..20]) + 6 + (p.len() - 20) as u32;
+        assert_eq!(checksum(&p[20..], pseudo), 0, "the TCP checksum verifies");
+    }
+
+    #[test]
+    fn ipv6_tcp_checksum_verifies_with_an_odd_payload() {
+        let p = segment(
+            "[::1]:1000".parse().unwrap(),
+            "[::1]:443".parse().unwrap(),
+            7,
+            9,
+            b"odd",
+        );
+        let pseudo = sum_words(&p[8..40]) + 6 + (p.len() - 40) as u32;
+        assert_eq!(checksum(&p[40..], pseudo), 0);
     }
 
     #[test]
     fn a_large_write_becomes_framed_segments() {
-        use crate::bpf::types::event_hdr;
-        use std::borrow::Cow;
-
         let data = vec![b'x'; SEGMENT + 10];
-        let mut hdr = event_hdr {
-            len: data.len() as u64,
-            captured: data.len() as u64,
-            dir: direction::DIR_WRITE,
-            ..Default::default()
-        };
-        hdr.conn.family = 2;
-        hdr.conn.lport = 40000;
-        hdr.conn.rport = 443;
-        hdr.conn.laddr[..4].copy_from_slice(&[127, 0, 0, 1]);
-        hdr.conn.raddr[..4].copy_from_slice(&[127, 0, 0, 1]);
-        let ev = Event {
-            hdr,
-            data: Cow::Borrowed(&data),
-            missing: 0,
-            handshake: None,
-        };
+        let mut ev = crate::event::testing::event("SSL_write", &data);
+        ev.call.conn.local = Some("127.0.0.1:40000".parse().unwrap());
+        ev.call.conn.remote = Some("127.0.0.1:443".parse().unwrap());
         let mut pcap = Pcap::new(Vec::new(), 0).unwrap();
         pcap.event(&ev).unwrap();
         let out = pcap.into_inner();

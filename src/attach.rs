@@ -1,0 +1,166 @@
+//! Puts the entry and return programs on every function of every target, and takes
+//! them off again. Links live in one owner for the life of the tracer: a dropped link
+//! detaches.
+
+use anyhow::{bail, Result};
+use libbpf_rs::{ErrorKind, Link, ProgramMut, UprobeMultiOpts, UprobeOpts};
+
+use crate::diag::{self, warning};
+use crate::discover::{Probe, Target};
+use crate::libs::Role;
+
+/// How to attach: one multi-uprobe link per file and program where the kernel has them.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// -1: every process.
+    pub pid: i32,
+    pub handshake: bool,
+    pub multi: bool,
+}
+
+/// Attaches to every target; a target that fails is a warning, none attached an error.
+pub fn attach_all(
+    enter: &ProgramMut,
+    exit: &ProgramMut,
+    plan: Plan,
+    targets: &[Target],
+) -> Result<Vec<Link>> {
+    let mut links = Vec::new();
+    let mut last_error = None;
+    for target in targets {
+        match attach_target(enter, exit, plan, target) {
+            Ok(mut l) => links.append(&mut l),
+            Err(e) => {
+                warning!("{e:#}");
+                last_error = Some(e);
+            }
+        }
+    }
+    if links.is_empty() {
+        match last_error {
+            Some(e) => return Err(e.context("no TLS library could be traced")),
+            None => {
+                bail!("no TLS library to trace was found (name one with --extra-lib TYPE:PATH)")
+            }
+        }
+    }
+    Ok(links)
+}
+
+/// Attaches to one target and announces it.
+pub fn attach_target(
+    enter: &ProgramMut,
+    exit: &ProgramMut,
+    plan: Plan,
+    target: &Target,
+) -> Result<Vec<Link>> {
+    let probes: Vec<&Probe> = target
+        .probes
+        .iter()
+        .filter(|p| plan.handshake || !matches!(p.func.role, Role::Handshake(_)))
+        .collect();
+    if probes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let links = if plan.multi {
+        attach_multi(enter, exit, plan.pid, target, &probes)?
+    } else {
+        attach_each(enter, exit, plan.pid, target, &probes)?
+    };
+    diag::tracing(&diag::Tracing {
+        path: diag::safe(target.path.as_os_str().as_encoded_bytes()),
+        library: target.lib.name,
+        functions: probes.iter().map(|p| p.func.name).collect(),
+        pid: None,
+        comm: None,
+        latency_us: None,
+    });
+    Ok(links)
+}
+
+/// One link for all entry probes of a file and one for all return probes.
+fn attach_multi(
+    enter: &ProgramMut,
+    exit: &ProgramMut,
+    pid: i32,
+    target: &Target,
+    probes: &[&Probe],
+) -> Result<Vec<Link>> {
+    let opts = |retprobe| UprobeMultiOpts {
+        offsets: probes.iter().map(|p| p.offset as usize).collect(),
+        cookies: probes.iter().map(|p| u64::from(p.id)).collect(),
+        retprobe,
+        ..Default::default()
+    };
+    let names = probes
+        .iter()
+        .map(|p| p.func.name)
+        .collect::<Vec<_>>()
+        .join(", ");
+    [(enter, false), (exit, true)]
+        .into_iter()
+        .map(|(prog, retprobe)| {
+            prog.attach_uprobe_multi_with_opts(pid, &target.path, "", opts(retprobe))
+                .map_err(|e| attach_error(e, target, &names))
+        })
+        .collect()
+}
+
+fn attach_each(
+    enter: &ProgramMut,
+    exit: &ProgramMut,
+    pid: i32,
+    target: &Target,
+    probes: &[&Probe],
+) -> Result<Vec<Link>> {
+    let mut links = Vec::new();
+    for probe in probes {
+        for (prog, retprobe) in [(enter, false), (exit, true)] {
+            let opts = UprobeOpts {
+                cookie: u64::from(probe.id),
+                retprobe,
+                ..Default::default()
+            };
+            let link = prog
+                .attach_uprobe_with_opts(pid, &target.path, probe.offset as usize, opts)
+                .map_err(|e| attach_error(e, target, probe.func.name))?;
+            links.push(link);
+        }
+    }
+    Ok(links)
+}
+
+fn attach_error(e: libbpf_rs::Error, target: &Target, funcs: &str) -> anyhow::Error {
+    let hint = if e.kind() == ErrorKind::InvalidInput {
+        " (if another tracer, such as bcc's sslsniff, already probes these functions, the kernel \
+         refuses a second uprobe with a different ref_ctr_offset: dmesg says 'ref_ctr_offset \
+         mismatch'; stop that tracer and retry)"
+    } else {
+        ""
+    };
+    anyhow::Error::new(e).context(format!(
+        "cannot attach to {} in {}{hint}",
+        funcs,
+        diag::safe(target.path.as_os_str().as_encoded_bytes())
+    ))
+}
+
+/// How many threads close links at once: enough that the grace periods of hundreds of
+/// links overlap, few enough to stay cheap.
+const DETACH_THREADS: usize = 256;
+
+/// Closing a uprobe link waits out an RCU grace period (tens of ms here), and a
+/// perf-event link per probe makes hundreds of them on older kernels: closed one after
+/// another, exit took seconds. Closed side by side, the waits overlap.
+pub fn detach(links: Vec<Link>) {
+    let threads = DETACH_THREADS.min(links.len()).max(1);
+    let mut shares: Vec<Vec<Link>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, link) in links.into_iter().enumerate() {
+        shares[i % threads].push(link);
+    }
+    std::thread::scope(|scope| {
+        for share in shares {
+            scope.spawn(move || drop(share));
+        }
+    });
+}

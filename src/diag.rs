@@ -1,0 +1,202 @@
+//! What sslsniff says on stderr: start-up lines, warnings, notices and the summary.
+//!
+//! stderr is read by people and by programs (tests, the benchmark, scripts). People get
+//! prose; `--status json` gives programs one JSON object per line instead, with a
+//! `type` field, so that nobody has to parse sentences (schema in the README). Every
+//! string that comes from the traced side (paths, names) is escaped before a terminal
+//! sees it.
+
+use std::io::Write;
+use std::sync::OnceLock;
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::output::payload::escape_inline;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Status {
+    #[default]
+    Text,
+    Json,
+}
+
+static STATUS: OnceLock<Status> = OnceLock::new();
+
+/// Chosen once, before the first line is written.
+pub fn set_status(status: Status) {
+    let _ = STATUS.set(status);
+}
+
+fn json_mode() -> bool {
+    STATUS.get() == Some(&Status::Json)
+}
+
+/// One line on stderr, written whole; a closed stderr is not worth dying for.
+fn line(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes());
+    let _ = err.write_all(b"\n");
+}
+
+fn emit(kind: &str, prose: impl FnOnce() -> String, fields: serde_json::Value) {
+    if json_mode() {
+        let mut obj = fields;
+        obj["type"] = kind.into();
+        line(&obj.to_string());
+    } else {
+        line(&format!("sslsniff: {}", prose()));
+    }
+}
+
+/// Text from the traced side, made safe for a terminal and kept on one line.
+pub fn safe(bytes: &[u8]) -> String {
+    let mut out = Vec::with_capacity(bytes.len());
+    // Writing into a Vec cannot fail.
+    let _ = escape_inline(&mut out, bytes);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Something optional is missing, or something was dropped; the tool goes on.
+pub fn warn(message: &str) {
+    emit(
+        "warning",
+        || format!("warning: {message}"),
+        json!({ "message": message }),
+    );
+}
+
+/// `warning!("...", args)`: a warning built with format arguments.
+macro_rules! warning {
+    ($($arg:tt)*) => {
+        $crate::diag::warn(&format!($($arg)*))
+    };
+}
+pub(crate) use warning;
+
+/// Bytes the ring buffer could not take since the last report.
+pub fn undelivered(bytes: u64) {
+    let message = format!(
+        "{bytes} bytes undelivered: the ring buffer was full (raise --ring-buffer-size or lower --max-buffer-size)"
+    );
+    emit(
+        "warning",
+        || format!("warning: {message}"),
+        json!({ "message": message, "undelivered_bytes": bytes }),
+    );
+}
+
+/// The fatal error that ends the run, on one line.
+pub fn error(e: &anyhow::Error) {
+    let message = format!("{e:#}");
+    emit("error", || message.clone(), json!({ "message": message }));
+}
+
+/// Something the user should know that is neither a problem nor a capture (a traced
+/// process exited).
+pub fn notice(message: &str) {
+    emit(
+        "notice",
+        || message.to_string(),
+        json!({ "message": message }),
+    );
+}
+
+/// A file now traced: where, as which library, which functions, and what revealed it.
+#[derive(Debug, Serialize)]
+pub struct Tracing {
+    pub path: String,
+    pub library: &'static str,
+    pub functions: Vec<&'static str>,
+    /// The process whose mapping or start revealed the file, when one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    /// Time from the revealing event to attached, with -d.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_us: Option<u64>,
+}
+
+pub fn tracing(t: &Tracing) {
+    emit(
+        "tracing",
+        || {
+            let mut s = format!(
+                "tracing {} ({}): {}",
+                t.path,
+                t.library,
+                t.functions.join(" ")
+            );
+            if let (Some(pid), Some(comm)) = (t.pid, &t.comm) {
+                s.push_str(&format!(" [pid {pid} {comm}]"));
+            }
+            if let Some(us) = t.latency_us {
+                s.push_str(&format!(" (attached {us} us after it was seen)"));
+            }
+            s
+        },
+        serde_json::to_value(t).unwrap_or_default(),
+    );
+}
+
+/// The probes are attached: what happens from now on is captured.
+pub fn ready() {
+    emit("ready", || "ready; Ctrl-C to stop".into(), json!({}));
+}
+
+/// What a run saw, printed at exit.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Summary {
+    /// Successful calls the kernel saw (after the filters).
+    pub calls: u64,
+    pub events: u64,
+    /// Payload bytes printed.
+    pub captured_bytes: u64,
+    /// Bytes beyond --max-buffer-size, never captured.
+    pub truncated_bytes: u64,
+    /// Captured bytes the kernel could not deliver (ring buffer full): those of calls
+    /// marked INCOMPLETE plus `unannounced_bytes`.
+    pub undelivered_bytes: u64,
+    /// Of those, bytes of calls that never reached user space at all.
+    pub unannounced_bytes: u64,
+    /// Records that failed validation and were dropped.
+    pub malformed_records: u64,
+}
+
+pub fn summary(s: &Summary) {
+    emit(
+        "summary",
+        || {
+            let mut text = format!(
+                "{} calls seen in the kernel, {} events printed, {} bytes captured, {} bytes truncated, {} bytes undelivered",
+                s.calls, s.events, s.captured_bytes, s.truncated_bytes, s.undelivered_bytes
+            );
+            if s.unannounced_bytes > 0 {
+                text.push_str(&format!(
+                    " ({} of them in calls that never reached user space)",
+                    s.unannounced_bytes
+                ));
+            }
+            if s.malformed_records > 0 {
+                text.push_str(&format!(
+                    "; {} malformed records dropped",
+                    s.malformed_records
+                ));
+            }
+            text
+        },
+        serde_json::to_value(s).unwrap_or_default(),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_stay_on_one_safe_line() {
+        assert_eq!(safe(b"a\x1b]0;pwn\x07\nZ"), "a\\x1b]0;pwn\\x07\\x0aZ");
+        assert_eq!(safe("lib\u{202e}os.so".as_bytes()), "lib\\u{202e}os.so");
+    }
+}

@@ -1,0 +1,225 @@
+//! Bytes from the traced side made safe for a terminal: escaping and hexdump rows. The
+//! traffic and the names chosen by traced programs are hostile: nothing they contain may
+//! move the cursor, retitle the terminal, reorder what is shown or start a new row.
+
+use std::io::{self, Write};
+
+/// Writes a payload so that a terminal shows it and cannot be driven by it: printable
+/// UTF-8, newline, tab and CR-LF pass; every other byte is written `\xNN`, a bare CR
+/// included (it would let the text after it overwrite the line), and bidirectional
+/// controls are written `\u{XXXX}` (they would reorder what is shown).
+pub fn escape(out: &mut impl Write, data: &[u8]) -> io::Result<()> {
+    escape_as(out, data, true)
+}
+
+/// As `escape`, for text that must stay on one line (a command name, a path): newline
+/// and tab are escaped too.
+pub fn escape_inline(out: &mut impl Write, data: &[u8]) -> io::Result<()> {
+    escape_as(out, data, false)
+}
+
+fn escape_as(out: &mut impl Write, data: &[u8], multiline: bool) -> io::Result<()> {
+    let mut rest = data;
+    while !rest.is_empty() {
+        // Printable ASCII is most of what passes: copy it in runs.
+        let run = if multiline {
+            passing_run(rest)
+        } else {
+            rest.iter()
+                .position(|&b| !(b.is_ascii_graphic() || b == b' '))
+                .unwrap_or(rest.len())
+        };
+        out.write_all(&rest[..run])?;
+        rest = &rest[run..];
+        if rest.is_empty() {
+            break;
+        }
+        if multiline && rest.starts_with(b"\r\n") {
+            out.write_all(b"\r\n")?;
+            rest = &rest[2..];
+            continue;
+        }
+        let width = match first_char(&rest[..rest.len().min(4)]) {
+            Some(c) if is_bidi_control(c) => {
+                write!(out, "\\u{{{:04x}}}", c as u32)?;
+                rest = &rest[c.len_utf8()..];
+                continue;
+            }
+            Some(c) if !c.is_control() && !c.is_ascii() => {
+                out.write_all(&rest[..c.len_utf8()])?;
+                rest = &rest[c.len_utf8()..];
+                continue;
+            }
+            // A control character (C0, DEL or C1) is escaped whole; an invalid sequence
+            // one byte at a time, as valid text may follow its first byte.
+            found => found.map_or(1, char::len_utf8),
+        };
+        for b in &rest[..width] {
+            write!(out, "\\x{b:02x}")?;
+        }
+        rest = &rest[width..];
+    }
+    Ok(())
+}
+
+/// Characters that reorder the text around them (Unicode's Bidi_Control property).
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// The length of the leading run of bytes that pass unescaped in a payload: printable
+/// ASCII, \n and \t. Eight bytes at a time while none of them is a control or non-ASCII
+/// byte, because this scan is most of the reader's work on large payloads.
+fn passing_run(data: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let passes = |b: u8| b.is_ascii_graphic() || matches!(b, b' ' | b'\n' | b'\t');
+    let mut i = 0;
+    while let Some(word) = data.get(i..i + 8) {
+        let w = u64::from_le_bytes(word.try_into().expect("an 8-byte slice"));
+        // Some byte is below 0x20, or at or above 0x7f (bit-twiddling "hasless" and
+        // "hasmore"): look at this word byte by byte.
+        let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
+        let del_or_high = (w.wrapping_add(ONES) | w) & HIGHS;
+        if below_space | del_or_high != 0 {
+            if let Some(j) = word.iter().position(|&b| !passes(b)) {
+                return i + j;
+            }
+        }
+        i += 8;
+    }
+    i + data[i..]
+        .iter()
+        .position(|&b| !passes(b))
+        .unwrap_or(data.len() - i)
+}
+
+/// The character that `bytes` starts with, if they start with valid UTF-8.
+fn first_char(bytes: &[u8]) -> Option<char> {
+    let valid = match std::str::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default(),
+    };
+    valid.chars().next()
+}
+
+/// `hexdump -C` rows: offset, 16 bytes in hex split 8+8, and an ASCII gutter.
+pub fn hexdump(out: &mut impl Write, data: &[u8]) -> io::Result<()> {
+    for (row, bytes) in data.chunks(16).enumerate() {
+        write!(out, "{:08x} ", row * 16)?;
+        for i in 0..16 {
+            if i == 8 {
+                out.write_all(b" ")?;
+            }
+            match bytes.get(i) {
+                Some(b) => write!(out, " {b:02x}")?,
+                None => out.write_all(b"   ")?,
+            }
+        }
+        out.write_all(b"  |")?;
+        let gutter: Vec<u8> = bytes
+            .iter()
+            .map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    b
+                } else {
+                    b'.'
+                }
+            })
+            .collect();
+        out.write_all(&gutter)?;
+        out.write_all(b"|\n")?;
+    }
+    if !data.is_empty() {
+        writeln!(out, "{:08x}", data.len())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn escaped(data: &[u8]) -> String {
+        let mut out = Vec::new();
+        escape(&mut out, data).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn inline(data: &[u8]) -> String {
+        let mut out = Vec::new();
+        escape_inline(&mut out, data).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn escapes_control_bytes_and_invalid_utf8() {
+        assert_eq!(escaped(b"a\x1b[31mb\x00c"), "a\\x1b[31mb\\x00c");
+        assert_eq!(escaped(b"line\r\n\ttab"), "line\r\n\ttab");
+        assert_eq!(
+            escaped("h\u{e9}llo \u{2603}".as_bytes()),
+            "h\u{e9}llo \u{2603}"
+        );
+        assert_eq!(escaped(b"\xff\xfeok"), "\\xff\\xfeok");
+        // C1 control characters are valid UTF-8 and still drive terminals.
+        assert_eq!(escaped("x\u{9b}y".as_bytes()), "x\\xc2\\x9by");
+        assert_eq!(escaped(b"\x7f"), "\\x7f");
+    }
+
+    #[test]
+    fn a_bare_carriage_return_cannot_overwrite_the_line() {
+        assert_eq!(escaped(b"safe\rEVIL"), "safe\\x0dEVIL");
+        assert_eq!(escaped(b"end\r"), "end\\x0d");
+        assert_eq!(escaped(b"a\r\r\nb"), "a\\x0d\r\nb");
+    }
+
+    #[test]
+    fn bidirectional_controls_are_shown_not_obeyed() {
+        assert_eq!(
+            escaped("abc\u{202e}fdp.exe".as_bytes()),
+            "abc\\u{202e}fdp.exe"
+        );
+        assert_eq!(
+            escaped("\u{2066}x\u{2069}".as_bytes()),
+            "\\u{2066}x\\u{2069}"
+        );
+    }
+
+    #[test]
+    fn inline_text_never_breaks_the_row() {
+        assert_eq!(
+            inline(b"a\x1b]0;pwn\x07\nZ\x1b[2J"),
+            "a\\x1b]0;pwn\\x07\\x0aZ\\x1b[2J"
+        );
+        assert_eq!(inline(b"tab\there"), "tab\\x09here");
+        assert_eq!(inline("caf\u{e9}".as_bytes()), "caf\u{e9}");
+    }
+
+    #[test]
+    fn word_scan_agrees_with_byte_scan() {
+        let passes = |b: u8| b.is_ascii_graphic() || matches!(b, b' ' | b'\n' | b'\t');
+        let base: Vec<u8> = b"GET /index.html HTTP/1.1\nHost: x\n\n".repeat(3);
+        for pos in 0..base.len() {
+            for bad in [0u8, 0x0d, 0x1b, 0x1f, 0x7f, 0x80, 0xc3, 0xff] {
+                let mut data = base.clone();
+                data[pos] = bad;
+                let expected = data.iter().position(|&b| !passes(b)).unwrap_or(data.len());
+                assert_eq!(passing_run(&data), expected, "byte {bad:#x} at {pos}");
+            }
+        }
+        assert_eq!(passing_run(&base), base.len());
+        assert_eq!(passing_run(b""), 0);
+    }
+
+    #[test]
+    fn hexdump_matches_hexdump_c() {
+        let mut out = Vec::new();
+        hexdump(&mut out, b"GET / HTTP/1.1\r\nHost").unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "00000000  47 45 54 20 2f 20 48 54  54 50 2f 31 2e 31 0d 0a  |GET / HTTP/1.1..|\n\
+             00000010  48 6f 73 74                                       |Host|\n\
+             00000014\n"
+        );
+    }
+}
