@@ -16,6 +16,8 @@ pub struct Plan {
     pub pid: i32,
     pub handshake: bool,
     pub multi: bool,
+    /// Announce how long after its discovery a file was attached.
+    pub debug: bool,
 }
 
 /// Attaches to every target; a target that fails is a warning, none attached an error.
@@ -28,7 +30,7 @@ pub fn attach_all(
     let mut links = Vec::new();
     let mut last_error = None;
     for target in targets {
-        match attach_target(enter, exit, plan, target) {
+        match attach_target(enter, exit, plan, target, None) {
             Ok(mut l) => links.append(&mut l),
             Err(e) => {
                 warning!("{e:#}");
@@ -47,12 +49,21 @@ pub fn attach_all(
     Ok(links)
 }
 
+/// What revealed a target found while running: the process, and when.
+pub struct Origin<'a> {
+    pub pid: u32,
+    pub ts_ns: u64,
+    /// The file's name for people (the target's path goes through /proc).
+    pub display: &'a str,
+}
+
 /// Attaches to one target and announces it.
 pub fn attach_target(
     enter: &ProgramMut,
     exit: &ProgramMut,
     plan: Plan,
     target: &Target,
+    origin: Option<&Origin>,
 ) -> Result<Vec<Link>> {
     let probes: Vec<&Probe> = target
         .probes
@@ -67,13 +78,22 @@ pub fn attach_target(
     } else {
         attach_each(enter, exit, plan.pid, target, &probes)?
     };
+    let comm = |pid| std::fs::read(format!("/proc/{pid}/comm")).ok();
     diag::tracing(&diag::Tracing {
-        path: diag::safe(target.path.as_os_str().as_encoded_bytes()),
+        path: match origin {
+            Some(o) => o.display.to_string(),
+            None => diag::safe(target.path.as_os_str().as_encoded_bytes()),
+        },
         library: target.lib.name,
         functions: probes.iter().map(|p| p.func.name).collect(),
-        pid: None,
-        comm: None,
-        latency_us: None,
+        pid: origin.map(|o| o.pid),
+        comm: origin
+            .and_then(|o| comm(o.pid))
+            .map(|c| diag::safe(c.strip_suffix(b"\n").unwrap_or(&c))),
+        // Files found at start have no revealing moment (ts_ns 0).
+        latency_us: origin
+            .filter(|o| plan.debug && o.ts_ns > 0)
+            .map(|o| crate::pump::monotonic_ns().saturating_sub(o.ts_ns) / 1000),
     });
     Ok(links)
 }

@@ -16,3 +16,5 @@ include!(concat!(env!("OUT_DIR"), "/sslsniff.skel.rs"));
 unsafe impl plain::Plain for types::event_hdr {}
 // SAFETY: as above.
 unsafe impl plain::Plain for types::stats {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::found_event {}

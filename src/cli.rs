@@ -113,6 +113,11 @@ pub struct Cli {
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, value_parser = parse_ring_size)]
     pub ring_buffer_size: u32,
 
+    /// Do not follow the machine: trace only the files found at start, not those that
+    /// programs started or mapped later bring
+    #[arg(long)]
+    pub no_follow: bool,
+
     /// Print what is attached where, and libbpf's messages
     #[arg(short, long)]
     pub debug: bool,

@@ -1,5 +1,7 @@
 //! What the user asked for, in the terms the tracer needs.
 
+use crate::libs::Library;
+
 pub struct Config {
     pub pid: Option<u32>,
     pub uid: Option<u32>,
@@ -12,6 +14,10 @@ pub struct Config {
     /// Flush after every drain rather than every 100 ms (a terminal is reading).
     pub interactive: bool,
     pub debug: bool,
+    /// Attach to files that processes start or map while running.
+    pub follow: bool,
+    /// The libraries traced (those not turned off).
+    pub libraries: Vec<&'static Library>,
 }
 
 /// The kernel keeps this many bytes of a command name (TASK_COMM_LEN less its NUL).

@@ -52,35 +52,11 @@ impl Found {
         if self.seen.contains(&id) {
             return Ok(true);
         }
-        let symbols = Symbols::read(path)?;
-        if symbols.is_go() {
-            bail!(
-                "{} is a Go program: uretprobes crash Go's moving stacks, so it is not traced",
-                path.display()
-            );
-        }
-        let before = self.targets.len();
-        for &lib in candidates {
-            let probes: Vec<Probe> = libs::all_funcs()
-                .filter(|(_, l, _)| l.kind == lib.kind)
-                .filter_map(|(id, _, func)| {
-                    Some(Probe {
-                        id,
-                        func,
-                        offset: symbols.offset(func.name)?,
-                    })
-                })
-                .collect();
-            if !probes.is_empty() {
-                self.targets.push(Target {
-                    path: path.to_path_buf(),
-                    lib,
-                    probes,
-                });
-            }
-        }
+        let mut targets = file_targets(candidates, path)?;
+        let any = !targets.is_empty();
+        self.targets.append(&mut targets);
         self.seen.insert(id);
-        Ok(self.targets.len() > before)
+        Ok(any)
     }
 
     /// Adds a file that was found, not asked for: problems are warnings.
@@ -93,11 +69,49 @@ impl Found {
     }
 }
 
-pub fn targets(req: &Request) -> Result<Vec<Target>> {
-    let enabled: Vec<&'static Library> = LIBRARIES
+/// The targets in one file: one for each of `candidates` whose functions it defines.
+/// A Go program is an error: uretprobes crash Go's moving stacks.
+pub fn file_targets(candidates: &[&'static Library], path: &Path) -> Result<Vec<Target>> {
+    let symbols = Symbols::read(path)?;
+    if symbols.is_go() {
+        bail!(
+            "{} is a Go program: uretprobes crash Go's moving stacks, so it is not traced",
+            path.display()
+        );
+    }
+    let mut targets = Vec::new();
+    for &lib in candidates {
+        let probes: Vec<Probe> = libs::all_funcs()
+            .filter(|(_, l, _)| l.kind == lib.kind)
+            .filter_map(|(id, _, func)| {
+                Some(Probe {
+                    id,
+                    func,
+                    offset: symbols.offset(func.name)?,
+                })
+            })
+            .collect();
+        if !probes.is_empty() {
+            targets.push(Target {
+                path: path.to_path_buf(),
+                lib,
+                probes,
+            });
+        }
+    }
+    Ok(targets)
+}
+
+/// The libraries of these kinds.
+pub fn enabled(kinds: &[Kind]) -> Vec<&'static Library> {
+    LIBRARIES
         .iter()
-        .filter(|l| req.kinds.contains(&l.kind))
-        .collect();
+        .filter(|l| kinds.contains(&l.kind))
+        .collect()
+}
+
+pub fn targets(req: &Request) -> Result<Vec<Target>> {
+    let enabled = enabled(req.kinds);
     let mut found = Found::default();
     for &(lib, ref path) in req.extra_libs {
         let what = format!("--extra-lib {}:{}", lib.name, path.display());

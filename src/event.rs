@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::mem::size_of;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::bpf::types::{conn, direction, event_hdr};
+use crate::bpf::types::{conn, direction, event_hdr, found_event, found_kind};
 use crate::libs::{self, Func};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -164,6 +164,66 @@ impl Event<'_> {
     pub fn truncated(&self) -> u64 {
         self.call.len - self.call.captured
     }
+}
+
+/// A file as the kernel names it: superblock device (kernel encoding) and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    /// From stat(2)'s device number, whose encoding differs from the kernel's.
+    pub fn from_stat(st_dev: u64, ino: u64) -> FileId {
+        let (major, minor) = (libc::major(st_dev) as u64, libc::minor(st_dev) as u64);
+        FileId::from_major_minor(major, minor, ino)
+    }
+
+    pub fn from_major_minor(major: u64, minor: u64, ino: u64) -> FileId {
+        FileId {
+            dev: (major << 20) | minor,
+            ino,
+        }
+    }
+}
+
+/// A process revealed a file that was never examined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reveal {
+    /// It started: the file is its executable.
+    Exec,
+    /// It mapped the file executable (the loader, dlopen).
+    Mmap,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Found {
+    pub reveal: Reveal,
+    pub pid: u32,
+    pub file: FileId,
+    /// CLOCK_MONOTONIC when it happened.
+    pub ts_ns: u64,
+}
+
+/// A record of the `found` ring, or None when it is not one.
+pub fn decode_found(raw: &[u8]) -> Option<Found> {
+    let mut e = found_event::default();
+    plain::copy_from_bytes(&mut e, raw).ok()?;
+    let reveal = match e.kind {
+        found_kind::FOUND_EXEC => Reveal::Exec,
+        found_kind::FOUND_MMAP => Reveal::Mmap,
+        _ => return None,
+    };
+    Some(Found {
+        reveal,
+        pid: e.pid,
+        file: FileId {
+            dev: e.file.dev,
+            ino: e.file.ino,
+        },
+        ts_ns: e.ts_ns,
+    })
 }
 
 /// Splits a raw record into a checked `Record`, or None when it is inconsistent.

@@ -11,6 +11,7 @@ mod config;
 mod diag;
 mod discover;
 mod event;
+mod follow;
 mod kernel;
 mod libs;
 mod output;
@@ -147,6 +148,8 @@ fn config(cli: &Cli) -> Config {
         conn: cli.tracks_connections(),
         interactive: io::stdout().is_terminal(),
         debug: cli.debug,
+        follow: !cli.no_follow,
+        libraries: discover::enabled(&cli.kinds()),
     }
 }
 

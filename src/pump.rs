@@ -87,6 +87,8 @@ pub struct Watch<'a> {
     pub unannounced_bytes: &'a dyn Fn() -> u64,
     /// Flush after every drain (a terminal is reading) rather than every 100 ms.
     pub interactive: bool,
+    /// Work that waits for each drain (attaching files found while running).
+    pub between_drains: &'a dyn Fn(),
 }
 
 /// Drains the ring into the sink until `watch.stop` says so or output fails. Returns
@@ -98,6 +100,7 @@ pub fn drain(ring: &RingBuffer, sink: &RefCell<Sink>, watch: &Watch) -> Result<u
         let polled = ring.poll(DRAIN_INTERVAL);
         // The BPF side mostly submits without a wake-up: drain what poll did not.
         let _ = ring.consume();
+        (watch.between_drains)();
         let mut sink = sink.borrow_mut();
         if sink.error.is_some() {
             // The callback's -1 comes back from poll as a bogus errno; the output's own
@@ -140,7 +143,7 @@ fn clock_ns(id: ClockId) -> u64 {
 }
 
 /// bpf_ktime_get_ns()'s clock.
-fn monotonic_ns() -> u64 {
+pub fn monotonic_ns() -> u64 {
     clock_ns(ClockId::CLOCK_MONOTONIC)
 }
 

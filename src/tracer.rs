@@ -10,12 +10,18 @@ use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, ProgramAttachType, RingBufferBuilder};
 
-use crate::attach::{self, Plan};
-use crate::bpf::types::{func_info, stats};
+use std::os::unix::fs::MetadataExt;
+
+use libbpf_rs::{MapCore, MapFlags};
+
+use crate::attach::{self, Origin, Plan};
+use crate::bpf::types::{file_id, func_info, stats};
 use crate::bpf::{OpenSslsniffSkel, SslsniffSkel, SslsniffSkelBuilder};
 use crate::config::Config;
 use crate::diag::{self, Summary};
 use crate::discover::Target;
+use crate::event::{decode_found, FileId, Found};
+use crate::follow::{self, Examined, Follow};
 use crate::kernel;
 use crate::libs;
 use crate::output::Output;
@@ -56,24 +62,35 @@ pub fn run(
     let skel = open
         .load()
         .context("the kernel refused the BPF programs (run with -d for libbpf's log)")?;
-    let links = attach(&skel, cfg, targets, multi)?;
+    let plan = Plan {
+        pid: cfg.pid.map_or(-1, |p| p as i32),
+        handshake: cfg.handshake,
+        multi,
+        debug: cfg.debug,
+    };
+    let links = RefCell::new(attach(&skel, cfg, targets, plan)?);
+    let follower = RefCell::new(Follower::start(&skel, cfg, targets, plan, &links)?);
     let sink = RefCell::new(Sink::new(out));
     let mut builder = RingBufferBuilder::new();
     builder
         .add(&skel.maps.events, |data| sink.borrow_mut().record(data))
-        .context("cannot open the ring buffer")?;
+        .context("cannot open the ring buffer")?
+        .add(&skel.maps.found, |data| follower.borrow_mut().record(data))
+        .context("cannot open the ring buffer of files found")?;
     let ring = builder.build().context("cannot open the ring buffer")?;
     let unannounced = || kernel::stats(&skel).unannounced_bytes;
+    let follow = || follower.borrow_mut().attach_found(&skel, &links);
     let watch = Watch {
         stop,
         unannounced_bytes: &unannounced,
         interactive: cfg.interactive,
+        between_drains: &follow,
     };
     diag::ready();
     let drained = pump::drain(&ring, &sink, &watch);
     // Detach first so that nothing new arrives, then drain what is already queued.
     let detach_started = Instant::now();
-    attach::detach(links);
+    attach::detach(links.take());
     if cfg.debug {
         diag::notice(&format!("detached in {:?}", detach_started.elapsed()));
     }
@@ -94,6 +111,84 @@ pub fn run(
             summary,
             reader_gone: false,
         }),
+    }
+}
+
+/// Files found while running, from the `found` ring to attached.
+struct Follower {
+    follow: Follow,
+    pending: Vec<Found>,
+    plan: Plan,
+}
+
+impl Follower {
+    /// Loads what start-up already examined into the kernel's seen set, attaches the
+    /// exec and mmap hooks, and examines every running process's executable (node,
+    /// static builds) as if it had just started.
+    fn start(
+        skel: &SslsniffSkel,
+        cfg: &Config,
+        targets: &[Target],
+        plan: Plan,
+        links: &RefCell<Vec<Link>>,
+    ) -> Result<Follower> {
+        let mut me = Follower {
+            follow: Follow::new(cfg.libraries.clone()),
+            pending: Vec::new(),
+            plan,
+        };
+        for t in targets {
+            if let Ok(m) = std::fs::metadata(&t.path) {
+                me.seen(skel, FileId::from_stat(m.dev(), m.ino()));
+            }
+        }
+        if cfg.follow {
+            let mut l = links.borrow_mut();
+            for prog in [&skel.progs.follow_exec, &skel.progs.follow_mmap] {
+                l.push(prog.attach().context("cannot follow new programs")?);
+            }
+        }
+        me.pending = follow::running_executables(cfg.pid);
+        me.attach_found(skel, links);
+        Ok(me)
+    }
+
+    fn record(&mut self, raw: &[u8]) -> i32 {
+        self.pending.extend(decode_found(raw));
+        0
+    }
+
+    /// Tells the kernel not to report the file again.
+    fn seen(&mut self, skel: &SslsniffSkel, file: FileId) {
+        self.follow.mark(file);
+        let key = file_id {
+            dev: file.dev,
+            ino: file.ino,
+        };
+        // SAFETY: file_id is two u64s with no padding.
+        let key = unsafe { plain::as_bytes(&key) };
+        // A full map only means more wake-ups; never a reason to stop.
+        let _ = skel.maps.seen_files.update(key, &[1], MapFlags::ANY);
+    }
+
+    fn attach_found(&mut self, skel: &SslsniffSkel, links: &RefCell<Vec<Link>>) {
+        for found in std::mem::take(&mut self.pending) {
+            if let Examined::Targets { targets, display } = self.follow.examine(&found) {
+                let origin = Origin {
+                    pid: found.pid,
+                    ts_ns: found.ts_ns,
+                    display: &display,
+                };
+                for t in &targets {
+                    let (enter, exit) = (&skel.progs.tls_enter, &skel.progs.tls_exit);
+                    match attach::attach_target(enter, exit, self.plan, t, Some(&origin)) {
+                        Ok(mut l) => links.borrow_mut().append(&mut l),
+                        Err(e) => diag::warn(&format!("{e:#}")),
+                    }
+                }
+            }
+            self.seen(skel, found.file);
+        }
     }
 }
 
@@ -133,6 +228,8 @@ fn configure(open: &mut OpenSslsniffSkel, cfg: &Config, multi: bool) -> Result<(
         .set_max_entries(cfg.ring_size)
         .context("cannot size the ring buffer")?;
     open.progs.conn_fd.set_autoload(cfg.conn);
+    open.progs.follow_exec.set_autoload(cfg.follow);
+    open.progs.follow_mmap.set_autoload(cfg.follow);
     if multi {
         for prog in [&mut open.progs.tls_enter, &mut open.progs.tls_exit] {
             prog.set_attach_type(ProgramAttachType::TraceUprobeMulti);
@@ -141,13 +238,8 @@ fn configure(open: &mut OpenSslsniffSkel, cfg: &Config, multi: bool) -> Result<(
     Ok(())
 }
 
-fn attach(skel: &SslsniffSkel, cfg: &Config, targets: &[Target], multi: bool) -> Result<Vec<Link>> {
+fn attach(skel: &SslsniffSkel, cfg: &Config, targets: &[Target], plan: Plan) -> Result<Vec<Link>> {
     let started = Instant::now();
-    let plan = Plan {
-        pid: cfg.pid.map_or(-1, |p| p as i32),
-        handshake: cfg.handshake,
-        multi,
-    };
     let mut links = attach::attach_all(&skel.progs.tls_enter, &skel.progs.tls_exit, plan, targets)?;
     if cfg.conn {
         let link = skel

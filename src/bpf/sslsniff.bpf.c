@@ -342,8 +342,22 @@ struct sock {
 	struct sock_common __sk_common;
 } __attribute__((preserve_access_index));
 
+struct super_block {
+	__u32 s_dev;
+} __attribute__((preserve_access_index));
+
+struct inode {
+	unsigned long i_ino;
+	struct super_block *i_sb;
+} __attribute__((preserve_access_index));
+
 struct file {
 	void *private_data;
+	struct inode *f_inode;
+} __attribute__((preserve_access_index));
+
+struct linux_binprm {
+	struct file *file;
 } __attribute__((preserve_access_index));
 
 struct socket {
@@ -380,20 +394,28 @@ static __always_inline bool is_socket_io(long id)
 	return false;
 }
 
-/* Whether fd is a socket of the current task; fills in its addresses when it is an IPv4
- * or IPv6 one. */
-static __always_inline bool read_socket(struct conn *c, __u32 fd)
+/* The current task's open file at fd, or null. */
+static __always_inline struct file *file_at(__u32 fd)
 {
 	struct task_struct *task = (void *)bpf_get_current_task();
 	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
 	struct file **fds = BPF_CORE_READ(fdt, fd);
 	struct file *file = 0;
+
+	if (fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	return file;
+}
+
+/* Whether fd is a socket of the current task; fills in its addresses when it is an IPv4
+ * or IPv6 one. */
+static __always_inline bool read_socket(struct conn *c, __u32 fd)
+{
+	struct file *file = file_at(fd);
 	struct socket *sock;
 	struct sock *sk;
 
-	if (fd >= BPF_CORE_READ(fdt, max_fds))
-		return false;
-	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
 	if (!file)
 		return false;
 	/* A socket's file and socket point at each other; other files' private data
@@ -441,6 +463,76 @@ int BPF_PROG(conn_fd, struct pt_regs *regs, long id)
 	/* A handshake's I/O names its socket too; reads and writes may nest inside one. */
 	note_socket(&calls, fd);
 	note_socket(&handshakes, fd);
+	return 0;
+}
+
+/* Following the machine. Uprobes sit on files, so only a file never examined needs
+ * user space: the exec of a new executable, or an executable mapping (the loader's, a
+ * dlopen, a container's copy, an upgraded library's new inode). Files user space has
+ * examined are in seen_files, so the common case (the thousandth /bin/true, libc)
+ * costs a lookup and no wake-up. Loaded unless --no-follow. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 16);
+	__type(key, struct file_id);
+	__type(value, __u8);
+} seen_files SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 << 10);
+} found SEC(".maps");
+
+#define PROT_EXEC 4
+
+/* Only inlined code uses the record's type; this keeps it in the BTF that the Rust
+ * skeleton's types are generated from. */
+const struct found_event *found_event_type __attribute__((unused));
+
+static __always_inline void report_file(struct file *file, enum found_kind kind)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct found_event *e;
+	struct file_id id;
+
+	if (!file || (targ_pid && (pid_tgid >> 32) != targ_pid))
+		return;
+	id.ino = BPF_CORE_READ(file, f_inode, i_ino);
+	id.dev = BPF_CORE_READ(file, f_inode, i_sb, s_dev);
+	if (bpf_map_lookup_elem(&seen_files, &id))
+		return;
+	e = bpf_ringbuf_reserve(&found, sizeof(*e), 0);
+	if (!e)
+		return;
+	e->ts_ns = bpf_ktime_get_ns();
+	e->file = id;
+	e->pid = pid_tgid >> 32;
+	e->kind = kind;
+	/* User space attaches as soon as it hears: wake it now. */
+	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+}
+
+SEC("raw_tp/sched_process_exec")
+int BPF_PROG(follow_exec, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
+{
+	report_file(BPF_CORE_READ(bprm, file), FOUND_EXEC);
+	return 0;
+}
+
+/* At syscall exit the mapping exists, so user space finds it in /proc/PID/maps. */
+SEC("raw_tp/sys_exit")
+int BPF_PROG(follow_mmap, struct pt_regs *regs, long ret)
+{
+	unsigned long nr = 0, prot = 0, fd = 0;
+
+	bpf_probe_read_kernel(&nr, sizeof(nr), &regs->orig_rax);
+	if (nr != __NR_mmap || (unsigned long)ret >= (unsigned long)-4095)
+		return 0;
+	bpf_probe_read_kernel(&prot, sizeof(prot), &PT_REGS_PARM3(regs));
+	if (!(prot & PROT_EXEC))
+		return 0;
+	bpf_probe_read_kernel(&fd, sizeof(fd), &PT_REGS_PARM5(regs));
+	report_file(file_at(fd), FOUND_MMAP);
 	return 0;
 }
 

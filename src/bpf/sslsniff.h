@@ -65,6 +65,26 @@ struct event_hdr {
 	struct conn conn;
 };
 
+/* Following the machine: a program started (exec) or mapped an executable file that
+ * user space has not examined yet. */
+enum found_kind {
+	FOUND_EXEC = 0,
+	FOUND_MMAP = 1,
+};
+
+/* A file as the kernel names it: superblock device (kernel encoding) and inode. */
+struct file_id {
+	__u64 dev;
+	__u64 ino;
+};
+
+struct found_event {
+	__u64 ts_ns; /* CLOCK_MONOTONIC when it happened */
+	struct file_id file;
+	__u32 pid;
+	enum found_kind kind;
+};
+
 /* Per-CPU counters of what the kernel side saw and could not deliver. */
 struct stats {
 	__u64 calls;            /* successful calls that passed the filters */
