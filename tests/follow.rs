@@ -1,0 +1,281 @@
+//! Following the machine: programs and libraries that appear after sslsniff started,
+//! and executables that carry TLS themselves, are captured with no flags.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const SYSTEM_LIBSSL: &str = "/usr/lib/x86_64-linux-gnu/libssl.so.3";
+
+/// A fixture client (`PROG PORT MESSAGE`) with extra environment, not yet waited for.
+fn fixture(exe: &Path, port: u16, message: &str, env: &[(&str, &str)]) -> Proc {
+    Proc::spawn(
+        "fixture client",
+        Command::new(exe)
+            .arg(port.to_string())
+            .arg(message)
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+}
+
+fn release(client: &mut Proc) {
+    writeln!(client.child.stdin.take().unwrap()).unwrap();
+}
+
+fn finish(client: &mut Proc) {
+    let status = client.wait_timeout(Duration::from_secs(20));
+    assert!(status.success(), "{} failed: {status}", client.name);
+}
+
+/// A python3 client that runs `prelude` first, then sends `request` through OpenSSL.
+fn python_after(work: &Workdir, port: u16, prelude: &str, request: &str) -> Command {
+    let mut cmd = python(&format!(
+        "{prelude}\n\
+         s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', {port})))\n\
+         s.sendall(b'{}')\n\
+         while s.recv(65536): pass\n",
+        request.replace("\r\n", "\\r\\n")
+    ));
+    cmd.current_dir(work.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    cmd
+}
+
+#[test]
+fn executables_that_carry_tls_are_found_at_start() {
+    if !root_or_skip("executables_that_carry_tls_are_found_at_start") {
+        return;
+    }
+    let work = Workdir::new();
+    let exe = build_fixture(
+        &work,
+        "openssl_client.c",
+        "static_client",
+        &["-static", "-lssl", "-lcrypto"],
+    );
+    let (_server, port) = https_server(&work);
+    let (static_request, static_body) = page(&work, "static-at-start");
+    let (node_request, node_body) = page(&work, "node-at-start");
+    let mut static_client = fixture(&exe, port, &static_request, &[("SSLSNIFF_GATE", "1")]);
+    let path = node_request.split_whitespace().nth(1).unwrap().to_string();
+    let script = format!(
+        "process.stdin.once('data', () => require('https').get({{host: '127.0.0.1', port: {port}, \
+         path: '{path}', rejectUnauthorized: false, agent: false}}, r => r.resume()));"
+    );
+    let mut node = Proc::spawn(
+        "node",
+        Command::new("node")
+            .args(["-e", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null()),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let sniffer = Sniffer::start(&[]);
+    release(&mut static_client);
+    release(&mut node);
+    finish(&mut static_client);
+    finish(&mut node);
+    let out = sniffer.stop();
+    let rows = rows(&out.stdout);
+    assert_both_directions(
+        &out,
+        &rows,
+        static_client.pid(),
+        &static_request,
+        &static_body,
+    );
+    let node_request = format!("GET {path} HTTP/1.1");
+    assert_both_directions(&out, &rows, node.pid(), &node_request, &node_body);
+}
+
+#[test]
+fn a_static_program_created_later_is_captured_from_its_first_call() {
+    if !root_or_skip("a_static_program_created_later_is_captured_from_its_first_call") {
+        return;
+    }
+    let work = Workdir::new();
+    let (_server, port) = https_server(&work);
+    let (request, body) = page(&work, "static-later");
+    let sniffer = Sniffer::start(&["--handshake"]);
+    let exe = build_fixture(
+        &work,
+        "openssl_client.c",
+        "late_static",
+        &["-static", "-lssl", "-lcrypto"],
+    );
+    let mut client = fixture(&exe, port, &request, &[("SSLSNIFF_DELAY_MS", "100")]);
+    finish(&mut client);
+    let out = sniffer.stop();
+    let rows = rows(&out.stdout);
+    assert_both_directions(&out, &rows, client.pid(), &request, &body);
+    let first = rows
+        .iter()
+        .find(|r| r.pid == client.pid())
+        .expect("rows of the client");
+    assert_eq!(
+        first.func, "HANDSHAKE",
+        "the first call is missing:\n{}",
+        out.stdout
+    );
+    assert!(out.traced("late_static", "openssl"), "{}", out.stderr);
+}
+
+#[test]
+fn a_process_in_its_own_namespace_started_later_is_captured() {
+    if !root_or_skip("a_process_in_its_own_namespace_started_later_is_captured") {
+        return;
+    }
+    let work = Workdir::new();
+    let copy = work.path().join("libssl-ns.so.3");
+    std::fs::copy(SYSTEM_LIBSSL, &copy).unwrap();
+    let (_server, port) = https_server(&work);
+    let (request, body) = page(&work, "namespace-later");
+    let sniffer = Sniffer::start(&[]);
+    let script = format!(
+        "mount --bind {} {SYSTEM_LIBSSL} && exec \"$0\" \"$@\"",
+        copy.display()
+    );
+    let py = python_after(&work, port, "", &request);
+    let mut unshare = Command::new("unshare");
+    unshare
+        .args([
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+            "python3",
+        ])
+        .args(py.get_args())
+        .current_dir(work.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let client = run_client("python3 in its own mount namespace", &mut unshare);
+    let out = sniffer.stop();
+    assert_both_directions(&out, &rows(&out.stdout), client.pid(), &request, &body);
+}
+
+#[test]
+fn a_library_replaced_on_disk_is_traced_for_later_processes() {
+    if !root_or_skip("a_library_replaced_on_disk_is_traced_for_later_processes") {
+        return;
+    }
+    let work = Workdir::new();
+    let libdir = work.path().join("lib");
+    std::fs::create_dir(&libdir).unwrap();
+    std::fs::copy(SYSTEM_LIBSSL, libdir.join("libssl.so.3")).unwrap();
+    let (_server, port) = https_server(&work);
+    let sniffer = Sniffer::start(&[]);
+    // As dpkg does: a new file beside the old, renamed over it (a new inode).
+    std::fs::copy(SYSTEM_LIBSSL, libdir.join("libssl.so.3.new")).unwrap();
+    std::fs::rename(libdir.join("libssl.so.3.new"), libdir.join("libssl.so.3")).unwrap();
+    let (request, body) = page(&work, "upgraded");
+    let mut py = python_after(&work, port, "", &request);
+    py.env("LD_LIBRARY_PATH", &libdir);
+    let client = run_client("python3 after the upgrade", &mut py);
+    let out = sniffer.stop();
+    assert_both_directions(&out, &rows(&out.stdout), client.pid(), &request, &body);
+    assert!(out.traced("/lib/libssl.so.3", "openssl"), "{}", out.stderr);
+}
+
+#[test]
+fn a_library_dlopened_later_from_the_programs_own_directory_is_captured() {
+    if !root_or_skip("a_library_dlopened_later_from_the_programs_own_directory_is_captured") {
+        return;
+    }
+    let work = Workdir::new();
+    std::fs::copy(SYSTEM_LIBSSL, work.path().join("libssl.so.3")).unwrap();
+    let (_server, port) = https_server(&work);
+    let (request, body) = page(&work, "dlopen-later");
+    let sniffer = Sniffer::start(&["--handshake"]);
+    // The library copy is loaded 200 ms after start, by path, before the ssl module that
+    // then uses it (its soname is already loaded).
+    let prelude = "import time, ctypes, os\n\
+         time.sleep(0.2)\n\
+         ctypes.CDLL(os.path.abspath('libssl.so.3'))";
+    let script = format!(
+        "{prelude}\nimport socket, ssl\n\
+         ctx = ssl.create_default_context()\nctx.check_hostname = False\n\
+         ctx.verify_mode = ssl.CERT_NONE\n\
+         s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', {port})))\n\
+         s.sendall(b'{}')\nwhile s.recv(65536): pass\n",
+        request.replace("\r\n", "\\r\\n")
+    );
+    // python3 -S: the ssl module is not imported before the copy is loaded.
+    let mut cmd = Command::new("python3");
+    cmd.args(["-S", "-c", &script])
+        .current_dir(work.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let client = run_client("python3 that dlopens a copy", &mut cmd);
+    let out = sniffer.stop();
+    let rows = rows(&out.stdout);
+    assert_both_directions(&out, &rows, client.pid(), &request, &body);
+    let copy = format!("{}/libssl.so.3", work.path().display());
+    assert!(out.traced(&copy, "openssl"), "{}", out.stderr);
+    let first = rows.iter().find(|r| r.pid == client.pid()).unwrap();
+    assert_eq!(first.func, "HANDSHAKE", "{}", out.stdout);
+}
+
+#[test]
+fn no_follow_keeps_to_the_files_found_at_start_and_go_is_announced() {
+    if !root_or_skip("no_follow_keeps_to_the_files_found_at_start_and_go_is_announced") {
+        return;
+    }
+    let work = Workdir::new();
+    let (_server, port) = https_server(&work);
+    let (request, _) = page(&work, "no-follow");
+    let sniffer = Sniffer::start(&["--no-follow"]);
+    let exe = build_fixture(
+        &work,
+        "openssl_client.c",
+        "unfollowed",
+        &["-static", "-lssl", "-lcrypto"],
+    );
+    let mut client = fixture(&exe, port, &request, &[]);
+    finish(&mut client);
+    let out = sniffer.stop();
+    assert!(
+        with_data(&rows(&out.stdout), request.trim_end()).is_empty(),
+        "{}",
+        out.stdout
+    );
+
+    let go = work.file(
+        "hello.go",
+        b"package main\nimport \"time\"\nfunc main() { time.Sleep(300 * time.Millisecond) }\n",
+    );
+    let bin = work.path().join("hello-go");
+    let status = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(&go)
+        .env("GOCACHE", work.path().join("gocache"))
+        .env("HOME", work.path())
+        .status()
+        .expect("go is installed");
+    assert!(status.success());
+    let sniffer = Sniffer::start(&[]);
+    run_client("a Go program", &mut Command::new(&bin));
+    let out = sniffer.stop();
+    let notices: Vec<_> = out
+        .status_lines("notice")
+        .into_iter()
+        .filter(|n| {
+            n["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("hello-go") && m.contains("Go program"))
+        })
+        .collect();
+    assert_eq!(notices.len(), 1, "{}", out.stderr);
+}
