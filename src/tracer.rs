@@ -59,9 +59,11 @@ pub fn run(
         .open(&mut storage)
         .context("cannot open the BPF object")?;
     configure(&mut open, cfg, multi)?;
-    let skel = open
+    let mut skel = open
         .load()
         .context("the kernel refused the BPF programs (run with -d for libbpf's log)")?;
+    // Held apart from the skeleton, which the loop's closures borrow.
+    let bss = skel.maps.bss_data.take();
     let plan = Plan {
         pid: cfg.pid.map_or(-1, |p| p as i32),
         handshake: cfg.handshake,
@@ -90,7 +92,10 @@ pub fn run(
     let drained = pump::drain(&ring, &sink, &watch);
     // Detach first so that nothing new arrives, then drain what is already queued.
     let detach_started = Instant::now();
-    attach::detach(links.take());
+    if let Some(bss) = bss {
+        bss.stopped = true;
+    }
+    attach::detach(links.take(), multi);
     if cfg.debug {
         diag::notice(&format!("detached in {:?}", detach_started.elapsed()));
     }

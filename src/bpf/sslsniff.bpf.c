@@ -19,6 +19,9 @@ const volatile __u64 max_capture = 1 << 20;
 /* Above this much unread data the consumer is woken; below it, it drains on a timer. */
 const volatile __u64 wakeup_watermark = 0;
 const volatile struct func_info funcs[MAX_FUNCS] = {};
+/* Set by user space at exit: on kernels without multi-uprobe links the probes are
+ * closed in the background, slowly; until then they must cost no more than the trap. */
+volatile bool stopped = false;
 
 /* NSPR's PRIOMethods.file_type for a layered descriptor: the SSL layer sits on one,
  * plain files and sockets do not. */
@@ -122,7 +125,7 @@ int BPF_UPROBE(tls_enter, __u64 tls_conn, __u64 buf, __u64 num, __u64 out)
 	const volatile struct func_info *f = func_of(ctx);
 	struct call *call;
 
-	if (!f || !wanted(bpf_get_current_pid_tgid()))
+	if (!f || stopped || !wanted(bpf_get_current_pid_tgid()))
 		return 0;
 	if (f->nspr_fd && !is_nspr_ssl_fd(tls_conn))
 		return 0;
