@@ -8,7 +8,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo -E)
 
 BUILD_DEPS := clang llvm libelf-dev zlib1g-dev pkg-config make libssl-dev
 TEST_DEPS := openssl curl python3 gnutls-bin libnss3-tools util-linux gcc \
-	android-libboringssl-dev libwolfssl-dev libmbedtls-dev tshark
+	android-libboringssl-dev libwolfssl-dev libmbedtls-dev tshark golang-go
 
 .PHONY: all build deps run test bench lint clean
 

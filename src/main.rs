@@ -7,6 +7,7 @@ mod bpf;
 mod cli;
 mod discover;
 mod event;
+mod golang;
 mod libs;
 mod output;
 mod symbols;
