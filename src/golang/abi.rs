@@ -63,3 +63,48 @@ pub const ARM64: RegAbi = RegAbi {
     handshake_err_data: "regs[1]",
     goroutine: "regs[28]",
 };
+
+/// How to reach the socket descriptor from the receiver `*crypto/tls.Conn`, when its
+/// `net.Conn` holds a `*net.TCPConn`; byte offsets. The BPF side reads, with `c` the
+/// receiver: `tab = *(c + conn)`, `data = *(c + conn + 8)`; only if
+/// `*(u32 *)(tab + itab_hash) == tcp_conn_hash` (any other `net.Conn`, a wrapper or a
+/// pipe, has no descriptor there), `fd = *(s64 *)(*(data + tcp_conn_fd) + netfd_sysfd)`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FdPath {
+    /// `crypto/tls.Conn.conn`: the `net.Conn` interface (itab word, data word).
+    pub conn: u64,
+    /// `runtime.itab.hash`: the hash of the interface's dynamic type.
+    pub itab_hash: u64,
+    /// That hash when the dynamic type is `*net.TCPConn`.
+    pub tcp_conn_hash: u32,
+    /// `net.TCPConn.conn` + `net.conn.fd`: the `*net.netFD`.
+    pub tcp_conn_fd: u64,
+    /// `net.netFD.pfd` + `internal/poll.FD.Sysfd`: the descriptor, a Go `int` (8 bytes).
+    pub netfd_sysfd: u64,
+}
+
+/// Struct layouts by Go minor release, each entry checked against the DWARF and itab of
+/// a real build of that release (`fixture_tests`): never guessed. Releases not listed
+/// get no descriptor; only Go 1.19 can be built here.
+const FD_PATHS: &[(u32, FdPath)] = &[(
+    19,
+    FdPath {
+        conn: 0,
+        itab_hash: 16,
+        tcp_conn_hash: 0xbc02_0cb9,
+        tcp_conn_fd: 0,
+        netfd_sysfd: 16,
+    },
+)];
+
+pub fn fd_path(minor: u32) -> Option<&'static FdPath> {
+    FD_PATHS
+        .iter()
+        .find(|(m, _)| *m == minor)
+        .map(|(_, path)| path)
+}
+
+#[cfg(test)]
+pub fn fd_path_releases() -> impl Iterator<Item = u32> {
+    FD_PATHS.iter().map(|(minor, _)| *minor)
+}

@@ -15,6 +15,10 @@ use super::*;
 use crate::symbols::Symbols;
 
 const SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/go/https.go");
+const DWARF_OFFSETS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/go/dwarf_offsets.go"
+);
 
 /// Build name and `go build` flags.
 const BUILDS: &[(&str, &[&str])] = &[
@@ -50,6 +54,7 @@ fn build_all() -> PathBuf {
     for (name, flags) in BUILDS {
         go_build(&dir, name, flags, SOURCE);
     }
+    go_build(&dir, "dwarf_offsets", &[], DWARF_OFFSETS);
     dir
 }
 
@@ -321,6 +326,62 @@ fn inspects_the_go_command() {
         started.elapsed()
     );
     assert!(program.funcs.iter().any(|f| f.role == Role::Read));
+}
+
+/// Every entry of the struct offset table, against Go's own DWARF reader and the itab the
+/// linker built, in a build by the installed toolchain: an entry for a release that
+/// cannot be built here cannot be checked, so it fails.
+#[test]
+fn fd_path_table_matches_a_real_build() {
+    let program = inspect_built("normal");
+    for minor in abi::fd_path_releases() {
+        assert_eq!(
+            minor, program.minor,
+            "Go 1.{minor}'s entry cannot be checked here"
+        );
+    }
+    let path = program.fd_path.expect("an entry for the installed Go");
+    let fields = [
+        "crypto/tls.Conn.conn",
+        "runtime.itab.hash",
+        "net.TCPConn.conn",
+        "net.conn.fd",
+        "net.netFD.pfd",
+        "internal/poll.FD.Sysfd",
+    ];
+    let out = Command::new(built("dwarf_offsets"))
+        .arg(built("normal"))
+        .args(fields)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let dwarf: Vec<u64> = stdout
+        .lines()
+        .map(|line| line.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(dwarf.len(), fields.len());
+    assert_eq!(path.conn, dwarf[0]);
+    assert_eq!(path.itab_hash, dwarf[1]);
+    assert_eq!(path.tcp_conn_fd, dwarf[2] + dwarf[3]);
+    assert_eq!(path.netfd_sysfd, dwarf[4] + dwarf[5]);
+
+    let data = fs::read(built("normal")).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    let image = Image::new(&data, &file).unwrap();
+    let itab = file
+        .symbols()
+        .find(|s| s.name() == Ok("go.itab.*net.TCPConn,net.Conn"))
+        .expect("the itab of *net.TCPConn as a net.Conn");
+    let hash = image.bytes(itab.address() + path.itab_hash, 4).unwrap();
+    assert_eq!(
+        u32::from_le_bytes(hash.try_into().unwrap()),
+        path.tcp_conn_hash
+    );
 }
 
 /// PIE: the table's text start is also a load-time relocation. A linker that leaves the

@@ -25,7 +25,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use object::{Object, ObjectSymbol, SymbolKind};
 
-pub use abi::{RegAbi, Role};
+pub use abi::{FdPath, RegAbi, Role};
 use image::Image;
 
 /// The functions probed in every Go program that links `crypto/tls`. Handshakes are
@@ -48,6 +48,9 @@ pub struct GoProgram {
     /// The minor release: 19 for `go1.19.8`.
     pub minor: u32,
     pub arch: Arch,
+    /// How to read the socket descriptor from the receiver; `None` for releases whose
+    /// struct layout has not been checked.
+    pub fd_path: Option<&'static FdPath>,
     /// The `TARGETS` the program links, in table order; none when it does not use TLS.
     pub funcs: Vec<GoFunc>,
 }
@@ -178,6 +181,7 @@ pub fn inspect_bytes(data: &[u8]) -> Result<Option<GoProgram>, GoError> {
         version,
         minor,
         arch,
+        fd_path: abi::fd_path(minor),
         funcs,
     }))
 }
