@@ -12,6 +12,7 @@ mod diag;
 mod discover;
 mod event;
 mod follow;
+mod golang;
 mod kernel;
 mod libs;
 mod output;

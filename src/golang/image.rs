@@ -1,0 +1,115 @@
+//! An ELF file's loadable segments: virtual addresses mapped to the file bytes behind
+//! them, every read bounded by the segment's file part (its `.bss` tail is not in the file).
+
+use object::{Object, ObjectSection, ObjectSegment, SegmentFlags};
+
+use super::{malformed, GoError};
+
+const PF_X: u32 = 1;
+const PF_W: u32 = 2;
+
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    vaddr: u64,
+    offset: u64,
+    filesz: u64,
+    flags: u32,
+}
+
+pub struct Image<'a> {
+    data: &'a [u8],
+    segments: Vec<Segment>,
+}
+
+impl<'a> Image<'a> {
+    /// Errors when a segment or section runs past the end of the file: a cut copy.
+    pub fn new(data: &'a [u8], file: &object::File) -> Result<Self, GoError> {
+        let ranges = file
+            .segments()
+            .map(|s| Some(s.file_range()))
+            .chain(file.sections().map(|s| s.file_range()));
+        for (offset, size) in ranges.flatten() {
+            if offset
+                .checked_add(size)
+                .is_none_or(|end| end > data.len() as u64)
+            {
+                return Err(malformed(
+                    "a segment or section runs past the end of the file",
+                ));
+            }
+        }
+        let segments = file
+            .segments()
+            .map(|s| {
+                let (offset, filesz) = s.file_range();
+                let flags = match s.flags() {
+                    SegmentFlags::Elf { p_flags } => p_flags,
+                    _ => 0,
+                };
+                Segment {
+                    vaddr: s.address(),
+                    offset,
+                    filesz,
+                    flags,
+                }
+            })
+            .collect();
+        Ok(Image { data, segments })
+    }
+
+    /// The file bytes from `vaddr` to the end of its segment's file part, and the file
+    /// offset of `vaddr`.
+    fn tail(&self, vaddr: u64, want: impl Fn(u32) -> bool) -> Option<(u64, &'a [u8])> {
+        self.segments.iter().find_map(|s| {
+            let delta = vaddr.checked_sub(s.vaddr)?;
+            if delta >= s.filesz || !want(s.flags) {
+                return None;
+            }
+            let start = s.offset.checked_add(delta)?;
+            let end = s.offset.checked_add(s.filesz)?;
+            let bytes = self
+                .data
+                .get(usize::try_from(start).ok()?..usize::try_from(end).ok()?)?;
+            Some((start, bytes))
+        })
+    }
+
+    /// `len` bytes at `vaddr`, when one segment holds them all in the file.
+    pub fn bytes(&self, vaddr: u64, len: u64) -> Option<&'a [u8]> {
+        let (_, tail) = self.tail(vaddr, |_| true)?;
+        tail.get(..usize::try_from(len).ok()?)
+    }
+
+    /// Code: `len` bytes at `vaddr` in an executable segment, with their file offset.
+    pub fn code(&self, vaddr: u64, len: u64) -> Option<(u64, &'a [u8])> {
+        let (offset, tail) = self.tail(vaddr, |flags| flags & PF_X != 0)?;
+        Some((offset, tail.get(..usize::try_from(len).ok()?)?))
+    }
+
+    /// Whether `vaddr` is in an executable segment.
+    pub fn is_code(&self, vaddr: u64) -> bool {
+        self.tail(vaddr, |flags| flags & PF_X != 0).is_some()
+    }
+
+    /// The file parts of the writable segments (where `.go.buildinfo` lives).
+    pub fn writable(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.file_parts(|flags| flags & PF_W != 0)
+            .map(|(_, bytes)| bytes)
+    }
+
+    /// The file parts of the data segments, with their addresses (where `.gopclntab`
+    /// lives: read-only data, or the relocated read-only data of PIE builds).
+    pub fn data_segments(&self) -> impl Iterator<Item = (u64, &'a [u8])> + '_ {
+        self.file_parts(|flags| flags & PF_X == 0)
+    }
+
+    fn file_parts(
+        &self,
+        want: impl Fn(u32) -> bool + 'a,
+    ) -> impl Iterator<Item = (u64, &'a [u8])> + '_ {
+        self.segments
+            .iter()
+            .filter(move |s| want(s.flags))
+            .filter_map(|s| Some((s.vaddr, self.tail(s.vaddr, |_| true)?.1)))
+    }
+}

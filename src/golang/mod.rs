@@ -1,0 +1,315 @@
+//! Where to put uprobes in a Go executable, without uretprobes: the entry and every return
+//! instruction of `crypto/tls`'s Read, Write and handshake functions, as file offsets.
+//!
+//! Go's TLS is Go code linked into each program, and a uretprobe crashes Go (it rewrites a
+//! return address on a goroutine stack that Go later moves). So the return side is a plain
+//! uprobe on each `RET` found by decoding the function's instructions. Functions are found
+//! by `.symtab` when the file has one, else by Go's own table `.gopclntab`, which survives
+//! `-ldflags=-s -w` and PIE builds. The Go version comes from `.go.buildinfo`.
+// Wired into discovery by the integration commit.
+#![allow(dead_code)]
+
+mod abi;
+mod buildinfo;
+mod disasm;
+#[cfg(test)]
+mod fixture_tests;
+mod image;
+mod pclntab;
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use object::{Object, ObjectSymbol, SymbolKind};
+
+pub use abi::{FdPath, RegAbi, Role};
+use image::Image;
+
+/// The functions probed in every Go program that links `crypto/tls`. Handshakes are
+/// `clientHandshake`/`serverHandshake`, the `handshakeFn` that `handshakeContext` calls
+/// once per handshake: `Handshake`, `HandshakeContext` and `handshakeContext` are entered
+/// on every Read and Write too (they return at once when the handshake is done). The same
+/// names hold from Go 1.17 (the first register-ABI release) to today.
+pub const TARGETS: &[(&str, Role)] = &[
+    ("crypto/tls.(*Conn).Write", Role::Write),
+    ("crypto/tls.(*Conn).Read", Role::Read),
+    ("crypto/tls.(*Conn).clientHandshake", Role::Handshake),
+    ("crypto/tls.(*Conn).serverHandshake", Role::Handshake),
+];
+
+/// What a Go executable offers to probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoProgram {
+    /// As recorded by the toolchain, e.g. `go1.19.8`.
+    pub version: String,
+    /// The minor release: 19 for `go1.19.8`.
+    pub minor: u32,
+    pub arch: Arch,
+    /// How to read the socket descriptor from the receiver; `None` for releases whose
+    /// struct layout has not been checked.
+    pub fd_path: Option<&'static FdPath>,
+    /// The `TARGETS` the program links, in table order; none when it does not use TLS.
+    pub funcs: Vec<GoFunc>,
+}
+
+/// One function to probe: uprobes at `entry` and at each of `returns` (file offsets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoFunc {
+    pub name: &'static str,
+    pub role: Role,
+    pub entry: u64,
+    pub returns: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+    Arm64,
+}
+
+impl Arch {
+    /// Where Go's register ABI puts the values the probes read.
+    pub fn abi(self) -> &'static RegAbi {
+        match self {
+            Arch::X86_64 => &abi::AMD64,
+            Arch::Arm64 => &abi::ARM64,
+        }
+    }
+
+    /// The first Go release that passes arguments in registers on this architecture.
+    fn first_register_abi(self) -> u32 {
+        match self {
+            Arch::X86_64 => 17,
+            Arch::Arm64 => 18,
+        }
+    }
+
+    /// Instruction size unit, as `.gopclntab` records it (`minLC`).
+    fn quantum(self) -> u8 {
+        match self {
+            Arch::X86_64 => 1,
+            Arch::Arm64 => 4,
+        }
+    }
+}
+
+/// Why a Go executable cannot be traced; the message is one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GoError {
+    /// A well-formed Go program this tool does not support (version, architecture).
+    Unsupported(String),
+    /// The file looks like Go, but its tables do not hold together.
+    Malformed(String),
+}
+
+impl fmt::Display for GoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GoError::Unsupported(why) => write!(f, "{why}"),
+            GoError::Malformed(why) => write!(f, "malformed Go executable: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for GoError {}
+
+fn malformed(why: impl Into<String>) -> GoError {
+    GoError::Malformed(why.into())
+}
+
+/// Inspects the file at `path`: `None` when it is not a Go executable. Errors carry a
+/// [`GoError`] (downcast to tell a refusal from a broken file) or the I/O failure.
+pub fn inspect(path: &Path) -> Result<Option<GoProgram>> {
+    let map = map_file(path)?;
+    inspect_bytes(&map).with_context(|| path.display().to_string())
+}
+
+fn map_file(path: &Path) -> Result<memmap2::Mmap> {
+    // Non-blocking: a FIFO planted at an executable's path must not hang the tracer.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let meta = file.metadata()?;
+    anyhow::ensure!(meta.is_file(), "{} is not a regular file", path.display());
+    map_regular(&file).with_context(|| format!("cannot map {}", path.display()))
+}
+
+fn map_regular(file: &File) -> std::io::Result<memmap2::Mmap> {
+    // SAFETY: the map is private and read-only, and every read of it is bounds-checked
+    // against its length. Another process may still rewrite the file meanwhile: the
+    // bytes are hostile either way; a truncation would raise SIGBUS, the accepted price
+    // (as in every tool that maps executables) of not copying files of 100+ MB.
+    unsafe { memmap2::Mmap::map(file) }
+}
+
+/// Inspects an executable's bytes: `None` when they are not a Go executable.
+pub fn inspect_bytes(data: &[u8]) -> Result<Option<GoProgram>, GoError> {
+    if !data.starts_with(b"\x7fELF") {
+        return Ok(None);
+    }
+    let file =
+        object::File::parse(data).map_err(|e| malformed(format!("not a readable ELF: {e}")))?;
+    let image = Image::new(data, &file)?;
+    let Some(header) = buildinfo::find(&file, &image) else {
+        return if looks_like_go(&file) {
+            Err(GoError::Unsupported(
+                "Go executable without .go.buildinfo (Go before 1.13?)".into(),
+            ))
+        } else {
+            Ok(None)
+        };
+    };
+    let arch = arch_of(&file)?;
+    let version = buildinfo::version(header, &|addr, len| image.bytes(addr, len))?;
+    let minor = buildinfo::minor(&version)?;
+    if minor < arch.first_register_abi() {
+        return Err(GoError::Unsupported(format!(
+            "{version} passes arguments on the stack: Go 1.{} or later is needed on {arch:?}",
+            arch.first_register_abi()
+        )));
+    }
+    let funcs = locate(&file, &image, arch, minor)?
+        .into_iter()
+        .map(|f| f.with_returns(&image, arch))
+        .collect::<Result<_, _>>()?;
+    Ok(Some(GoProgram {
+        version,
+        minor,
+        arch,
+        fd_path: abi::fd_path(minor),
+        funcs,
+    }))
+}
+
+/// Other marks of a Go executable, for one whose build information is missing.
+fn looks_like_go(file: &object::File) -> bool {
+    pclntab::SECTIONS
+        .iter()
+        .chain(&[".note.go.buildid"])
+        .any(|name| file.section_by_name(name).is_some())
+}
+
+fn arch_of(file: &object::File) -> Result<Arch, GoError> {
+    let arch = match file.architecture() {
+        object::Architecture::X86_64 => Some(Arch::X86_64),
+        object::Architecture::Aarch64 => Some(Arch::Arm64),
+        _ => None,
+    };
+    match arch {
+        Some(arch) if file.is_little_endian() && file.is_64() => Ok(arch),
+        _ => Err(GoError::Unsupported(format!(
+            "Go for {:?} is not supported: only x86-64 and arm64 (little-endian, 64-bit)",
+            file.architecture()
+        ))),
+    }
+}
+
+/// A target function's extent, as virtual addresses: `[entry, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Extent {
+    name: &'static str,
+    role: Role,
+    entry: u64,
+    end: u64,
+}
+
+impl Extent {
+    fn with_returns(self, image: &Image, arch: Arch) -> Result<GoFunc, GoError> {
+        let len = self.end.saturating_sub(self.entry);
+        let (offset, code) = image
+            .code(self.entry, len)
+            .ok_or_else(|| malformed(format!("{} lies outside the executable code", self.name)))?;
+        let returns = disasm::returns(arch, code)
+            .map_err(|why| malformed(format!("{}: {why}", self.name)))?;
+        if returns.is_empty() {
+            return Err(malformed(format!("{}: no return instruction", self.name)));
+        }
+        Ok(GoFunc {
+            name: self.name,
+            role: self.role,
+            entry: offset,
+            returns: returns.into_iter().map(|at| offset + at).collect(),
+        })
+    }
+}
+
+/// The targets the program defines, by `.symtab` when it has one, else by `.gopclntab`.
+fn locate(
+    file: &object::File,
+    image: &Image,
+    arch: Arch,
+    minor: u32,
+) -> Result<Vec<Extent>, GoError> {
+    match by_symtab(file) {
+        Some(found) => Ok(found),
+        None => by_pclntab(file, image, arch, minor),
+    }
+}
+
+/// The value the dynamic loader writes at `vaddr` of a position-independent executable:
+/// the addend of its `R_*_RELATIVE` relocation there.
+fn relative_relocation(file: &object::File, vaddr: u64) -> Option<u64> {
+    const R_X86_64_RELATIVE: u32 = 8;
+    const R_AARCH64_RELATIVE: u32 = 1027;
+    let (_, relocation) = file.dynamic_relocations()?.find(|&(at, _)| at == vaddr)?;
+    match relocation.flags() {
+        object::RelocationFlags::Elf {
+            r_type: R_X86_64_RELATIVE | R_AARCH64_RELATIVE,
+        } => u64::try_from(relocation.addend()).ok(),
+        _ => None,
+    }
+}
+
+/// `None` when the file has no static symbol table (stripped).
+fn by_symtab(file: &object::File) -> Option<Vec<Extent>> {
+    file.symbol_table()?;
+    let mut found: Vec<Extent> = Vec::new();
+    for sym in file.symbols() {
+        if sym.kind() != SymbolKind::Text || sym.is_undefined() || sym.size() == 0 {
+            continue;
+        }
+        let Ok(name) = sym.name() else { continue };
+        let Some(&(name, role)) = TARGETS.iter().find(|(t, _)| *t == name) else {
+            continue;
+        };
+        if found.iter().all(|f| f.name != name) {
+            found.push(Extent {
+                name,
+                role,
+                entry: sym.address(),
+                end: sym.address().saturating_add(sym.size()),
+            });
+        }
+    }
+    found.sort_by_key(|f| TARGETS.iter().position(|(t, _)| *t == f.name));
+    Some(found)
+}
+
+fn by_pclntab(
+    file: &object::File,
+    image: &Image,
+    arch: Arch,
+    minor: u32,
+) -> Result<Vec<Extent>, GoError> {
+    let names: Vec<&str> = TARGETS.iter().map(|(name, _)| *name).collect();
+    let relocated = |vaddr| relative_relocation(file, vaddr);
+    let found = pclntab::lookup(file, image, arch.quantum(), minor, &relocated, &names)?;
+    Ok(TARGETS
+        .iter()
+        .zip(found)
+        .filter_map(|(&(name, role), extent)| {
+            let (entry, end) = extent?;
+            Some(Extent {
+                name,
+                role,
+                entry,
+                end,
+            })
+        })
+        .collect())
+}
