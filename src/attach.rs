@@ -7,7 +7,7 @@ use libbpf_rs::{ErrorKind, Link, ProgramMut, UprobeMultiOpts, UprobeOpts};
 
 use crate::diag::{self, warning};
 use crate::discover::{Probe, Target};
-use crate::libs::Role;
+use crate::libs::{Abi, Role};
 
 /// How to attach: one multi-uprobe link per file and program where the kernel has them.
 #[derive(Debug, Clone, Copy)]
@@ -20,17 +20,21 @@ pub struct Plan {
     pub debug: bool,
 }
 
+/// The programs probes are made of: C functions get an entry probe and a return probe;
+/// Go functions an entry probe and a probe on each return instruction.
+pub struct Programs<'a> {
+    pub enter: &'a ProgramMut<'a>,
+    pub exit: &'a ProgramMut<'a>,
+    pub go_enter: &'a ProgramMut<'a>,
+    pub go_exit: &'a ProgramMut<'a>,
+}
+
 /// Attaches to every target; a target that fails is a warning, none attached an error.
-pub fn attach_all(
-    enter: &ProgramMut,
-    exit: &ProgramMut,
-    plan: Plan,
-    targets: &[Target],
-) -> Result<Vec<Link>> {
+pub fn attach_all(progs: &Programs, plan: Plan, targets: &[Target]) -> Result<Vec<Link>> {
     let mut links = Vec::new();
     let mut last_error = None;
     for target in targets {
-        match attach_target(enter, exit, plan, target, None) {
+        match attach_target(progs, plan, target, None) {
             Ok(mut l) => links.append(&mut l),
             Err(e) => {
                 warning!("{e:#}");
@@ -59,8 +63,7 @@ pub struct Origin<'a> {
 
 /// Attaches to one target and announces it.
 pub fn attach_target(
-    enter: &ProgramMut,
-    exit: &ProgramMut,
+    progs: &Programs,
     plan: Plan,
     target: &Target,
     origin: Option<&Origin>,
@@ -73,10 +76,11 @@ pub fn attach_target(
     if probes.is_empty() {
         return Ok(Vec::new());
     }
+    let sites = sites(progs, target, &probes);
     let links = if plan.multi {
-        attach_multi(enter, exit, plan.pid, target, &probes)?
+        attach_multi(&sites, plan.pid, target)?
     } else {
-        attach_each(enter, exit, plan.pid, target, &probes)?
+        attach_each(&sites, plan.pid, target)?
     };
     let comm = |pid| std::fs::read(format!("/proc/{pid}/comm")).ok();
     diag::tracing(&diag::Tracing {
@@ -98,52 +102,77 @@ pub fn attach_target(
     Ok(links)
 }
 
-/// One link for all entry probes of a file and one for all return probes.
-fn attach_multi(
-    enter: &ProgramMut,
-    exit: &ProgramMut,
-    pid: i32,
-    target: &Target,
-    probes: &[&Probe],
-) -> Result<Vec<Link>> {
-    let opts = |retprobe| UprobeMultiOpts {
-        offsets: probes.iter().map(|p| p.offset as usize).collect(),
-        cookies: probes.iter().map(|p| u64::from(p.id)).collect(),
+/// Where one program goes in a file: offsets with their cookies, as entry or return.
+struct Sites<'a> {
+    prog: &'a ProgramMut<'a>,
+    retprobe: bool,
+    offsets: Vec<usize>,
+    cookies: Vec<u64>,
+    names: Vec<&'static str>,
+}
+
+/// The probes of a target, grouped by program. A cookie is the function's table id; a
+/// Go entry's also carries the program's struct layout in its upper half.
+fn sites<'a>(progs: &'a Programs, target: &Target, probes: &[&Probe]) -> Vec<Sites<'a>> {
+    let group = |prog, retprobe| Sites {
+        prog,
         retprobe,
-        ..Default::default()
+        offsets: Vec::new(),
+        cookies: Vec::new(),
+        names: Vec::new(),
     };
-    let names = probes
+    let (mut entries, mut returns) = match target.lib.abi {
+        Abi::C => (group(progs.enter, false), group(progs.exit, true)),
+        Abi::Go => (group(progs.go_enter, false), group(progs.go_exit, false)),
+    };
+    for p in probes {
+        let id = u64::from(p.id);
+        entries.offsets.push(p.offset as usize);
+        entries.cookies.push(id | u64::from(target.go_layout) << 32);
+        entries.names.push(p.func.name);
+        let rets: Vec<usize> = match target.lib.abi {
+            Abi::C => vec![p.offset as usize],
+            Abi::Go => p.returns.iter().map(|&r| r as usize).collect(),
+        };
+        returns.cookies.extend(rets.iter().map(|_| id));
+        returns.names.extend(rets.iter().map(|_| p.func.name));
+        returns.offsets.extend(rets);
+    }
+    vec![entries, returns]
+}
+
+/// One link per program and file: detaching a few multi-links is fast, where one
+/// perf-event link per probe makes exit slow.
+fn attach_multi(sites: &[Sites], pid: i32, target: &Target) -> Result<Vec<Link>> {
+    sites
         .iter()
-        .map(|p| p.func.name)
-        .collect::<Vec<_>>()
-        .join(", ");
-    [(enter, false), (exit, true)]
-        .into_iter()
-        .map(|(prog, retprobe)| {
-            prog.attach_uprobe_multi_with_opts(pid, &target.path, "", opts(retprobe))
-                .map_err(|e| attach_error(e, target, &names))
+        .map(|s| {
+            let opts = UprobeMultiOpts {
+                offsets: s.offsets.clone(),
+                cookies: s.cookies.clone(),
+                retprobe: s.retprobe,
+                ..Default::default()
+            };
+            s.prog
+                .attach_uprobe_multi_with_opts(pid, &target.path, "", opts)
+                .map_err(|e| attach_error(e, target, &s.names.join(", ")))
         })
         .collect()
 }
 
-fn attach_each(
-    enter: &ProgramMut,
-    exit: &ProgramMut,
-    pid: i32,
-    target: &Target,
-    probes: &[&Probe],
-) -> Result<Vec<Link>> {
+fn attach_each(sites: &[Sites], pid: i32, target: &Target) -> Result<Vec<Link>> {
     let mut links = Vec::new();
-    for probe in probes {
-        for (prog, retprobe) in [(enter, false), (exit, true)] {
+    for s in sites {
+        for ((&offset, &cookie), name) in s.offsets.iter().zip(&s.cookies).zip(&s.names) {
             let opts = UprobeOpts {
-                cookie: u64::from(probe.id),
-                retprobe,
+                cookie,
+                retprobe: s.retprobe,
                 ..Default::default()
             };
-            let link = prog
-                .attach_uprobe_with_opts(pid, &target.path, probe.offset as usize, opts)
-                .map_err(|e| attach_error(e, target, probe.func.name))?;
+            let link = s
+                .prog
+                .attach_uprobe_with_opts(pid, &target.path, offset, opts)
+                .map_err(|e| attach_error(e, target, name))?;
             links.push(link);
         }
     }

@@ -62,6 +62,10 @@ pub struct Cli {
     #[arg(long)]
     pub no_mbedtls: bool,
 
+    /// Do not trace Go programs' crypto/tls
+    #[arg(long)]
+    pub no_go: bool,
+
     /// Show the latency of each call (LAT(ms) column)
     #[arg(short, long)]
     pub latency: bool,
@@ -96,7 +100,7 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = Status::Text)]
     pub status: Status,
 
-    /// Also trace this library file; TYPE is openssl, gnutls, nss, wolfssl or mbedtls
+    /// Also trace this library file; TYPE is openssl, gnutls, nss, wolfssl, mbedtls or go
     #[arg(long, value_name = "TYPE:PATH", value_parser = parse_extra_lib)]
     pub extra_lib: Vec<(&'static Library, PathBuf)>,
 
@@ -142,6 +146,7 @@ impl Cli {
             (Kind::Nss, self.no_nss),
             (Kind::WolfSsl, self.no_wolfssl),
             (Kind::MbedTls, self.no_mbedtls),
+            (Kind::Go, self.no_go),
         ];
         off.iter()
             .filter(|(_, off)| !off)
@@ -205,9 +210,12 @@ mod tests {
             (Some(7), Some(0), Some("curl"))
         );
         assert!(cli.ids && cli.latency && cli.handshake && cli.hexdump);
-        assert_eq!(cli.kinds(), [Kind::WolfSsl, Kind::MbedTls]);
+        assert_eq!(cli.kinds(), [Kind::WolfSsl, Kind::MbedTls, Kind::Go]);
         let cli = Cli::try_parse_from(["sslsniff", "--no-wolfssl", "--no-mbedtls"]).unwrap();
-        assert_eq!(cli.kinds(), [Kind::OpenSsl, Kind::GnuTls, Kind::Nss]);
+        assert_eq!(
+            cli.kinds(),
+            [Kind::OpenSsl, Kind::GnuTls, Kind::Nss, Kind::Go]
+        );
     }
 
     #[test]

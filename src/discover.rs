@@ -12,7 +12,8 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use crate::diag::warning;
-use crate::libs::{self, Func, FuncId, Kind, Library, LIBRARIES};
+use crate::golang;
+use crate::libs::{self, Abi, Func, FuncId, Kind, Library, LIBRARIES};
 use crate::symbols::Symbols;
 
 /// One file to attach to, with the table functions it defines.
@@ -21,13 +22,19 @@ pub struct Target {
     pub path: PathBuf,
     pub lib: &'static Library,
     pub probes: Vec<Probe>,
+    /// Go programs: the index + 1 of the struct layout that leads from a connection to
+    /// its socket (`golang::fd_paths`), 0 when the release's layout is unknown.
+    pub go_layout: u32,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Probe {
     pub id: FuncId,
     pub func: &'static Func,
+    /// The entry, as a file offset.
     pub offset: u64,
+    /// Go: every return instruction (no uretprobes in Go); empty for C functions.
+    pub returns: Vec<u64>,
 }
 
 /// What the user asked to be traced.
@@ -74,13 +81,10 @@ impl Found {
 pub fn file_targets(candidates: &[&'static Library], path: &Path) -> Result<Vec<Target>> {
     let symbols = Symbols::read(path)?;
     if symbols.is_go() {
-        bail!(
-            "{} is a Go program: uretprobes crash Go's moving stacks, so it is not traced",
-            path.display()
-        );
+        return go_targets(candidates, path);
     }
     let mut targets = Vec::new();
-    for &lib in candidates {
+    for &lib in candidates.iter().filter(|l| l.abi == Abi::C) {
         let probes: Vec<Probe> = libs::all_funcs()
             .filter(|(_, l, _)| l.kind == lib.kind)
             .filter_map(|(id, _, func)| {
@@ -88,6 +92,7 @@ pub fn file_targets(candidates: &[&'static Library], path: &Path) -> Result<Vec<
                     id,
                     func,
                     offset: symbols.offset(func.name)?,
+                    returns: Vec::new(),
                 })
             })
             .collect();
@@ -96,10 +101,49 @@ pub fn file_targets(candidates: &[&'static Library], path: &Path) -> Result<Vec<
                 path: path.to_path_buf(),
                 lib,
                 probes,
+                go_layout: 0,
             });
         }
     }
     Ok(targets)
+}
+
+/// A Go program's crypto/tls functions, entries and returns; an error says why a Go
+/// program cannot be traced (its release, its architecture, a broken table).
+fn go_targets(candidates: &[&'static Library], path: &Path) -> Result<Vec<Target>> {
+    let Some(&lib) = candidates.iter().find(|l| l.abi == Abi::Go) else {
+        return Ok(Vec::new());
+    };
+    let Some(program) = golang::inspect(path)? else {
+        return Ok(Vec::new());
+    };
+    let probes: Vec<Probe> = program
+        .funcs
+        .into_iter()
+        .filter_map(|f| {
+            let (id, _, func) =
+                libs::all_funcs().find(|(_, l, func)| l.kind == lib.kind && func.name == f.name)?;
+            Some(Probe {
+                id,
+                func,
+                offset: f.entry,
+                returns: f.returns,
+            })
+        })
+        .collect();
+    if probes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let go_layout = program
+        .fd_path
+        .and_then(|p| golang::fd_paths().position(|q| std::ptr::eq(p, q)))
+        .map_or(0, |i| i as u32 + 1);
+    Ok(vec![Target {
+        path: path.to_path_buf(),
+        lib,
+        probes,
+        go_layout,
+    }])
 }
 
 /// The libraries of these kinds.
@@ -142,7 +186,8 @@ pub fn targets(req: &Request) -> Result<Vec<Target>> {
     for (lib, path) in mapped_libraries(&enabled, req.pid) {
         found.add_found(lib, &path);
     }
-    for lib in &enabled {
+    // Go is in programs, not in a library file.
+    for lib in enabled.iter().filter(|l| l.abi == Abi::C) {
         if !found.targets.iter().any(|t| t.lib.kind == lib.kind) {
             warning!(
                 "no {} library found (point to one with --extra-lib {}:PATH)",

@@ -84,6 +84,17 @@ pub enum Kind {
     Nss,
     WolfSsl,
     MbedTls,
+    Go,
+}
+
+/// How a library's functions are called, and so how they are probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abi {
+    /// The C calling convention: an entry uprobe and a uretprobe.
+    C,
+    /// Go's register ABI: uprobes on the entry and on every return instruction (a
+    /// uretprobe crashes Go), calls tied to returns by goroutine.
+    Go,
 }
 
 #[derive(Debug)]
@@ -97,6 +108,7 @@ pub struct Library {
     /// The first argument of every function is an NSPR file descriptor, which may carry
     /// no TLS at all (files, pipes): the BPF side skips those.
     pub nspr_fd: bool,
+    pub abi: Abi,
     pub funcs: &'static [Func],
 }
 
@@ -128,6 +140,11 @@ const GNUTLS_HANDSHAKE: HandshakeRet = HandshakeRet {
     ok: 0,
     retry: Retry::Codes(&[-16, -28, -38, -52]),
 };
+/// A Go handshake returns an error: nil (0 from the BPF side) or not (-1).
+const GO_HANDSHAKE: HandshakeRet = HandshakeRet {
+    ok: 0,
+    retry: Retry::Codes(&[]),
+};
 /// MBEDTLS_ERR_SSL_WANT_READ, _WANT_WRITE, _ASYNC_IN_PROGRESS, _CRYPTO_IN_PROGRESS.
 const MBEDTLS_HANDSHAKE: HandshakeRet = HandshakeRet {
     ok: 0,
@@ -140,6 +157,7 @@ pub static LIBRARIES: &[Library] = &[
         name: "openssl",
         sonames: &["libssl.so"],
         nspr_fd: false,
+        abi: Abi::C,
         funcs: &[
             func("SSL_read", Role::Read(COUNT)),
             func("SSL_write", Role::Write(COUNT)),
@@ -153,6 +171,7 @@ pub static LIBRARIES: &[Library] = &[
         name: "gnutls",
         sonames: &["libgnutls.so"],
         nspr_fd: false,
+        abi: Abi::C,
         funcs: &[
             func_ssize_t("gnutls_record_recv", Role::Read(COUNT)),
             func_ssize_t("gnutls_record_send", Role::Write(COUNT)),
@@ -164,6 +183,7 @@ pub static LIBRARIES: &[Library] = &[
         name: "nss",
         sonames: &["libnspr4.so"],
         nspr_fd: true,
+        abi: Abi::C,
         funcs: &[
             func("PR_Read", Role::Read(COUNT)),
             func("PR_Recv", Role::Read(COUNT)),
@@ -176,6 +196,7 @@ pub static LIBRARIES: &[Library] = &[
         name: "wolfssl",
         sonames: &["libwolfssl.so"],
         nspr_fd: false,
+        abi: Abi::C,
         funcs: &[
             func("wolfSSL_read", Role::Read(COUNT)),
             func("wolfSSL_write", Role::Write(COUNT)),
@@ -188,10 +209,32 @@ pub static LIBRARIES: &[Library] = &[
         name: "mbedtls",
         sonames: &["libmbedtls.so"],
         nspr_fd: false,
+        abi: Abi::C,
         funcs: &[
             func("mbedtls_ssl_read", Role::Read(COUNT)),
             func("mbedtls_ssl_write", Role::Write(COUNT)),
             func("mbedtls_ssl_handshake", Role::Handshake(MBEDTLS_HANDSHAKE)),
+        ],
+    },
+    // Go's crypto/tls, linked into each Go program: found by what an executable is, not
+    // by a file name. The names are those src/golang/ looks up (tested).
+    Library {
+        kind: Kind::Go,
+        name: "go",
+        sonames: &[],
+        nspr_fd: false,
+        abi: Abi::Go,
+        funcs: &[
+            func_ssize_t("crypto/tls.(*Conn).Write", Role::Write(COUNT)),
+            func_ssize_t("crypto/tls.(*Conn).Read", Role::Read(COUNT)),
+            func_ssize_t(
+                "crypto/tls.(*Conn).clientHandshake",
+                Role::Handshake(GO_HANDSHAKE),
+            ),
+            func_ssize_t(
+                "crypto/tls.(*Conn).serverHandshake",
+                Role::Handshake(GO_HANDSHAKE),
+            ),
         ],
     },
 ];
@@ -221,6 +264,14 @@ pub fn by_name(name: &str) -> Option<&'static Library> {
 }
 
 impl Library {
+    /// How the BPF side reads `f`'s return value.
+    pub fn ret_convention(&self, f: &Func) -> ret_convention {
+        match (self.abi, f.role) {
+            (Abi::Go, Role::Handshake(_)) => ret_convention::RET_ERR_IFACE,
+            (_, role) => role.ret_convention(),
+        }
+    }
+
     pub fn matches_file_name(&self, file_name: &str) -> bool {
         self.sonames.iter().any(|soname| {
             file_name
@@ -258,6 +309,14 @@ mod tests {
         assert!(openssl.matches_file_name("libssl.so.3"));
         assert!(!openssl.matches_file_name("libssl3.so"));
         assert!(!openssl.matches_file_name("libssl.sox"));
+    }
+
+    #[test]
+    fn the_go_table_names_what_the_go_analysis_finds() {
+        let go = by_name("go").unwrap();
+        let names: Vec<_> = go.funcs.iter().map(|f| f.name).collect();
+        let found: Vec<_> = crate::golang::TARGETS.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, found);
     }
 
     #[test]

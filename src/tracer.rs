@@ -14,14 +14,15 @@ use std::os::unix::fs::MetadataExt;
 
 use libbpf_rs::{MapCore, MapFlags};
 
-use crate::attach::{self, Origin, Plan};
-use crate::bpf::types::{file_id, func_info, stats};
+use crate::attach::{self, Origin, Plan, Programs};
+use crate::bpf::types::{file_id, func_info, go_fd_path, stats};
 use crate::bpf::{OpenSslsniffSkel, SslsniffSkel, SslsniffSkelBuilder};
 use crate::config::Config;
 use crate::diag::{self, Summary};
 use crate::discover::Target;
 use crate::event::{decode_found, FileId, Found};
 use crate::follow::{self, Examined, Follow};
+use crate::golang;
 use crate::kernel;
 use crate::libs;
 use crate::output::Output;
@@ -185,8 +186,7 @@ impl Follower {
                     display: &display,
                 };
                 for t in &targets {
-                    let (enter, exit) = (&skel.progs.tls_enter, &skel.progs.tls_exit);
-                    match attach::attach_target(enter, exit, self.plan, t, Some(&origin)) {
+                    match attach::attach_target(&programs(skel), self.plan, t, Some(&origin)) {
                         Ok(mut l) => links.borrow_mut().append(&mut l),
                         Err(e) => diag::warn(&format!("{e:#}")),
                     }
@@ -213,6 +213,17 @@ fn configure(open: &mut OpenSslsniffSkel, cfg: &Config, multi: bool) -> Result<(
         }
     }
     rodata.max_capture = cfg.max_capture;
+    rodata.track_conn = cfg.conn;
+    for (slot, path) in rodata.go_fd_paths.iter_mut().zip(golang::fd_paths()) {
+        *slot = go_fd_path {
+            conn: path.conn,
+            itab_hash: path.itab_hash,
+            tcp_conn_fd: path.tcp_conn_fd,
+            netfd_sysfd: path.netfd_sysfd,
+            tcp_conn_hash: path.tcp_conn_hash,
+            pad: 0,
+        };
+    }
     // Wake the reader early only when the ring is a quarter full; otherwise it drains
     // on its timer.
     rodata.wakeup_watermark = u64::from(cfg.ring_size / 4);
@@ -223,7 +234,7 @@ fn configure(open: &mut OpenSslsniffSkel, cfg: &Config, multi: bool) -> Result<(
             .context("the function table outgrew the BPF side")?;
         *slot = func_info {
             dir: f.role.direction(),
-            ret: f.role.ret_convention(),
+            ret: lib.ret_convention(f),
             nspr_fd: lib.nspr_fd.into(),
             ret_int: f.ret_int.into(),
         };
@@ -236,7 +247,13 @@ fn configure(open: &mut OpenSslsniffSkel, cfg: &Config, multi: bool) -> Result<(
     open.progs.follow_exec.set_autoload(cfg.follow);
     open.progs.follow_mmap.set_autoload(cfg.follow);
     if multi {
-        for prog in [&mut open.progs.tls_enter, &mut open.progs.tls_exit] {
+        let progs = &mut open.progs;
+        for prog in [
+            &mut progs.tls_enter,
+            &mut progs.tls_exit,
+            &mut progs.go_enter,
+            &mut progs.go_exit,
+        ] {
             prog.set_attach_type(ProgramAttachType::TraceUprobeMulti);
         }
     }
@@ -245,7 +262,7 @@ fn configure(open: &mut OpenSslsniffSkel, cfg: &Config, multi: bool) -> Result<(
 
 fn attach(skel: &SslsniffSkel, cfg: &Config, targets: &[Target], plan: Plan) -> Result<Vec<Link>> {
     let started = Instant::now();
-    let mut links = attach::attach_all(&skel.progs.tls_enter, &skel.progs.tls_exit, plan, targets)?;
+    let mut links = attach::attach_all(&programs(skel), plan, targets)?;
     if cfg.conn {
         let link = skel
             .progs
@@ -262,6 +279,15 @@ fn attach(skel: &SslsniffSkel, cfg: &Config, targets: &[Target], plan: Plan) -> 
         ));
     }
     Ok(links)
+}
+
+fn programs<'a>(skel: &'a SslsniffSkel) -> Programs<'a> {
+    Programs {
+        enter: &skel.progs.tls_enter,
+        exit: &skel.progs.tls_exit,
+        go_enter: &skel.progs.go_enter,
+        go_exit: &skel.progs.go_exit,
+    }
 }
 
 fn sum_up(kernel: &stats, sink: &Sink) -> Summary {

@@ -19,6 +19,9 @@ const volatile __u64 max_capture = 1 << 20;
 /* Above this much unread data the consumer is woken; below it, it drains on a timer. */
 const volatile __u64 wakeup_watermark = 0;
 const volatile struct func_info funcs[MAX_FUNCS] = {};
+const volatile struct go_fd_path go_fd_paths[MAX_GO_FD_PATHS] = {};
+/* Connection tracking is on: Go probes read the socket through the receiver. */
+const volatile bool track_conn = false;
 /* Set by user space at exit: on kernels without multi-uprobe links the probes are
  * closed in the background, slowly; until then they must cost no more than the trap. */
 volatile bool stopped = false;
@@ -106,7 +109,8 @@ static __always_inline bool is_nspr_ssl_fd(__u64 fd)
 
 static __always_inline const volatile struct func_info *func_of(void *ctx)
 {
-	__u64 func = bpf_get_attach_cookie(ctx);
+	/* The upper half of a Go probe's cookie is its layout index. */
+	__u64 func = (__u32)bpf_get_attach_cookie(ctx);
 
 	if (func >= MAX_FUNCS)
 		return 0;
@@ -256,32 +260,12 @@ static long send_chunk(__u64 i, struct chunk_ctx *c)
 	return 0;
 }
 
-SEC("uretprobe")
-int BPF_URETPROBE(tls_exit, long ret)
+/* Reports a call that returned: its header, then its payload in chunks. */
+static __always_inline void emit_call(void *ctx, const volatile struct func_info *f,
+				      struct call *call, __u64 len, long ret)
 {
-	const volatile struct func_info *f = func_of(ctx);
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct chunk_ctx c = {};
-	struct call *call;
-	__u64 len = 0;
-	__u32 conv;
-
-	if (!f)
-		return 0;
-	conv = f->ret;
-	call = bpf_task_storage_get(calls_map(f), bpf_get_current_task_btf(), 0, 0);
-	if (!call || !call->active)
-		return 0;
-	/* Without this, an int -1 reads as 4294967295 bytes. */
-	if (f->ret_int)
-		ret = (int)ret;
-	if (conv == RET_COUNT && ret > 0)
-		len = ret;
-	else if (conv == RET_EX && ret == 1)
-		bpf_probe_read_user(&len, sizeof(len), (void *)call->out);
-	/* Failures and would-block retries carry no data; only a handshake reports them. */
-	if (!len && conv != RET_RAW)
-		goto out;
 
 	c.buf = call->buf;
 	c.hdr.ts_ns = call->ts_ns;
@@ -290,7 +274,7 @@ int BPF_URETPROBE(tls_exit, long ret)
 	c.hdr.captured = (max_capture && len > max_capture) ? max_capture : len;
 	c.hdr.ret = ret;
 	c.hdr.tls_conn = call->tls_conn;
-	c.hdr.func = bpf_get_attach_cookie(ctx);
+	c.hdr.func = (__u32)bpf_get_attach_cookie(ctx);
 	c.hdr.pid = pid_tgid >> 32;
 	c.hdr.tid = (__u32)pid_tgid;
 	c.hdr.uid = (__u32)bpf_get_current_uid_gid();
@@ -302,14 +286,47 @@ int BPF_URETPROBE(tls_exit, long ret)
 	if (!c.hdr.captured) {
 		if (send_record(&c.hdr, 0, 0))
 			count_loss(0, false);
-		goto out;
+		return;
 	}
 	/* Most calls fit one chunk: spare them the loop's indirect calls. */
 	if (c.hdr.captured <= CHUNK_SIZE)
 		send_chunk(0, &c);
 	else
 		bpf_loop((c.hdr.captured + CHUNK_SIZE - 1) / CHUNK_SIZE, send_chunk, &c, 0);
-out:
+}
+
+/* The byte count a call moved, from its return value; 0 for failures and would-block
+ * retries, which carry no data. */
+static __always_inline __u64 moved(const volatile struct func_info *f, long ret, __u64 out)
+{
+	__u64 len = 0;
+
+	if (f->ret == RET_COUNT && ret > 0)
+		len = ret;
+	else if (f->ret == RET_EX && ret == 1)
+		bpf_probe_read_user(&len, sizeof(len), (void *)out);
+	return len;
+}
+
+SEC("uretprobe")
+int BPF_URETPROBE(tls_exit, long ret)
+{
+	const volatile struct func_info *f = func_of(ctx);
+	struct call *call;
+	__u64 len;
+
+	if (!f)
+		return 0;
+	call = bpf_task_storage_get(calls_map(f), bpf_get_current_task_btf(), 0, 0);
+	if (!call || !call->active)
+		return 0;
+	/* Without this, an int -1 reads as 4294967295 bytes. */
+	if (f->ret_int)
+		ret = (int)ret;
+	len = moved(f, ret, call->out);
+	/* Only a handshake reports a call that moved nothing. */
+	if (len || f->ret == RET_RAW)
+		emit_call(ctx, f, call, len, ret);
 	call->active = 0;
 	return 0;
 }
@@ -466,6 +483,109 @@ int BPF_PROG(conn_fd, struct pt_regs *regs, long id)
 	/* A handshake's I/O names its socket too; reads and writes may nest inside one. */
 	note_socket(&calls, fd);
 	note_socket(&handshakes, fd);
+	return 0;
+}
+
+/* Go's crypto/tls. Never a uretprobe: Go moves goroutine stacks, and a rewritten return
+ * address on one crashes the program. The entry and every RET instruction (found by
+ * disassembly in user space) get plain uprobes. Arguments and results are in Go's
+ * registers, and a call is tied to its return by goroutine, not thread: a goroutine may
+ * move to another thread inside a call. A panic skips every RET, so the state lives in
+ * a bounded LRU map and each entry overwrites its goroutine's slot. */
+#if defined(__TARGET_ARCH_x86)
+#define GO_ARG0(r) ((r)->rax)
+#define GO_ARG1(r) ((r)->rbx)
+#define GO_RET0(r) ((r)->rax)
+#define GO_G(r) ((r)->r14)
+#elif defined(__TARGET_ARCH_arm64)
+#define GO_ARG0(r) (((struct user_pt_regs *)(r))->regs[0])
+#define GO_ARG1(r) (((struct user_pt_regs *)(r))->regs[1])
+#define GO_RET0(r) (((struct user_pt_regs *)(r))->regs[0])
+#define GO_G(r) (((struct user_pt_regs *)(r))->regs[28])
+#else
+#error "Go's register ABI is known for x86-64 and arm64 only"
+#endif
+
+struct go_key {
+	__u32 pid;
+	__u32 pad;
+	__u64 goroutine;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1 << 14);
+	__type(key, struct go_key);
+	__type(value, struct call);
+} go_calls SEC(".maps");
+
+/* The socket of a *crypto/tls.Conn, when its net.Conn is a *net.TCPConn and the
+ * program's struct layout is known; otherwise the connection stays unknown. */
+static __always_inline void go_socket(struct conn *c, __u64 tls_conn, __u64 layout)
+{
+	const volatile struct go_fd_path *p;
+	__u64 tab = 0, data = 0, netfd = 0;
+	__s64 fd = -1;
+	__u32 hash = 0;
+
+	if (!layout || layout > MAX_GO_FD_PATHS)
+		return;
+	p = &go_fd_paths[(layout - 1) & (MAX_GO_FD_PATHS - 1)];
+	bpf_probe_read_user(&tab, sizeof(tab), (void *)(tls_conn + p->conn));
+	bpf_probe_read_user(&data, sizeof(data), (void *)(tls_conn + p->conn + 8));
+	bpf_probe_read_user(&hash, sizeof(hash), (void *)(tab + p->itab_hash));
+	if (!tab || hash != p->tcp_conn_hash)
+		return;
+	bpf_probe_read_user(&netfd, sizeof(netfd), (void *)(data + p->tcp_conn_fd));
+	bpf_probe_read_user(&fd, sizeof(fd), (void *)(netfd + p->netfd_sysfd));
+	if (fd >= 0 && fd < (1 << 30))
+		read_socket(c, fd);
+}
+
+SEC("uprobe")
+int go_enter(struct pt_regs *ctx)
+{
+	const volatile struct func_info *f = func_of(ctx);
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct go_key key = { .pid = pid_tgid >> 32, .goroutine = GO_G(ctx) };
+	struct call call = {};
+
+	if (!f || stopped || !wanted(pid_tgid))
+		return 0;
+	call.tls_conn = GO_ARG0(ctx);
+	call.buf = GO_ARG1(ctx);
+	call.ts_ns = bpf_ktime_get_ns();
+	call.conn.fd = -1;
+	call.active = 1;
+	if (track_conn)
+		go_socket(&call.conn, call.tls_conn, bpf_get_attach_cookie(ctx) >> 32);
+	/* A stack check may run the entry twice (morestack jumps back to it) with the same
+	 * arguments: overwriting is right. */
+	bpf_map_update_elem(&go_calls, &key, &call, BPF_ANY);
+	return 0;
+}
+
+SEC("uprobe")
+int go_exit(struct pt_regs *ctx)
+{
+	const volatile struct func_info *f = func_of(ctx);
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct go_key key = { .pid = pid_tgid >> 32, .goroutine = GO_G(ctx) };
+	long ret = GO_RET0(ctx);
+	struct call *call;
+	__u64 len;
+
+	if (!f)
+		return 0;
+	call = bpf_map_lookup_elem(&go_calls, &key);
+	if (!call)
+		return 0;
+	if (f->ret == RET_ERR_IFACE)
+		ret = ret ? -1 : 0;
+	len = moved(f, ret, 0);
+	if (len || f->ret == RET_ERR_IFACE)
+		emit_call(ctx, f, call, len, ret);
+	bpf_map_delete_elem(&go_calls, &key);
 	return 0;
 }
 

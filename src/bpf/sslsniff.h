@@ -25,6 +25,22 @@ enum ret_convention {
 	RET_COUNT = 0, /* ret > 0 is the byte count */
 	RET_EX = 1,    /* ret == 1 is success; the byte count is behind the 4th argument */
 	RET_RAW = 2,   /* handshake: the raw return value goes to user space */
+	RET_ERR_IFACE = 3, /* Go handshake: the return register is an error's first word, 0
+			    * when nil; user space gets 0 (success) or -1 */
+};
+
+/* Go programs: how to reach the socket descriptor from a *crypto/tls.Conn, for one Go
+ * release's struct layout (see src/golang/abi.rs). A Go probe's cookie carries the
+ * index of its program's layout + 1 in its upper 32 bits, 0 when unknown. */
+#define MAX_GO_FD_PATHS 8
+
+struct go_fd_path {
+	__u64 conn;          /* tls.Conn.conn: the net.Conn interface */
+	__u64 itab_hash;     /* runtime.itab.hash */
+	__u64 tcp_conn_fd;   /* *net.TCPConn -> *net.netFD */
+	__u64 netfd_sysfd;   /* netFD -> poll.FD.Sysfd */
+	__u32 tcp_conn_hash; /* the hash when the interface holds a *net.TCPConn */
+	__u32 pad;
 };
 
 /* What the BPF side must know of a probed function; user space fills one per function. */

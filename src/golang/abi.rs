@@ -1,6 +1,8 @@
-//! Where Go's internal register ABI (`ABIInternal`: Go 1.17+ on amd64, 1.18+ on arm64)
-//! puts what the probes read, for the BPF side. Registers are named as the kernel's
-//! `pt_regs` calls them (x86-64 `ax`..., arm64 `regs[n]`).
+//! What the probes of a Go function read. Go's internal register ABI (`ABIInternal`: Go
+//! 1.17+ on amd64, 1.18+ on arm64) puts the receiver and the buffer in RAX, RBX, RCX
+//! (arm64: X0-X2) at entry, the count in RAX (X0) and the error in RBX:RCX (X1:X2) at a
+//! Read/Write return, a handshake's error in RAX:RBX (X0:X1), and the goroutine in R14
+//! (X28) throughout; the BPF side (`go_enter`, `go_exit`) reads them there.
 //!
 //! Integer arguments and results take registers in order; a slice takes three (pointer,
 //! length, capacity), an interface two (type or itab word, data word), so a nil error is a
@@ -18,51 +20,6 @@ pub enum Role {
     /// and returned once per handshake.
     Handshake,
 }
-
-/// Registers, for one architecture.
-#[derive(Debug, PartialEq, Eq)]
-pub struct RegAbi {
-    /// At every entry: the receiver, `*crypto/tls.Conn`.
-    pub conn: &'static str,
-    /// At Read/Write entry: `b`'s data pointer and length.
-    pub buf_ptr: &'static str,
-    pub buf_len: &'static str,
-    /// At a Read/Write return: the count `n`, then `err`'s first word (nil when zero) and
-    /// second word.
-    pub ret_n: &'static str,
-    pub ret_err: &'static str,
-    pub ret_err_data: &'static str,
-    /// At a handshake return: `err`'s first word (nil when zero), second word.
-    pub handshake_err: &'static str,
-    pub handshake_err_data: &'static str,
-    /// Always: the current goroutine (`runtime.g`), the key that ties a return to its
-    /// entry. Not the thread: a goroutine may move to another thread inside a call.
-    pub goroutine: &'static str,
-}
-
-pub const AMD64: RegAbi = RegAbi {
-    conn: "ax",
-    buf_ptr: "bx",
-    buf_len: "cx",
-    ret_n: "ax",
-    ret_err: "bx",
-    ret_err_data: "cx",
-    handshake_err: "ax",
-    handshake_err_data: "bx",
-    goroutine: "r14",
-};
-
-pub const ARM64: RegAbi = RegAbi {
-    conn: "regs[0]",
-    buf_ptr: "regs[1]",
-    buf_len: "regs[2]",
-    ret_n: "regs[0]",
-    ret_err: "regs[1]",
-    ret_err_data: "regs[2]",
-    handshake_err: "regs[0]",
-    handshake_err_data: "regs[1]",
-    goroutine: "regs[28]",
-};
 
 /// How to reach the socket descriptor from the receiver `*crypto/tls.Conn`, when its
 /// `net.Conn` holds a `*net.TCPConn`; byte offsets. The BPF side reads, with `c` the
@@ -96,6 +53,11 @@ const FD_PATHS: &[(u32, FdPath)] = &[(
         netfd_sysfd: 16,
     },
 )];
+
+/// Every known layout, in a fixed order (the BPF side's table).
+pub fn fd_paths() -> impl Iterator<Item = &'static FdPath> {
+    FD_PATHS.iter().map(|(_, path)| path)
+}
 
 pub fn fd_path(minor: u32) -> Option<&'static FdPath> {
     FD_PATHS

@@ -86,11 +86,6 @@ impl<'a> Image<'a> {
         Some((offset, tail.get(..usize::try_from(len).ok()?)?))
     }
 
-    /// Whether `vaddr` is in an executable segment.
-    pub fn is_code(&self, vaddr: u64) -> bool {
-        self.tail(vaddr, |flags| flags & PF_X != 0).is_some()
-    }
-
     /// The file parts of the writable segments (where `.go.buildinfo` lives).
     pub fn writable(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
         self.file_parts(|flags| flags & PF_W != 0)

@@ -6,8 +6,6 @@
 //! uprobe on each `RET` found by decoding the function's instructions. Functions are found
 //! by `.symtab` when the file has one, else by Go's own table `.gopclntab`, which survives
 //! `-ldflags=-s -w` and PIE builds. The Go version comes from `.go.buildinfo`.
-// Wired into discovery by the integration commit.
-#![allow(dead_code)]
 
 mod abi;
 mod buildinfo;
@@ -25,7 +23,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use object::{Object, ObjectSymbol, SymbolKind};
 
-pub use abi::{FdPath, RegAbi, Role};
+pub use abi::{fd_paths, FdPath, Role};
 use image::Image;
 
 /// The functions probed in every Go program that links `crypto/tls`. Handshakes are
@@ -71,14 +69,6 @@ pub enum Arch {
 }
 
 impl Arch {
-    /// Where Go's register ABI puts the values the probes read.
-    pub fn abi(self) -> &'static RegAbi {
-        match self {
-            Arch::X86_64 => &abi::AMD64,
-            Arch::Arm64 => &abi::ARM64,
-        }
-    }
-
     /// The first Go release that passes arguments in registers on this architecture.
     fn first_register_abi(self) -> u32 {
         match self {
