@@ -342,7 +342,7 @@ fn attach_multi(
     [(enter, false), (exit, true)]
         .into_iter()
         .map(|(prog, retprobe)| {
-            prog.attach_uprobe_multi_with_opts(pid, &target.path, "", opts(retprobe))
+            prog.attach_uprobe_multi_with_opts(pid, target.attach_path(), "", opts(retprobe))
                 .map_err(|e| attach_error(e, target, &names))
         })
         .collect()
@@ -364,7 +364,7 @@ fn attach_each(
                 ..Default::default()
             };
             let link = prog
-                .attach_uprobe_with_opts(pid, &target.path, probe.offset as usize, opts)
+                .attach_uprobe_with_opts(pid, target.attach_path(), probe.offset as usize, opts)
                 .map_err(|e| attach_error(e, target, probe.func.name))?;
             links.push(link);
         }
