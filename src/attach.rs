@@ -154,7 +154,7 @@ fn attach_multi(sites: &[Sites], pid: i32, target: &Target) -> Result<Vec<Link>>
                 ..Default::default()
             };
             s.prog
-                .attach_uprobe_multi_with_opts(pid, &target.path, "", opts)
+                .attach_uprobe_multi_with_opts(pid, target.attach_path(), "", opts)
                 .map_err(|e| attach_error(e, target, &s.names.join(", ")))
         })
         .collect()
@@ -171,7 +171,7 @@ fn attach_each(sites: &[Sites], pid: i32, target: &Target) -> Result<Vec<Link>> 
             };
             let link = s
                 .prog
-                .attach_uprobe_with_opts(pid, &target.path, offset, opts)
+                .attach_uprobe_with_opts(pid, target.attach_path(), offset, opts)
                 .map_err(|e| attach_error(e, target, name))?;
             links.push(link);
         }

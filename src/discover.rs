@@ -1,13 +1,17 @@
 //! Finds the files to probe, each once: the system's TLS libraries (ld cache and the
 //! standard directories), the copies that running processes have mapped (containers,
-//! bundled copies; opened through the process's own root), executables that carry a TLS
-//! library statically, and the files named on the command line.
+//! bundled copies; opened as the very inode each process maps), executables that carry a
+//! TLS library statically, and the files named on the command line.
+
+mod file;
 
 use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
@@ -19,12 +23,25 @@ use crate::symbols::Symbols;
 /// One file to attach to, with the table functions it defines.
 #[derive(Debug)]
 pub struct Target {
+    /// How messages name the file. Paths of mapped files come from the traced side
+    /// (`/proc/PID/maps`): bytes as they are, for whoever prints them to escape.
     pub path: PathBuf,
+    /// The file that was checked and read, held open as long as the target lives (to
+    /// the end of the run): probes are attached through its descriptor.
+    file: Arc<file::Regular>,
     pub lib: &'static Library,
     pub probes: Vec<Probe>,
     /// Go programs: the index + 1 of the struct layout that leads from a connection to
     /// its socket (`golang::fd_paths`), 0 when the release's layout is unknown.
     pub go_layout: u32,
+}
+
+impl Target {
+    /// The path to attach probes to: it names the inode whose symbols were read, so
+    /// that nothing swapped in at `path` since (a symlink, another file) is probed.
+    pub fn attach_path(&self) -> PathBuf {
+        self.file.fd_path()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -47,74 +64,115 @@ pub struct Request<'a> {
 
 #[derive(Default)]
 struct Found {
-    seen: HashSet<(u64, u64)>,
+    seen: HashSet<file::FileId>,
     targets: Vec<Target>,
 }
 
 impl Found {
-    /// Adds a file's targets, one for each of `candidates` whose functions it defines,
-    /// unless the file was already added; says whether the file has any.
-    fn add(&mut self, candidates: &[&'static Library], path: &Path) -> Result<bool> {
-        let id = file_id(path)?;
-        if self.seen.contains(&id) {
+    /// Adds the file that `path` opens (named `shown` in messages), with a target for
+    /// each of `candidates` whose functions it defines, unless the file was already
+    /// added; says whether the file has any.
+    fn add(&mut self, candidates: &[&'static Library], path: &Path, shown: &Path) -> Result<bool> {
+        // Most mapped copies are one file seen by many processes: skip them unopened.
+        if file::id(path).is_some_and(|id| self.seen.contains(&id)) {
             return Ok(true);
         }
-        let mut targets = file_targets(candidates, path)?;
+        let file = file::open(path).map_err(|e| {
+            if path == shown {
+                e
+            } else {
+                e.context(shown.display().to_string())
+            }
+        })?;
+        if !self.seen.insert(file.id()) {
+            return Ok(true);
+        }
+        let mut targets = targets_in(candidates, Arc::new(file), shown)?;
         let any = !targets.is_empty();
         self.targets.append(&mut targets);
-        self.seen.insert(id);
         Ok(any)
     }
 
     /// Adds a file that was found, not asked for: problems are warnings.
-    fn add_found(&mut self, lib: &'static Library, path: &Path) {
-        match self.add(&[lib], path) {
+    fn add_found(&mut self, lib: &'static Library, path: &Path, shown: &Path) {
+        match self.add(&[lib], path, shown) {
             Ok(true) => {}
-            Ok(false) => warning!("{} defines none of the traced functions", path.display()),
+            Ok(false) => warning!("{} defines none of the traced functions", shown.display()),
             Err(e) => warning!("{e:#}"),
         }
     }
 }
 
-/// The targets in one file: one for each of `candidates` whose functions it defines.
-/// A Go program is an error: uretprobes crash Go's moving stacks.
-pub fn file_targets(candidates: &[&'static Library], path: &Path) -> Result<Vec<Target>> {
-    let symbols = Symbols::read(path)?;
+/// The targets in the file that `path` opens (named `shown` in messages): one for each
+/// of `candidates` whose functions it defines.
+pub fn file_targets(
+    candidates: &[&'static Library],
+    path: &Path,
+    shown: &Path,
+) -> Result<Vec<Target>> {
+    let file = file::open(path)?;
+    targets_in(candidates, Arc::new(file), shown)
+}
+
+fn targets_in(
+    candidates: &[&'static Library],
+    file: Arc<file::Regular>,
+    shown: &Path,
+) -> Result<Vec<Target>> {
+    let wanted: Vec<&'static str> = candidates
+        .iter()
+        .flat_map(|lib| lib.funcs.iter().map(|f| f.name))
+        .collect();
+    let map = file.map()?;
+    let symbols = Symbols::parse(&map, &wanted)
+        .with_context(|| format!("{} is not a readable ELF file", shown.display()))?;
     if symbols.is_go() {
-        return go_targets(candidates, path);
+        return go_targets(candidates, &map, file.clone(), shown);
     }
-    let mut targets = Vec::new();
-    for &lib in candidates.iter().filter(|l| l.abi == Abi::C) {
-        let probes: Vec<Probe> = libs::all_funcs()
-            .filter(|(_, l, _)| l.kind == lib.kind)
-            .filter_map(|(id, _, func)| {
-                Some(Probe {
-                    id,
-                    func,
-                    offset: symbols.offset(func.name)?,
-                    returns: Vec::new(),
-                })
+    let target = |lib, probes| Target {
+        path: shown.to_path_buf(),
+        file: Arc::clone(&file),
+        lib,
+        probes,
+        go_layout: 0,
+    };
+    Ok(candidates
+        .iter()
+        .filter(|l| l.abi == Abi::C)
+        .map(|&lib| target(lib, probes(lib, &symbols)))
+        .filter(|t| !t.probes.is_empty())
+        .collect())
+}
+
+/// The functions of `lib` that the file defines.
+fn probes(lib: &Library, symbols: &Symbols) -> Vec<Probe> {
+    libs::all_funcs()
+        .filter(|(_, l, _)| l.kind == lib.kind)
+        .filter_map(|(id, _, func)| {
+            Some(Probe {
+                id,
+                func,
+                offset: symbols.offset(func.name)?,
+                returns: Vec::new(),
             })
-            .collect();
-        if !probes.is_empty() {
-            targets.push(Target {
-                path: path.to_path_buf(),
-                lib,
-                probes,
-                go_layout: 0,
-            });
-        }
-    }
-    Ok(targets)
+        })
+        .collect()
 }
 
 /// A Go program's crypto/tls functions, entries and returns; an error says why a Go
 /// program cannot be traced (its release, its architecture, a broken table).
-fn go_targets(candidates: &[&'static Library], path: &Path) -> Result<Vec<Target>> {
+fn go_targets(
+    candidates: &[&'static Library],
+    bytes: &[u8],
+    file: Arc<file::Regular>,
+    shown: &Path,
+) -> Result<Vec<Target>> {
     let Some(&lib) = candidates.iter().find(|l| l.abi == Abi::Go) else {
         return Ok(Vec::new());
     };
-    let Some(program) = golang::inspect(path)? else {
+    let program = golang::inspect_bytes(bytes)
+        .with_context(|| format!("{} is a Go program that cannot be traced", shown.display()))?;
+    let Some(program) = program else {
         return Ok(Vec::new());
     };
     let probes: Vec<Probe> = program
@@ -139,7 +197,8 @@ fn go_targets(candidates: &[&'static Library], path: &Path) -> Result<Vec<Target
         .and_then(|p| golang::fd_paths().position(|q| std::ptr::eq(p, q)))
         .map_or(0, |i| i as u32 + 1);
     Ok(vec![Target {
-        path: path.to_path_buf(),
+        path: shown.to_path_buf(),
+        file,
         lib,
         probes,
         go_layout,
@@ -159,32 +218,38 @@ pub fn targets(req: &Request) -> Result<Vec<Target>> {
     let mut found = Found::default();
     for &(lib, ref path) in req.extra_libs {
         let what = format!("--extra-lib {}:{}", lib.name, path.display());
-        if !found.add(&[lib], path).context(what.clone())? {
+        if !found.add(&[lib], path, path).context(what.clone())? {
             bail!("{what}: the file defines none of {}", func_names(lib));
         }
     }
     for path in req.binaries {
         let what = format!("--binary {}", path.display());
-        if !found.add(&enabled, path).context(what.clone())? {
+        if !found.add(&enabled, path, path).context(what.clone())? {
             bail!("{what}: the file defines none of the traced functions");
         }
     }
     if let Some(pid) = req.pid {
         // The executable itself may carry a TLS library statically; most do not.
+        // `/proc/PID/exe` opens the very file the process runs, whatever its root.
         let exe = PathBuf::from(format!("/proc/{pid}/exe"));
-        if let Err(e) = found.add(&enabled, &exe) {
+        let shown = fs::read_link(&exe).map_or_else(|_| exe.clone(), |p| shown_path(pid, &p));
+        if let Err(e) = found.add(&enabled, &exe, &shown) {
             warning!("{e:#}");
         }
     }
     let system = system_libraries();
     for lib in &enabled {
         for path in system.iter().filter(|p| name_matches(lib, p)) {
-            found.add_found(lib, path);
+            found.add_found(lib, path, path);
         }
     }
     // After the system's, so that a file both have is shown by its usual name.
-    for (lib, path) in mapped_libraries(&enabled, req.pid) {
-        found.add_found(lib, &path);
+    for m in mapped_libraries(&enabled, req.pid) {
+        let path = PathBuf::from(format!(
+            "/proc/{}/map_files/{:x}-{:x}",
+            m.pid, m.start, m.end
+        ));
+        found.add_found(m.lib, &path, &shown_path(m.pid, &m.path));
     }
     // Go is in programs, not in a library file.
     for lib in enabled.iter().filter(|l| l.abi == Abi::C) {
@@ -199,12 +264,22 @@ pub fn targets(req: &Request) -> Result<Vec<Target>> {
     Ok(found.targets)
 }
 
-/// TLS libraries that running processes (or one) have mapped, as paths through each
-/// process's own root: a container's copy is its own file, not the host's.
-fn mapped_libraries(
-    enabled: &[&'static Library],
-    pid: Option<u32>,
-) -> Vec<(&'static Library, PathBuf)> {
+/// A TLS library that a process maps, and where.
+struct Mapped {
+    lib: &'static Library,
+    pid: u32,
+    start: u64,
+    end: u64,
+    /// As `/proc/PID/maps` names it.
+    path: PathBuf,
+}
+
+/// TLS libraries that running processes (or one) have mapped. Each is opened later
+/// through `/proc/PID/map_files/START-END`, which names the inode mapped there: no path
+/// is resolved again, so neither a symlink planted in a process's root (which would
+/// resolve against ours) nor a chroot (whose maps paths already start at our root) can
+/// lead to another file.
+fn mapped_libraries(enabled: &[&'static Library], pid: Option<u32>) -> Vec<Mapped> {
     let pids: Vec<u32> = match pid {
         Some(pid) => vec![pid],
         None => fs::read_dir("/proc")
@@ -217,28 +292,71 @@ fn mapped_libraries(
     };
     let mut found = Vec::new();
     for pid in pids {
-        let Ok(maps) = fs::read_to_string(format!("/proc/{pid}/maps")) else {
+        let Ok(maps) = fs::read(format!("/proc/{pid}/maps")) else {
             continue;
         };
-        for path in mapped_paths(&maps) {
-            if let Some(lib) = enabled.iter().find(|l| name_matches(l, Path::new(path))) {
-                found.push((*lib, PathBuf::from(format!("/proc/{pid}/root{path}"))));
+        for m in mappings(&maps) {
+            let path = Path::new(OsStr::from_bytes(m.path));
+            if let Some(&lib) = enabled.iter().find(|l| name_matches(l, path)) {
+                found.push(Mapped {
+                    lib,
+                    pid,
+                    start: m.start,
+                    end: m.end,
+                    path: path.to_path_buf(),
+                });
             }
         }
     }
     found
 }
 
-/// File paths in a `/proc/PID/maps` text, each once; deleted files are left out.
-fn mapped_paths(maps: &str) -> Vec<&str> {
-    let mut paths: Vec<&str> = maps
-        .lines()
-        .filter_map(|line| line.splitn(6, char::is_whitespace).nth(5))
-        .map(str::trim)
-        .filter(|p| p.starts_with('/') && !p.ends_with(" (deleted)"))
-        .collect();
-    paths.dedup();
-    paths
+/// How messages name a file that process `pid` names `path` in `/proc/PID/maps` or
+/// `/proc/PID/exe`. The kernel writes those paths from our root through the process's
+/// mounts: in our own mount namespace the path is ours as it stands (a chrooted
+/// process's included); in another it starts at that namespace's root, which is
+/// usually the process's root.
+fn shown_path(pid: u32, path: &Path) -> PathBuf {
+    let ns = |proc: &str| file::id(Path::new(&format!("/proc/{proc}/ns/mnt")));
+    if ns(&pid.to_string()).is_some_and(|id| Some(id) == ns("self")) {
+        return path.to_path_buf();
+    }
+    let mut shown = OsString::from(format!("/proc/{pid}/root"));
+    shown.push(path.as_os_str());
+    PathBuf::from(shown)
+}
+
+/// One file mapping of a `/proc/PID/maps` text.
+#[derive(Debug, PartialEq)]
+struct Mapping<'a> {
+    start: u64,
+    end: u64,
+    path: &'a [u8],
+}
+
+/// The file mappings of a `/proc/PID/maps` text, the first of each file's run only;
+/// deleted files are left out. Paths are bytes: file names need not be UTF-8.
+fn mappings(maps: &[u8]) -> Vec<Mapping<'_>> {
+    let mut found: Vec<Mapping> = maps.split(|&b| b == b'\n').filter_map(mapping).collect();
+    found.dedup_by(|a, b| a.path == b.path);
+    found
+}
+
+/// `START-END PERMS OFFSET DEV INODE   PATH`: the path is the rest of the line.
+fn mapping(line: &[u8]) -> Option<Mapping<'_>> {
+    let mut fields = line.splitn(6, |&b| b == b' ');
+    let range = fields.next()?;
+    let dash = range.iter().position(|&b| b == b'-')?;
+    let path = fields.nth(4)?.trim_ascii_start();
+    if !path.starts_with(b"/") || path.ends_with(b" (deleted)") {
+        return None;
+    }
+    let hex = |digits: &[u8]| u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok();
+    Some(Mapping {
+        start: hex(&range[..dash])?,
+        end: hex(&range[dash + 1..])?,
+        path,
+    })
 }
 
 fn func_names(lib: &Library) -> String {
@@ -253,12 +371,6 @@ fn name_matches(lib: &Library, path: &Path) -> bool {
     path.file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| lib.matches_file_name(n))
-}
-
-/// Device and inode: the same library reached through symlinks or two paths is one file.
-fn file_id(path: &Path) -> Result<(u64, u64)> {
-    let meta = fs::metadata(path).with_context(|| format!("cannot open {}", path.display()))?;
-    Ok((meta.dev(), meta.ino()))
 }
 
 /// Every shared library the dynamic loader knows of, plus the standard directories'
@@ -320,19 +432,35 @@ mod tests {
     }
 
     #[test]
-    fn reads_mapped_paths() {
-        let maps = "7f00-7f01 r--p 00000000 fd:01 123 /usr/lib/x86_64-linux-gnu/libssl.so.3\n\
+    fn reads_mapped_files() {
+        let maps = b"7f00-7f01 r--p 00000000 fd:01 123 /usr/lib/x86_64-linux-gnu/libssl.so.3\n\
             7f01-7f02 r-xp 00001000 fd:01 123 /usr/lib/x86_64-linux-gnu/libssl.so.3\n\
             7f02-7f03 rw-p 00000000 00:00 0 \n\
-            7f03-7f04 r-xp 00000000 fd:01 9 /opt/app/lib with space/libssl.so.3\n\
+            00400000-00401000 r-xp 00000000 fd:01 9                  /opt/app/lib with space/libssl.so.3\n\
             7f04-7f05 r-xp 00000000 fd:01 7 /tmp/libssl.so.3 (deleted)\n\
+            7f05-7f06 r-xp 00000000 fd:01 8 /tmp/\xff\\012/libssl.so.3\n\
+            7f06-zz r-xp 00000000 fd:01 8 /tmp/bad-range\n\
             7ffd-7ffe rw-p 00000000 00:00 0 [stack]\n";
+        let m = |start, end, path: &'static [u8]| Mapping { start, end, path };
         assert_eq!(
-            mapped_paths(maps),
+            mappings(maps),
             [
-                "/usr/lib/x86_64-linux-gnu/libssl.so.3",
-                "/opt/app/lib with space/libssl.so.3"
+                m(0x7f00, 0x7f01, b"/usr/lib/x86_64-linux-gnu/libssl.so.3"),
+                m(0x400000, 0x401000, b"/opt/app/lib with space/libssl.so.3"),
+                m(0x7f05, 0x7f06, b"/tmp/\xff\\012/libssl.so.3"),
             ]
+        );
+    }
+
+    #[test]
+    fn shows_paths_of_other_mount_namespaces_under_the_process_root() {
+        let own = Path::new("/lib/libssl.so.3");
+        assert_eq!(shown_path(std::process::id(), own), own);
+        // No such process: no namespace to compare, so the path is shown as another root's.
+        let other = Path::new(OsStr::from_bytes(b"/lib/\xff"));
+        assert_eq!(
+            shown_path(u32::MAX, other).as_os_str().as_bytes(),
+            [format!("/proc/{}/root/lib/", u32::MAX).as_bytes(), b"\xff"].concat()
         );
     }
 

@@ -55,7 +55,7 @@ impl Follow {
         if !same {
             return Examined::Nothing;
         }
-        match discover::file_targets(&self.enabled, &open) {
+        match discover::file_targets(&self.enabled, &open, Path::new(&display)) {
             Ok(targets) if !targets.is_empty() => Examined::Targets { targets, display },
             Ok(_) => Examined::Nothing,
             Err(e) => {

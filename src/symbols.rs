@@ -2,26 +2,23 @@
 //! uprobes attach to. Reads both the dynamic and the static symbol table, so statically
 //! linked executables are found by what they contain, not by their name.
 
-use std::collections::HashMap;
-use std::fs;
-use std::path::Path;
+use std::collections::{HashMap, HashSet};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
 
-/// Defined function symbols of an ELF file, by name, with their file offsets.
+/// The wanted function symbols an ELF file defines, by name, with their file offsets.
 pub struct Symbols {
-    offsets: HashMap<String, u64>,
+    offsets: HashMap<&'static str, u64>,
     go: bool,
 }
 
 impl Symbols {
-    pub fn read(path: &Path) -> Result<Self> {
-        let data = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        Self::parse(&data).with_context(|| format!("{} is not a readable ELF file", path.display()))
-    }
-
-    fn parse(data: &[u8]) -> Result<Self> {
+    /// Parses an ELF image (usually a memory map: only the pages of the headers and
+    /// symbol tables are touched) and keeps the symbols named in `wanted`, so that a
+    /// large executable's hundred thousand other names cost nothing.
+    pub fn parse(data: &[u8], wanted: &[&'static str]) -> Result<Self> {
+        let wanted: HashSet<&'static str> = wanted.iter().copied().collect();
         let file = object::File::parse(data)?;
         // Uprobes take file offsets; symbols give virtual addresses: map through the
         // loadable segment that holds each address.
@@ -29,11 +26,12 @@ impl Symbols {
             .segments()
             .map(|s| (s.address(), s.size(), s.file_range().0))
             .collect();
+        // Checked arithmetic: the header values are the file's, and hostile.
         let to_offset = |addr: u64| {
             segments
                 .iter()
-                .find(|&&(start, size, _)| addr >= start && addr < start + size)
-                .map(|&(start, _, offset)| addr - start + offset)
+                .find(|&&(start, size, _)| addr.checked_sub(start).is_some_and(|d| d < size))
+                .and_then(|&(start, _, offset)| offset.checked_add(addr - start))
         };
         // Go binaries record their build in this section, stripped or not.
         let go = file.section_by_name(".go.buildinfo").is_some();
@@ -42,12 +40,15 @@ impl Symbols {
             if sym.kind() != SymbolKind::Text || sym.is_undefined() || sym.address() == 0 {
                 continue;
             }
-            let (Ok(name), Some(offset)) = (sym.name(), to_offset(sym.address())) else {
+            let Ok(name) = sym.name() else {
                 continue;
             };
             // Versioned names (`SSL_read@@OPENSSL_3.0.0`) appear in some tables.
             let name = name.split('@').next().unwrap_or(name);
-            map.entry(name.to_string()).or_insert(offset);
+            let (Some(&name), Some(offset)) = (wanted.get(name), to_offset(sym.address())) else {
+                continue;
+            };
+            map.entry(name).or_insert(offset);
         }
         Ok(Symbols { offsets: map, go })
     }
@@ -67,15 +68,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_functions_in_this_test_binary() {
-        let exe = std::env::current_exe().unwrap();
-        let syms = Symbols::read(&exe).unwrap();
+    fn finds_only_wanted_functions_in_this_test_binary() {
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let syms = Symbols::parse(&exe, &["main", "no_such_function_anywhere"]).unwrap();
         assert!(syms.offset("main").is_some());
         assert!(syms.offset("no_such_function_anywhere").is_none());
+        assert_eq!(syms.offsets.len(), 1, "only wanted names are kept");
     }
 
     #[test]
     fn rejects_non_elf() {
-        assert!(Symbols::parse(b"not an elf file").is_err());
+        assert!(Symbols::parse(b"not an elf file", &["main"]).is_err());
+        assert!(Symbols::parse(&[0; 4096], &["main"]).is_err());
     }
 }

@@ -144,7 +144,7 @@ impl Follower {
             plan,
         };
         for t in targets {
-            if let Ok(m) = std::fs::metadata(&t.path) {
+            if let Ok(m) = std::fs::metadata(t.attach_path()) {
                 me.seen(skel, FileId::from_stat(m.dev(), m.ino()));
             }
         }

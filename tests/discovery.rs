@@ -158,7 +158,7 @@ fn private_library_copy_is_captured_without_flags_and_with_pid() {
         let mut client = gated_python_with(&work, port, &request, &mut env);
         let pid = client.pid().to_string();
         // Let python load its libssl before the sniffer looks at its maps.
-        std::thread::sleep(Duration::from_millis(500));
+        wait_for_mapping(client.pid(), "libssl.so.3");
         let args: &[&str] = if pid_flag { &["-p", &pid] } else { &[] };
         let sniffer = Sniffer::start(args);
         release(&mut client);
@@ -192,7 +192,7 @@ fn process_in_its_own_mount_namespace_is_captured_with_pid() {
     let mut unshare = Command::new("unshare");
     unshare.args(["-m", "--propagation", "private", "sh", "-c", &script]);
     let mut client = gated_python_with(&work, port, &request, &mut unshare);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for_mapping(client.pid(), "libssl.so.3");
     let sniffer = Sniffer::start(&["-p", &client.pid().to_string()]);
     release(&mut client);
     let out = sniffer.stop();

@@ -16,11 +16,7 @@ mod image;
 mod pclntab;
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
 
-use anyhow::{Context, Result};
 use object::{Object, ObjectSymbol, SymbolKind};
 
 pub use abi::{fd_paths, FdPath, Role};
@@ -108,33 +104,6 @@ impl std::error::Error for GoError {}
 
 fn malformed(why: impl Into<String>) -> GoError {
     GoError::Malformed(why.into())
-}
-
-/// Inspects the file at `path`: `None` when it is not a Go executable. Errors carry a
-/// [`GoError`] (downcast to tell a refusal from a broken file) or the I/O failure.
-pub fn inspect(path: &Path) -> Result<Option<GoProgram>> {
-    let map = map_file(path)?;
-    inspect_bytes(&map).with_context(|| path.display().to_string())
-}
-
-fn map_file(path: &Path) -> Result<memmap2::Mmap> {
-    // Non-blocking: a FIFO planted at an executable's path must not hang the tracer.
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    let meta = file.metadata()?;
-    anyhow::ensure!(meta.is_file(), "{} is not a regular file", path.display());
-    map_regular(&file).with_context(|| format!("cannot map {}", path.display()))
-}
-
-fn map_regular(file: &File) -> std::io::Result<memmap2::Mmap> {
-    // SAFETY: the map is private and read-only, and every read of it is bounds-checked
-    // against its length. Another process may still rewrite the file meanwhile: the
-    // bytes are hostile either way; a truncation would raise SIGBUS, the accepted price
-    // (as in every tool that maps executables) of not copying files of 100+ MB.
-    unsafe { memmap2::Mmap::map(file) }
 }
 
 /// Inspects an executable's bytes: `None` when they are not a Go executable.

@@ -496,3 +496,20 @@ pub fn build_fixture(work: &Workdir, source: &str, out: &str, flags: &[&str]) ->
     assert!(status.success(), "cannot build {source} with {flags:?}");
     exe
 }
+
+/// Waits until process `pid` maps a file whose path contains `needle` (it has exec'd its
+/// program and loaded that library): a fixed sleep is too short on a busy machine.
+pub fn wait_for_mapping(pid: u32, needle: &str) {
+    let start = Instant::now();
+    loop {
+        let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+        if maps.contains(needle) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "process {pid} did not map {needle}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
