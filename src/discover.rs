@@ -194,7 +194,7 @@ fn go_targets(
     }
     let go_layout = program
         .fd_path
-        .and_then(|p| golang::fd_paths().position(|q| std::ptr::eq(p, q)))
+        .and_then(|p| golang::fd_paths().position(|q| q == p))
         .map_or(0, |i| i as u32 + 1);
     Ok(vec![Target {
         path: shown.to_path_buf(),

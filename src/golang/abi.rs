@@ -43,7 +43,7 @@ pub struct FdPath {
 /// Struct layouts by Go minor release, each entry checked against the DWARF and itab of
 /// a real build of that release (`fixture_tests`): never guessed. Releases not listed
 /// get no descriptor; only Go 1.19 can be built here.
-const FD_PATHS: &[(u32, FdPath)] = &[(
+static FD_PATHS: &[(u32, FdPath)] = &[(
     19,
     FdPath {
         conn: 0,
