@@ -2,7 +2,7 @@
 //! and under sslsniff.
 
 use std::env;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdout, Command, Stdio};
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 
 use crate::floor;
 use crate::load::Outcome;
@@ -18,7 +18,7 @@ use crate::message::Messages;
 use crate::proc::Proc;
 use crate::report::size_label;
 use crate::sniff::{self, Report};
-use crate::verify::{self, Capture};
+use crate::verify::{self, Capture, Format};
 
 /// sslsniff is stopped a moment after the traffic ends, as a user would stop it: by then
 /// it should have printed everything, so that its stop time is its exit, not a backlog.
@@ -31,6 +31,31 @@ pub struct Plan {
     pub runs: u64,
 }
 
+/// How sslsniff is run on the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode {
+    /// Both threads (every read and write), as a user tracing a program does; or the
+    /// writer only (-c), the reader's calls still trapping and being filtered in BPF.
+    pub both: bool,
+    pub format: Format,
+}
+
+/// What every run measures, in this order.
+pub const MODES: [Mode; 3] = [
+    Mode {
+        both: true,
+        format: Format::Text,
+    },
+    Mode {
+        both: true,
+        format: Format::Json,
+    },
+    Mode {
+        both: false,
+        format: Format::Text,
+    },
+];
+
 pub struct SizeResult {
     pub size: usize,
     pub n: u64,
@@ -40,7 +65,15 @@ pub struct SizeResult {
 pub struct Run {
     pub untraced: Outcome,
     pub floor: Outcome,
-    pub sslsniff: Outcome,
+    /// One per mode of MODES.
+    pub sniffed: Vec<Sniffed>,
+    /// Other tracers found running around the run: their probes may be on libssl too.
+    pub others: Vec<String>,
+}
+
+pub struct Sniffed {
+    pub mode: Mode,
+    pub outcome: Outcome,
     pub report: Report,
     pub capture: Capture,
 }
@@ -48,28 +81,35 @@ pub struct Run {
 /// Stops at the first error. Ctrl-C reaches the children too, so a measurement in
 /// progress fails at once; `interrupted` tells that apart from a real failure.
 pub fn run(plan: &Plan, interrupted: &AtomicBool) -> Result<Vec<SizeResult>> {
-    let tmp = tempfile::Builder::new()
-        .prefix("sslsniff-bench.")
-        .tempdir()
-        .context("cannot make a temp dir")?;
     let mut results = Vec::new();
     for &(size, n) in &plan.sizes {
         let mut runs = Vec::new();
         for i in 0..plan.runs {
-            let run = match one_run(plan, size, n, tmp.path()) {
+            let run = match one_run(plan, size, n) {
                 _ if interrupted.load(Ordering::Relaxed) => bail!("interrupted"),
                 run => run?,
             };
+            let times: Vec<String> = run
+                .sniffed
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} {:.3} s {}/{}",
+                        mode_label(s.mode),
+                        s.outcome.elapsed_s,
+                        s.capture.captured,
+                        s.capture.made
+                    )
+                })
+                .collect();
             eprintln!(
-                "sslsniff-bench: {} x {n}, run {}/{}: untraced {:.3} s, floor {:.3} s, sslsniff {:.3} s, {}/{} writes captured",
+                "sslsniff-bench: {} x {n}, run {}/{}: untraced {:.3} s, floor {:.3} s, {}",
                 size_label(size),
                 i + 1,
                 plan.runs,
                 run.untraced.elapsed_s,
                 run.floor.elapsed_s,
-                run.sslsniff.elapsed_s,
-                run.capture.captured,
-                run.capture.made
+                times.join(", ")
             );
             runs.push(run);
         }
@@ -78,44 +118,94 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> Result<Vec<SizeResult>> {
     Ok(results)
 }
 
-/// The three measurements follow each other within a run, so that the VM's slow spells
-/// fall on all three alike rather than on one.
-fn one_run(plan: &Plan, size: usize, n: u64, tmp: &Path) -> Result<Run> {
+pub fn mode_label(mode: Mode) -> &'static str {
+    match (mode.both, mode.format) {
+        (true, Format::Text) => "both text",
+        (true, Format::Json) => "both json",
+        (false, Format::Text) => "writer text",
+        (false, Format::Json) => "writer json",
+    }
+}
+
+/// The measurements follow each other within a run, so that the VM's slow spells fall
+/// on all of them alike rather than on one.
+fn one_run(plan: &Plan, size: usize, n: u64) -> Result<Run> {
+    let mut others = other_tracers();
     let untraced = Paused::start(size, n, run_id())?
         .release()
         .context("untraced load")?;
     let load = Paused::start(size, n, run_id())?;
     let floor =
         floor::traced(load.pid(), || load.release()).context("load under the floor probes")?;
-    let (sslsniff, report, capture) = under_sslsniff(&plan.sslsniff, size, n, tmp)?;
+    let sniffed = MODES
+        .iter()
+        .map(|&mode| under_sslsniff(&plan.sslsniff, mode, size, n))
+        .collect::<Result<_>>()?;
+    others.extend(other_tracers());
+    others.sort();
+    others.dedup();
     Ok(Run {
         untraced,
         floor,
-        sslsniff,
+        sniffed,
+        others,
+    })
+}
+
+/// The output goes to a pipe that this process reads and checks as it comes: at the
+/// large sizes it runs to gigabytes, which a file in memory would not hold, and a
+/// reader that drops it would not show what a consumer of the output costs.
+fn under_sslsniff(sslsniff: &Path, mode: Mode, size: usize, n: u64) -> Result<Sniffed> {
+    let id = run_id();
+    let load = Paused::start(size, n, id)?;
+    let (sniffer, stdout) = sniff::start(sslsniff, load.pid(), mode)?;
+    let checker = thread::spawn(move || -> Result<Capture> {
+        let messages = Messages::new(id, size);
+        // The reads are known once the load ends; the check needs them only as a count.
+        let expected = verify::Expected {
+            messages: &messages,
+            n,
+            size,
+            reads: mode.both.then_some(0),
+        };
+        verify::check(stdout, mode.format, &expected)
+    });
+    let outcome = load.release().context("load under sslsniff");
+    thread::sleep(DRAIN_GRACE);
+    let report = sniffer.stop();
+    let mut capture = checker
+        .join()
+        .map_err(|_| anyhow!("the output checker panicked"))??;
+    let (outcome, report) = (outcome?, report?);
+    if mode.both {
+        capture.made += outcome.reads;
+    }
+    Ok(Sniffed {
+        mode,
+        outcome,
         report,
         capture,
     })
 }
 
-fn under_sslsniff(
-    sslsniff: &Path,
-    size: usize,
-    n: u64,
-    tmp: &Path,
-) -> Result<(Outcome, Report, Capture)> {
-    let id = run_id();
-    let load = Paused::start(size, n, id)?;
-    let output = tmp.join(format!("sslsniff-{}.out", load.pid()));
-    let file =
-        File::create(&output).with_context(|| format!("cannot create {}", output.display()))?;
-    let sniffer = sniff::start(sslsniff, load.pid(), file)?;
-    let outcome = load.release().context("load under sslsniff")?;
-    thread::sleep(DRAIN_GRACE);
-    let report = sniffer.stop()?;
-    let capture = verify::check(&output, &Messages::new(id, size), n, size)?;
-    // Outputs of the large sizes run to gigabytes: do not keep them until the end.
-    fs::remove_file(&output)?;
-    Ok((outcome, report, capture))
+/// sslsniff and bpftrace processes this benchmark did not start (other sessions'
+/// tests, a forgotten tracer), by name and PID.
+fn other_tracers() -> Vec<String> {
+    let me = std::process::id();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        let comm = comm.trim_end();
+        let ppid = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The field after the parenthesised name and the state.
+        let ppid: u32 = ppid.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()?;
+        (matches!(comm, "sslsniff" | "bpftrace") && ppid != me)
+            .then(|| format!("{comm} (pid {pid})"))
+    })
+    .collect()
 }
 
 /// Different in every load, so that a payload from another run can never pass.

@@ -57,6 +57,32 @@ impl Messages {
         self.set_index(&mut expected, i);
         (payload[..HEADER_LEN] == expected).then_some(i)
     }
+
+    /// Whether `bytes` are what the reader receives at byte `pos` of the stream of all
+    /// `n` messages sent one after the other.
+    pub fn continues_stream(&self, mut pos: u64, mut bytes: &[u8], n: u64) -> bool {
+        let size = self.template.len() as u64;
+        let mut header = [0; HEADER_LEN];
+        while !bytes.is_empty() {
+            let (i, off) = (pos / size, (pos % size) as usize);
+            if i >= n {
+                return false;
+            }
+            let k = bytes.len().min(size as usize - off);
+            let (here, rest) = bytes.split_at(k);
+            self.set_index(&mut header, i);
+            let head_end = HEADER_LEN.clamp(off, off + k);
+            let (in_header, in_filler) = here.split_at(head_end - off);
+            if in_header != header.get(off..head_end).unwrap_or_default()
+                || in_filler != &self.template[head_end..off + k]
+            {
+                return false;
+            }
+            bytes = rest;
+            pos += k as u64;
+        }
+        true
+    }
 }
 
 #[cfg(test)]
@@ -72,6 +98,32 @@ mod tests {
         assert!(buf.iter().all(|b| b.is_ascii_graphic()));
         assert_eq!(m.identify(&buf), Some(42));
         assert_eq!(Messages::new(0xbeee, 100).identify(&buf), None);
+    }
+
+    #[test]
+    fn any_cut_of_the_stream_is_recognised_at_its_place_only() {
+        let m = Messages::new(3, 40);
+        let mut stream = Vec::new();
+        for i in 0..4 {
+            let mut msg = m.buffer();
+            m.set_index(&mut msg, i);
+            stream.extend_from_slice(&msg);
+        }
+        for start in 0..stream.len() {
+            for end in start..=stream.len().min(start + 70) {
+                let piece = &stream[start..end];
+                assert!(m.continues_stream(start as u64, piece, 4), "{start}..{end}");
+                if end > start {
+                    let mut bad = piece.to_vec();
+                    bad[end - start - 1] = b'!';
+                    assert!(!m.continues_stream(start as u64, &bad, 4), "{start}..{end}");
+                }
+            }
+        }
+        assert!(
+            !m.continues_stream(0, &stream[..80], 1),
+            "past the last message"
+        );
     }
 
     #[test]

@@ -1,24 +1,28 @@
 //! Runs sslsniff on the load child as a user would, and collects what it says about
 //! itself and what the kernel says it cost.
 
-use std::fs::File;
 use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{ChildStdout, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
+use serde_json::Value;
+
+use crate::bench::Mode;
 use crate::proc::{Proc, Usage};
+use crate::verify::Format;
 
 /// Attaching walks every TLS library on the machine; seconds are normal, a minute is not.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Past this, sslsniff's exit counts as hung and it is killed.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(120);
-/// The line that says the library the load uses is traced.
-const TRACING_LIBSSL: &str = "/libssl.so.3 (openssl)";
+/// The library the load uses: its `tracing` status line must name it.
+const LIBSSL: &str = "/libssl.so.3";
 
 pub struct Sniffer {
     proc: Proc,
@@ -26,14 +30,15 @@ pub struct Sniffer {
     lines: Vec<String>,
 }
 
-/// sslsniff's closing line: `N calls seen in the kernel, M events printed, B bytes
-/// captured, L bytes lost`.
-#[derive(Debug, Default, Clone, Copy)]
+/// sslsniff's closing `summary` status line (`--status json`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
     pub calls: u64,
     pub events: u64,
-    pub bytes: u64,
-    pub lost: u64,
+    pub captured_bytes: u64,
+    pub truncated_bytes: u64,
+    pub undelivered_bytes: u64,
+    pub malformed_records: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -42,30 +47,34 @@ pub struct Report {
     pub usage: Usage,
     /// From SIGINT to exit.
     pub stop_s: f64,
-    /// `warning: lost ...` lines: the ring buffer was full.
+    /// `warning` lines with undelivered bytes: the ring buffer was full.
     pub loss_warnings: usize,
 }
 
-/// Starts sslsniff on `pid` with no capture limit, its output going to `out`, and
-/// returns once it has attached to libssl.
-pub fn start(sslsniff: &Path, pid: u32, out: File) -> Result<Sniffer> {
+/// The pipe sslsniff writes its output to: as large as an unprivileged pipe may be by
+/// default (fs.pipe-max-size), so that sslsniff's writes rarely wait for the checker.
+const PIPE_SIZE: libc::c_int = 1 << 20;
+
+/// Starts sslsniff on `pid` with no capture limit, as `mode` says, and returns once it
+/// has attached to libssl and said it is ready, with the pipe its output comes out of.
+pub fn start(sslsniff: &Path, pid: u32, mode: Mode) -> Result<(Sniffer, ChildStdout)> {
     let mut cmd = Command::new(sslsniff);
-    // The writer only (the load's main thread keeps the process name; the reader thread
-    // is bench-server): the reader's calls still trap into the probes and are dropped by
-    // the in-kernel filter, and the output is half as large, so that at 64 KiB x 100k it
-    // measures sslsniff rather than how fast this machine's disk takes 13 GB.
-    cmd.args([
-        "-p",
-        &pid.to_string(),
-        "-c",
-        "sslsniff-bench",
-        "--max-buffer-size",
-        "0",
-    ])
-    .stdin(Stdio::null())
-    .stdout(out)
-    .stderr(Stdio::piped());
+    let pid = pid.to_string();
+    cmd.args(["-p", &pid, "--max-buffer-size", "0", "--status", "json"]);
+    if !mode.both {
+        // The load's main thread keeps the process name; the reader thread is bench-server.
+        cmd.args(["-c", "sslsniff-bench"]);
+    }
+    if mode.format == Format::Json {
+        cmd.args(["--format", "json"]);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut proc = Proc::spawn(&mut cmd)?;
+    let stdout = proc.child().stdout.take().expect("stdout is piped");
+    // SAFETY: fcntl on a pipe descriptor we own; a failure only leaves the default size.
+    unsafe { libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
     let stderr = proc.child().stderr.take().expect("stderr is piped");
     let (tx, rx) = mpsc::channel();
     // A thread, so that waiting for a line can time out; it ends when sslsniff does.
@@ -82,27 +91,35 @@ pub fn start(sslsniff: &Path, pid: u32, out: File) -> Result<Sniffer> {
         lines: Vec::new(),
     };
     sniffer.wait_for_tracing()?;
-    Ok(sniffer)
+    Ok((sniffer, stdout))
 }
 
 impl Sniffer {
     fn wait_for_tracing(&mut self) -> Result<()> {
         let deadline = Instant::now() + ATTACH_TIMEOUT;
+        let mut libssl = false;
         loop {
             match self
                 .stderr
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             {
                 Ok(line) => {
-                    let attached =
-                        line.starts_with("sslsniff: tracing ") && line.contains(TRACING_LIBSSL);
+                    let status = Status::parse(&line);
                     self.lines.push(line);
-                    if attached {
-                        return Ok(());
+                    match status {
+                        Some(Status::Tracing(path)) if path.ends_with(LIBSSL) => libssl = true,
+                        Some(Status::Ready) if libssl => return Ok(()),
+                        Some(Status::Ready) => {
+                            bail!(
+                                "sslsniff is ready without tracing libssl.so.3: {}",
+                                self.lines.join(" | ")
+                            )
+                        }
+                        _ => {}
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    bail!("sslsniff did not report tracing libssl.so.3 within {ATTACH_TIMEOUT:?}")
+                    bail!("sslsniff did not trace libssl.so.3 and get ready within {ATTACH_TIMEOUT:?}")
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     bail!(
@@ -130,7 +147,10 @@ impl Sniffer {
         let summary = self
             .lines
             .iter()
-            .find_map(|l| Summary::parse(l))
+            .find_map(|l| match Status::parse(l) {
+                Some(Status::Summary(s)) => Some(s),
+                _ => None,
+            })
             .with_context(|| {
                 format!(
                     "sslsniff printed no summary line: {}",
@@ -140,7 +160,7 @@ impl Sniffer {
         let loss_warnings = self
             .lines
             .iter()
-            .filter(|l| l.starts_with("sslsniff: warning: lost"))
+            .filter(|l| matches!(Status::parse(l), Some(Status::Undelivered)))
             .count();
         Ok(Report {
             summary,
@@ -151,25 +171,33 @@ impl Sniffer {
     }
 }
 
-impl Summary {
+/// The status lines the bench acts on; the others are kept for error messages only.
+#[derive(Debug, PartialEq, Eq)]
+enum Status {
+    Tracing(String),
+    Ready,
+    Undelivered,
+    Summary(Summary),
+}
+
+impl Status {
     fn parse(line: &str) -> Option<Self> {
-        let rest = line.strip_prefix("sslsniff: ")?;
-        if !rest.contains(" calls seen in the kernel, ") {
-            return None;
+        let v: Value = serde_json::from_str(line).ok()?;
+        let num = |key: &str| v.get(key).and_then(Value::as_u64);
+        match v.get("type")?.as_str()? {
+            "tracing" => Some(Status::Tracing(v.get("path")?.as_str()?.to_string())),
+            "ready" => Some(Status::Ready),
+            "warning" => num("undelivered_bytes").map(|_| Status::Undelivered),
+            "summary" => Some(Status::Summary(Summary {
+                calls: num("calls")?,
+                events: num("events")?,
+                captured_bytes: num("captured_bytes")?,
+                truncated_bytes: num("truncated_bytes")?,
+                undelivered_bytes: num("undelivered_bytes")?,
+                malformed_records: num("malformed_records")?,
+            })),
+            _ => None,
         }
-        let numbers: Vec<u64> = rest
-            .split(", ")
-            .map(|part| part.split(' ').next()?.parse().ok())
-            .collect::<Option<_>>()?;
-        let [calls, events, bytes, lost] = numbers[..] else {
-            return None;
-        };
-        Some(Summary {
-            calls,
-            events,
-            bytes,
-            lost,
-        })
     }
 }
 
@@ -178,12 +206,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_the_summary_line() {
-        let s = Summary::parse(
-            "sslsniff: 200 calls seen in the kernel, 199 events printed, 20000 bytes captured, 100 bytes lost",
-        )
-        .unwrap();
-        assert_eq!((s.calls, s.events, s.bytes, s.lost), (200, 199, 20000, 100));
-        assert!(Summary::parse("sslsniff: tracing /lib/libssl.so.3 (openssl): SSL_read").is_none());
+    fn reads_the_status_lines() {
+        let s = Status::parse(
+            r#"{"calls":200,"events":199,"captured_bytes":20000,"truncated_bytes":0,"undelivered_bytes":100,"unannounced_bytes":0,"malformed_records":0,"type":"summary"}"#,
+        );
+        let Some(Status::Summary(s)) = s else {
+            panic!("{s:?}")
+        };
+        assert_eq!(
+            (s.calls, s.events, s.captured_bytes, s.undelivered_bytes),
+            (200, 199, 20000, 100)
+        );
+        assert_eq!(
+            Status::parse(
+                r#"{"type":"tracing","path":"/usr/lib/libssl.so.3","library":"openssl","functions":[]}"#
+            ),
+            Some(Status::Tracing("/usr/lib/libssl.so.3".into()))
+        );
+        assert_eq!(Status::parse(r#"{"type":"ready"}"#), Some(Status::Ready));
+        assert_eq!(
+            Status::parse(r#"{"type":"warning","message":"x","undelivered_bytes":5}"#),
+            Some(Status::Undelivered)
+        );
+        assert_eq!(Status::parse(r#"{"type":"warning","message":"x"}"#), None);
+        assert_eq!(Status::parse("sslsniff: ready"), None);
     }
 }

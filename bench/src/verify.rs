@@ -1,31 +1,40 @@
-//! Checks sslsniff's text output against what the load did: every write must appear
-//! once, whole and byte-exact. sslsniff traces the writer thread only; a read row, should
-//! one appear, is passed over.
+//! Checks sslsniff's output, as it streams out, against what the load did: every write
+//! must appear once, whole and byte-exact; when the reader is traced too, its reads, in
+//! order, must be exactly the stream of messages.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::borrow::Cow;
+use std::io::{BufRead, Read};
 
 use anyhow::{bail, Context, Result};
+use serde::Deserialize;
 
 use crate::message::Messages;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Capture {
-    /// Writes the load made.
+    /// Calls the load made that sslsniff traces: writes, and reads when both sides are.
     pub made: u64,
-    /// Writes that appear once with LEN = S and exactly the message that was sent.
+    /// Calls that appear once with LEN equal to their payload, and exactly the bytes
+    /// the call moved.
     pub captured: u64,
-    /// Write events printed whole that are no message of the run, or one seen twice.
+    /// Events printed whole that are no call of the run (or a repeat, or out of place).
     pub wrong: u64,
-    /// Write events marked TRUNCATED or INCOMPLETE.
+    /// Events marked truncated or undelivered.
     pub cut: u64,
+    /// Bytes of output received.
+    pub output_bytes: u64,
 }
 
 impl Capture {
-    pub fn all_writes_whole(&self) -> bool {
+    pub fn all_whole(&self) -> bool {
         self.captured == self.made && self.wrong == 0 && self.cut == 0
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,39 +43,152 @@ enum Dir {
     Write,
 }
 
-pub fn check(output: &Path, messages: &Messages, n: u64, size: usize) -> Result<Capture> {
-    let file = File::open(output).with_context(|| format!("cannot open {}", output.display()))?;
-    check_stream(BufReader::with_capacity(1 << 20, file), messages, n, size)
+/// What the load did, that the output is held to.
+pub struct Expected<'m> {
+    pub messages: &'m Messages,
+    pub n: u64,
+    pub size: usize,
+    /// The reader's calls, when they are traced; None when only the writer is.
+    pub reads: Option<u64>,
 }
 
-fn check_stream(mut r: impl BufRead, messages: &Messages, n: u64, size: usize) -> Result<Capture> {
-    let mut c = Capture {
-        made: n,
-        ..Default::default()
+/// Reads `output` to its end (sslsniff's exit), checking every event in it.
+pub fn check(output: impl Read, format: Format, expected: &Expected) -> Result<Capture> {
+    let mut counted = Counted {
+        inner: output,
+        bytes: 0,
     };
-    let mut seen = vec![false; n as usize];
+    let mut checker = Checker::new(expected);
+    let r = std::io::BufReader::with_capacity(1 << 20, &mut counted);
+    match format {
+        Format::Text => check_text(r, &mut checker)?,
+        Format::Json => check_json(r, &mut checker)?,
+    }
+    checker.c.output_bytes = counted.bytes;
+    Ok(checker.c)
+}
+
+struct Counted<R> {
+    inner: R,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+struct Checker<'e> {
+    expected: &'e Expected<'e>,
+    c: Capture,
+    seen: Vec<bool>,
+    /// Bytes of the read stream accounted for so far.
+    read_pos: u64,
+}
+
+impl<'e> Checker<'e> {
+    fn new(expected: &'e Expected<'e>) -> Self {
+        Checker {
+            expected,
+            c: Capture {
+                made: expected.n + expected.reads.unwrap_or(0),
+                ..Default::default()
+            },
+            seen: vec![false; expected.n as usize],
+            read_pos: 0,
+        }
+    }
+
+    fn event(&mut self, dir: Dir, len: u64, payload: &[u8], cut: bool) {
+        let e = self.expected;
+        match dir {
+            // Only the writer is traced: a read row is the in-kernel filter's business.
+            Dir::Read if e.reads.is_none() => {}
+            Dir::Read => {
+                let pos = self.read_pos;
+                // The stream moves on by LEN whatever was printed, so that one bad read
+                // does not make every later one look wrong.
+                self.read_pos += len;
+                if cut {
+                    self.c.cut += 1;
+                } else if len == payload.len() as u64
+                    && e.messages.continues_stream(pos, payload, e.n)
+                {
+                    self.c.captured += 1;
+                } else {
+                    self.c.wrong += 1;
+                }
+            }
+            Dir::Write if cut => self.c.cut += 1,
+            Dir::Write => match e.messages.identify(payload) {
+                Some(i) if len == e.size as u64 && i < e.n && !self.seen[i as usize] => {
+                    self.seen[i as usize] = true;
+                    self.c.captured += 1;
+                }
+                _ => self.c.wrong += 1,
+            },
+        }
+    }
+}
+
+fn check_text(mut r: impl BufRead, checker: &mut Checker) -> Result<()> {
     let mut line = Vec::new();
     loop {
         line.clear();
         if r.read_until(b'\n', &mut line)? == 0 {
-            return Ok(c);
+            return Ok(());
         }
         // The column header and the blank line after each event are not rows.
         let Some((dir, len)) = parse_row(&line)? else {
             continue;
         };
         let (payload, cut) = read_payload(&mut r)?;
-        match dir {
-            Dir::Read => {}
-            Dir::Write if cut => c.cut += 1,
-            Dir::Write => match messages.identify(&payload) {
-                Some(i) if len == size as u64 && i < n && !seen[i as usize] => {
-                    seen[i as usize] = true;
-                    c.captured += 1;
-                }
-                _ => c.wrong += 1,
-            },
+        checker.event(dir, len, &payload, cut);
+    }
+}
+
+/// The fields of a JSON event that the check needs; the payload is borrowed from the
+/// line when it has no escapes, as the load's messages do not.
+#[derive(Deserialize)]
+struct JsonEvent<'a> {
+    direction: &'a str,
+    len: u64,
+    truncated_bytes: u64,
+    undelivered_bytes: u64,
+    encoding: &'a str,
+    #[serde(borrow)]
+    data: Cow<'a, str>,
+}
+
+fn check_json(mut r: impl BufRead, checker: &mut Checker) -> Result<()> {
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
         }
+        let ev: JsonEvent = serde_json::from_slice(&line).with_context(|| {
+            format!(
+                "not a JSON event: {:?}",
+                String::from_utf8_lossy(&line[..line.len().min(200)])
+            )
+        })?;
+        let dir = match ev.direction {
+            "read" => Dir::Read,
+            "write" => Dir::Write,
+            _ => continue,
+        };
+        let cut = ev.truncated_bytes > 0 || ev.undelivered_bytes > 0;
+        // The messages are ASCII: a base64 payload cannot be one of them.
+        let payload = if ev.encoding == "utf8" {
+            ev.data.as_bytes()
+        } else {
+            b"\0"
+        };
+        checker.event(dir, ev.len, payload, cut);
     }
 }
 
@@ -125,7 +247,13 @@ mod tests {
     }
 
     fn check_bytes(text: &[u8], messages: &Messages, n: u64, size: usize) -> Capture {
-        check_stream(text, messages, n, size).unwrap()
+        let expected = Expected {
+            messages,
+            n,
+            size,
+            reads: None,
+        };
+        check(text, Format::Text, &expected).unwrap()
     }
 
     #[test]
@@ -165,20 +293,56 @@ mod tests {
                 captured: 3,
                 wrong: 2,
                 cut: 1,
+                output_bytes: out.len() as u64,
             }
         );
-        assert!(!c.all_writes_whole());
+        assert!(!c.all_whole());
     }
 
     #[test]
     fn a_truncated_output_is_an_error() {
         let m = Messages::new(7, 30);
-        assert!(check_stream(
-            &b"WRITE/SEND 0.1 x 1 30\n----- DATA -----\nabc"[..],
-            &m,
-            1,
-            30
-        )
-        .is_err());
+        let expected = Expected {
+            messages: &m,
+            n: 1,
+            size: 30,
+            reads: None,
+        };
+        let text = &b"WRITE/SEND 0.1 x 1 30\n----- DATA -----\nabc"[..];
+        assert!(check(text, Format::Text, &expected).is_err());
+        assert!(check(&b"{\"direction\""[..], Format::Json, &expected).is_err());
+    }
+
+    #[test]
+    fn reads_must_be_the_stream_in_order_and_json_counts_alike() {
+        let m = Messages::new(9, 30);
+        let mut stream = Vec::new();
+        for i in 0..2 {
+            let mut msg = m.buffer();
+            m.set_index(&mut msg, i);
+            stream.extend_from_slice(&msg);
+        }
+        let json = |dir: &str, data: &[u8], undelivered: u64| {
+            let data = std::str::from_utf8(data).unwrap();
+            format!(
+                "{{\"direction\":\"{dir}\",\"len\":{},\"truncated_bytes\":0,\"undelivered_bytes\":{undelivered},\"encoding\":\"utf8\",\"data\":\"{data}\"}}\n",
+                data.len() as u64 + undelivered
+            )
+        };
+        let expected = Expected {
+            messages: &m,
+            n: 2,
+            size: 30,
+            reads: Some(4),
+        };
+        let mut out = json("write", &stream[..30], 0);
+        out += &json("read", &stream[..20], 0);
+        out += &json("read", &stream[20..45], 0);
+        out += &json("write", &stream[30..], 0);
+        // Out of place: the stream is at byte 45.
+        out += &json("read", &stream[50..55], 0);
+        out += &json("read", &stream[55..58], 2);
+        let c = check(out.as_bytes(), Format::Json, &expected).unwrap();
+        assert_eq!((c.made, c.captured, c.wrong, c.cut), (6, 4, 1, 1));
     }
 }

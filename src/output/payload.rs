@@ -68,29 +68,31 @@ pub fn is_bidi_control(c: char) -> bool {
 }
 
 /// The length of the leading run of bytes that pass unescaped in a payload: printable
-/// ASCII, \n and \t. Eight bytes at a time while none of them is a control or non-ASCII
-/// byte, because this scan is most of the reader's work on large payloads.
+/// ASCII, \n and \t. This scan is most of the text reader's work on large payloads.
 fn passing_run(data: &[u8]) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let passes = |b: u8| b.is_ascii_graphic() || matches!(b, b' ' | b'\n' | b'\t');
+    clean_run(data, |b| {
+        !(b.is_ascii_graphic() || b == b' ') & (b != b'\n') & (b != b'\t')
+    })
+}
+
+/// The length of the leading run of bytes for which `stops` is false. Whole blocks of
+/// 32 bytes are tested with no early exit inside, which the compiler turns into vector
+/// compares (SSE2 is in every x86-64): about 10x the speed of a byte loop. `stops` must
+/// be a plain comparison of its byte for that to happen.
+#[inline(always)]
+pub fn clean_run(data: &[u8], stops: impl Fn(u8) -> bool) -> usize {
+    const BLOCK: usize = 32;
+    let mut blocks = data.chunks_exact(BLOCK);
     let mut i = 0;
-    while let Some(word) = data.get(i..i + 8) {
-        let w = u64::from_le_bytes(word.try_into().expect("an 8-byte slice"));
-        // Some byte is below 0x20, or at or above 0x7f (bit-twiddling "hasless" and
-        // "hasmore"): look at this word byte by byte.
-        let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
-        let del_or_high = (w.wrapping_add(ONES) | w) & HIGHS;
-        if below_space | del_or_high != 0 {
-            if let Some(j) = word.iter().position(|&b| !passes(b)) {
-                return i + j;
-            }
+    for block in &mut blocks {
+        if block.iter().fold(false, |any, &b| any | stops(b)) {
+            break;
         }
-        i += 8;
+        i += BLOCK;
     }
     i + data[i..]
         .iter()
-        .position(|&b| !passes(b))
+        .position(|&b| stops(b))
         .unwrap_or(data.len() - i)
 }
 
