@@ -29,20 +29,26 @@ pub struct Programs<'a> {
     pub go_exit: &'a ProgramMut<'a>,
 }
 
-/// Attaches to every target; a target that fails is a warning, none attached an error.
-pub fn attach_all(progs: &Programs, plan: Plan, targets: &[Target]) -> Result<Vec<Link>> {
-    let mut links = Vec::new();
+/// Attaches to every target, returning each with its links; a target that fails is a
+/// warning, none attached an error.
+pub fn attach_all(
+    progs: &Programs,
+    plan: Plan,
+    targets: Vec<Target>,
+) -> Result<Vec<(Target, Vec<Link>)>> {
+    let mut attached = Vec::new();
     let mut last_error = None;
     for target in targets {
-        match attach_target(progs, plan, target, None) {
-            Ok(mut l) => links.append(&mut l),
+        match attach_target(progs, plan, &target, None) {
+            Ok(links) if !links.is_empty() => attached.push((target, links)),
+            Ok(_) => {}
             Err(e) => {
                 warning!("{e:#}");
                 last_error = Some(e);
             }
         }
     }
-    if links.is_empty() {
+    if attached.is_empty() {
         match last_error {
             Some(e) => return Err(e.context("no TLS library could be traced")),
             None => {
@@ -50,7 +56,7 @@ pub fn attach_all(progs: &Programs, plan: Plan, targets: &[Target]) -> Result<Ve
             }
         }
     }
-    Ok(links)
+    Ok(attached)
 }
 
 /// What revealed a target found while running: the process, and when.

@@ -34,6 +34,8 @@ pub struct Target {
     /// Go programs: the index + 1 of the struct layout that leads from a connection to
     /// its socket (`golang::fd_paths`), 0 when the release's layout is unknown.
     pub go_layout: u32,
+    /// Named on the command line (--extra-lib, --binary): kept whatever maps it.
+    pub requested: bool,
 }
 
 impl Target {
@@ -135,6 +137,7 @@ fn targets_in(
         lib,
         probes,
         go_layout: 0,
+        requested: false,
     };
     Ok(candidates
         .iter()
@@ -202,6 +205,7 @@ fn go_targets(
         lib,
         probes,
         go_layout,
+        requested: false,
     }])
 }
 
@@ -227,6 +231,9 @@ pub fn targets(req: &Request) -> Result<Vec<Target>> {
         if !found.add(&enabled, path, path).context(what.clone())? {
             bail!("{what}: the file defines none of the traced functions");
         }
+    }
+    for t in &mut found.targets {
+        t.requested = true;
     }
     if let Some(pid) = req.pid {
         // The executable itself may carry a TLS library statically; most do not.

@@ -41,6 +41,11 @@ impl Follow {
         self.seen.insert(file)
     }
 
+    /// A released file: the next process that maps it has it examined again.
+    pub fn forget(&mut self, file: FileId) {
+        self.seen.remove(&file);
+    }
+
     /// Finds the revealed file in its process and checks it, once per file.
     pub fn examine(&mut self, found: &Found) -> Examined {
         if !self.mark(found.file) {
@@ -98,6 +103,26 @@ pub fn running_executables(pid: Option<u32>) -> Vec<Found> {
         .collect()
 }
 
+/// Every file that some process maps or runs now, by the kernel's name for it.
+pub fn mapped_files() -> HashSet<FileId> {
+    let mut files = HashSet::new();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return files;
+    };
+    for pid in dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    {
+        if let Ok(m) = fs::metadata(format!("/proc/{pid}/exe")) {
+            files.insert(FileId::from_stat(m.dev(), m.ino()));
+        }
+        if let Ok(maps) = fs::read_to_string(format!("/proc/{pid}/maps")) {
+            files.extend(maps.lines().filter_map(mapping_file));
+        }
+    }
+    files
+}
+
 /// Where to open the revealed file (the mapped inode itself, through /proc, never a path
 /// that the traced side could point elsewhere) and how to name it.
 fn locate(found: &Found) -> Option<(PathBuf, String)> {
@@ -125,21 +150,22 @@ fn find_mapping(maps: &str, file: FileId) -> Option<(&str, &str)> {
     maps.lines().find_map(|line| {
         let mut fields = line.splitn(6, char::is_whitespace);
         let range = fields.next()?;
-        let (_perms, _offset, dev, ino) = (
-            fields.next()?,
-            fields.next()?,
-            fields.next()?,
-            fields.next()?,
-        );
-        let path = fields.next()?.trim();
-        let (major, minor) = dev.split_once(':')?;
-        let id = FileId::from_major_minor(
-            u64::from_str_radix(major, 16).ok()?,
-            u64::from_str_radix(minor, 16).ok()?,
-            ino.parse().ok()?,
-        );
-        (id == file && path.starts_with('/')).then_some((range, path))
+        let path = fields.nth(4)?.trim();
+        (mapping_file(line)? == file).then_some((range, path))
     })
+}
+
+/// The file a maps line maps (`START-END PERMS OFFSET MAJOR:MINOR INODE PATH`), if any.
+fn mapping_file(line: &str) -> Option<FileId> {
+    let mut fields = line.splitn(6, char::is_whitespace).skip(3);
+    let (dev, ino, path) = (fields.next()?, fields.next()?, fields.next()?);
+    let (major, minor) = dev.split_once(':')?;
+    let id = FileId::from_major_minor(
+        u64::from_str_radix(major, 16).ok()?,
+        u64::from_str_radix(minor, 16).ok()?,
+        ino.parse().ok()?,
+    );
+    path.trim().starts_with('/').then_some(id)
 }
 
 #[cfg(test)]

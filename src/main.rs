@@ -5,6 +5,7 @@
 
 mod assemble;
 mod attach;
+mod attached;
 mod bpf;
 mod cli;
 mod config;
@@ -12,6 +13,7 @@ mod diag;
 mod discover;
 mod event;
 mod follow;
+mod follower;
 mod golang;
 mod kernel;
 mod libs;
@@ -133,7 +135,7 @@ fn run(cli: &Cli) -> Result<()> {
         }
         exited
     };
-    let ended = tracer::run(&cfg, &targets, &mut out, &stopped)?;
+    let ended = tracer::run(&cfg, targets, &mut out, &stopped)?;
     if !ended.reader_gone {
         diag::summary(&ended.summary);
     }

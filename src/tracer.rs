@@ -10,18 +10,13 @@ use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, ProgramAttachType, RingBufferBuilder};
 
-use std::os::unix::fs::MetadataExt;
-
-use libbpf_rs::{MapCore, MapFlags};
-
-use crate::attach::{self, Origin, Plan, Programs};
-use crate::bpf::types::{file_id, func_info, go_fd_path, stats};
+use crate::attach::{self, Plan};
+use crate::bpf::types::{func_info, go_fd_path, stats};
 use crate::bpf::{OpenSslsniffSkel, SslsniffSkel, SslsniffSkelBuilder};
 use crate::config::Config;
 use crate::diag::{self, Summary};
 use crate::discover::Target;
-use crate::event::{decode_found, FileId, Found};
-use crate::follow::{self, Examined, Follow};
+use crate::follower::{programs, Follower};
 use crate::golang;
 use crate::kernel;
 use crate::libs;
@@ -42,7 +37,7 @@ pub struct Ended {
 
 pub fn run(
     cfg: &Config,
-    targets: &[Target],
+    targets: Vec<Target>,
     out: &mut dyn Output,
     stop: &dyn Fn() -> bool,
 ) -> Result<Ended> {
@@ -71,8 +66,12 @@ pub fn run(
         multi,
         debug: cfg.debug,
     };
-    let links = RefCell::new(attach(&skel, cfg, targets, plan)?);
-    let follower = RefCell::new(Follower::start(&skel, cfg, targets, plan, &links)?);
+    let started = attach(&skel, cfg, targets, plan)?;
+    let follower = RefCell::new(Follower::start(&skel, cfg, plan, started)?);
+    if cfg.debug {
+        let links = follower.borrow().attached.link_count();
+        diag::notice(&format!("{links} links attached"));
+    }
     let sink = RefCell::new(Sink::new(out));
     let mut builder = RingBufferBuilder::new();
     builder
@@ -82,7 +81,7 @@ pub fn run(
         .context("cannot open the ring buffer of files found")?;
     let ring = builder.build().context("cannot open the ring buffer")?;
     let unannounced = || kernel::stats(&skel).unannounced_bytes;
-    let follow = || follower.borrow_mut().attach_found(&skel, &links);
+    let follow = || follower.borrow_mut().work(&skel);
     let watch = Watch {
         stop,
         unannounced_bytes: &unannounced,
@@ -96,7 +95,7 @@ pub fn run(
     if let Some(bss) = bss {
         bss.stopped = true;
     }
-    attach::detach(links.take(), multi);
+    attach::detach(follower.borrow_mut().attached.take_links(), multi);
     if cfg.debug {
         diag::notice(&format!("detached in {:?}", detach_started.elapsed()));
     }
@@ -117,83 +116,6 @@ pub fn run(
             summary,
             reader_gone: false,
         }),
-    }
-}
-
-/// Files found while running, from the `found` ring to attached.
-struct Follower {
-    follow: Follow,
-    pending: Vec<Found>,
-    plan: Plan,
-}
-
-impl Follower {
-    /// Loads what start-up already examined into the kernel's seen set, attaches the
-    /// exec and mmap hooks, and examines every running process's executable (node,
-    /// static builds) as if it had just started.
-    fn start(
-        skel: &SslsniffSkel,
-        cfg: &Config,
-        targets: &[Target],
-        plan: Plan,
-        links: &RefCell<Vec<Link>>,
-    ) -> Result<Follower> {
-        let mut me = Follower {
-            follow: Follow::new(cfg.libraries.clone()),
-            pending: Vec::new(),
-            plan,
-        };
-        for t in targets {
-            if let Ok(m) = std::fs::metadata(t.attach_path()) {
-                me.seen(skel, FileId::from_stat(m.dev(), m.ino()));
-            }
-        }
-        if cfg.follow {
-            let mut l = links.borrow_mut();
-            for prog in [&skel.progs.follow_exec, &skel.progs.follow_mmap] {
-                l.push(prog.attach().context("cannot follow new programs")?);
-            }
-        }
-        me.pending = follow::running_executables(cfg.pid);
-        me.attach_found(skel, links);
-        Ok(me)
-    }
-
-    fn record(&mut self, raw: &[u8]) -> i32 {
-        self.pending.extend(decode_found(raw));
-        0
-    }
-
-    /// Tells the kernel not to report the file again.
-    fn seen(&mut self, skel: &SslsniffSkel, file: FileId) {
-        self.follow.mark(file);
-        let key = file_id {
-            dev: file.dev,
-            ino: file.ino,
-        };
-        // SAFETY: file_id is two u64s with no padding.
-        let key = unsafe { plain::as_bytes(&key) };
-        // A full map only means more wake-ups; never a reason to stop.
-        let _ = skel.maps.seen_files.update(key, &[1], MapFlags::ANY);
-    }
-
-    fn attach_found(&mut self, skel: &SslsniffSkel, links: &RefCell<Vec<Link>>) {
-        for found in std::mem::take(&mut self.pending) {
-            if let Examined::Targets { targets, display } = self.follow.examine(&found) {
-                let origin = Origin {
-                    pid: found.pid,
-                    ts_ns: found.ts_ns,
-                    display: &display,
-                };
-                for t in &targets {
-                    match attach::attach_target(&programs(skel), self.plan, t, Some(&origin)) {
-                        Ok(mut l) => links.borrow_mut().append(&mut l),
-                        Err(e) => diag::warn(&format!("{e:#}")),
-                    }
-                }
-            }
-            self.seen(skel, found.file);
-        }
     }
 }
 
@@ -260,34 +182,25 @@ fn configure(open: &mut OpenSslsniffSkel, cfg: &Config, multi: bool) -> Result<(
     Ok(())
 }
 
-fn attach(skel: &SslsniffSkel, cfg: &Config, targets: &[Target], plan: Plan) -> Result<Vec<Link>> {
-    let started = Instant::now();
-    let mut links = attach::attach_all(&programs(skel), plan, targets)?;
+/// Attaches to the targets found at start, and the connection hook when asked for.
+fn attach(
+    skel: &SslsniffSkel,
+    cfg: &Config,
+    targets: Vec<Target>,
+    plan: Plan,
+) -> Result<Vec<(Target, Vec<Link>)>> {
+    let mut attached = attach::attach_all(&programs(skel), plan, targets)?;
     if cfg.conn {
         let link = skel
             .progs
             .conn_fd
             .attach()
             .context("cannot attach connection tracking")?;
-        links.push(link);
+        if let Some((_, links)) = attached.first_mut() {
+            links.push(link);
+        }
     }
-    if cfg.debug {
-        diag::notice(&format!(
-            "{} links attached in {:?}",
-            links.len(),
-            started.elapsed()
-        ));
-    }
-    Ok(links)
-}
-
-fn programs<'a>(skel: &'a SslsniffSkel) -> Programs<'a> {
-    Programs {
-        enter: &skel.progs.tls_enter,
-        exit: &skel.progs.tls_exit,
-        go_enter: &skel.progs.go_enter,
-        go_exit: &skel.progs.go_exit,
-    }
+    Ok(attached)
 }
 
 fn sum_up(kernel: &stats, sink: &Sink) -> Summary {

@@ -252,3 +252,48 @@ fn no_follow_keeps_to_the_files_found_at_start() {
     );
     assert!(!out.traced("unfollowed", "openssl"), "{}", out.stderr);
 }
+
+#[test]
+fn a_file_no_process_maps_any_more_is_released_within_a_minute() {
+    if !root_or_skip("a_file_no_process_maps_any_more_is_released_within_a_minute") {
+        return;
+    }
+    let work = Workdir::new();
+    let libdir = work.path().join("gone");
+    std::fs::create_dir(&libdir).unwrap();
+    let copy = libdir.join("libssl.so.3");
+    std::fs::copy(SYSTEM_LIBSSL, &copy).unwrap();
+    let (_server, port) = https_server(&work);
+    let (request, body) = page(&work, "released");
+    let sniffer = Sniffer::start(&[]);
+    let mut py = python_after(&work, port, "", &request);
+    py.env("LD_LIBRARY_PATH", &libdir);
+    let client = run_client("python3 with a copy that is then deleted", &mut py);
+    // As an upgrade leaves it: no process maps the old file, and it is gone from disk.
+    std::fs::remove_file(&copy).unwrap();
+    let held = || {
+        std::fs::read_dir(format!("/proc/{}/fd", sniffer.pid()))
+            .unwrap()
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .any(|target| target.to_string_lossy().contains("gone/libssl.so.3"))
+    };
+    assert!(held(), "the traced copy should be held while traced");
+    let start = std::time::Instant::now();
+    while held() && start.elapsed() < Duration::from_secs(70) {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(
+        !held(),
+        "the deleted copy is still held after {:?}",
+        start.elapsed()
+    );
+    let out = sniffer.stop();
+    assert_both_directions(&out, &rows(&out.stdout), client.pid(), &request, &body);
+    let released = out.status_lines("notice").iter().any(|n| {
+        n["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("no longer traced") && m.contains("gone/libssl.so.3"))
+    });
+    assert!(released, "{}", out.stderr);
+}
