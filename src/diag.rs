@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::output::payload::escape_inline;
+use crate::escape::escape_inline;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Status {

@@ -11,6 +11,7 @@ mod cli;
 mod config;
 mod diag;
 mod discover;
+mod escape;
 mod event;
 mod follow;
 mod follower;

@@ -8,8 +8,8 @@ use std::io::{self, Write};
 
 use base64::Engine;
 
+use crate::escape::{clean_run, is_bidi_control};
 use crate::event::Event;
-use crate::output::payload::{clean_run, is_bidi_control};
 use crate::output::Output;
 
 pub struct Json<W: Write> {

@@ -1,8 +1,8 @@
 //! Output formats. Each takes decoded events and writes them to a `Write`; none knows
 //! about BPF records or where the bytes go.
 
+pub mod hexdump;
 pub mod json;
-pub mod payload;
 pub mod pcap;
 pub mod text;
 

@@ -3,8 +3,9 @@
 
 use std::io::{self, Write};
 
+use crate::escape::{escape, escape_inline};
 use crate::event::{Direction, Event, Handshake};
-use crate::output::payload::{escape, escape_inline, hexdump};
+use crate::output::hexdump::hexdump;
 use crate::output::Output;
 
 #[derive(Debug, Clone, Copy, Default)]

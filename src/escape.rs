@@ -1,6 +1,7 @@
-//! Bytes from the traced side made safe for a terminal: escaping and hexdump rows. The
-//! traffic and the names chosen by traced programs are hostile: nothing they contain may
-//! move the cursor, retitle the terminal, reorder what is shown or start a new row.
+//! Bytes from the traced side made safe for a terminal. The traffic, and the names and
+//! paths chosen by traced programs, are hostile: nothing they contain may move the
+//! cursor, retitle the terminal, reorder what is shown or start a new row. Used by the
+//! outputs and by the messages on stderr alike.
 
 use std::io::{self, Write};
 
@@ -105,39 +106,6 @@ fn first_char(bytes: &[u8]) -> Option<char> {
     valid.chars().next()
 }
 
-/// `hexdump -C` rows: offset, 16 bytes in hex split 8+8, and an ASCII gutter.
-pub fn hexdump(out: &mut impl Write, data: &[u8]) -> io::Result<()> {
-    for (row, bytes) in data.chunks(16).enumerate() {
-        write!(out, "{:08x} ", row * 16)?;
-        for i in 0..16 {
-            if i == 8 {
-                out.write_all(b" ")?;
-            }
-            match bytes.get(i) {
-                Some(b) => write!(out, " {b:02x}")?,
-                None => out.write_all(b"   ")?,
-            }
-        }
-        out.write_all(b"  |")?;
-        let gutter: Vec<u8> = bytes
-            .iter()
-            .map(|&b| {
-                if b.is_ascii_graphic() || b == b' ' {
-                    b
-                } else {
-                    b'.'
-                }
-            })
-            .collect();
-        out.write_all(&gutter)?;
-        out.write_all(b"|\n")?;
-    }
-    if !data.is_empty() {
-        writeln!(out, "{:08x}", data.len())?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,17 +179,5 @@ mod tests {
         }
         assert_eq!(passing_run(&base), base.len());
         assert_eq!(passing_run(b""), 0);
-    }
-
-    #[test]
-    fn hexdump_matches_hexdump_c() {
-        let mut out = Vec::new();
-        hexdump(&mut out, b"GET / HTTP/1.1\r\nHost").unwrap();
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "00000000  47 45 54 20 2f 20 48 54  54 50 2f 31 2e 31 0d 0a  |GET / HTTP/1.1..|\n\
-             00000010  48 6f 73 74                                       |Host|\n\
-             00000014\n"
-        );
     }
 }
