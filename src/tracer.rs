@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, ProgramAttachType, RingBufferBuilder};
+use libbpf_rs::{Link, ProgramAttachType, RingBuffer, RingBufferBuilder};
 
 use crate::attach::{self, Plan};
 use crate::bpf::types::{func_info, go_fd_path, stats};
@@ -41,13 +41,7 @@ pub fn run(
     out: &mut dyn Output,
     stop: &dyn Fn() -> bool,
 ) -> Result<Ended> {
-    // SAFETY: setpriority takes plain integers and touches no memory of ours.
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, READER_NICE) } != 0 && cfg.debug {
-        diag::notice(&format!(
-            "cannot raise the reader's priority: {}",
-            io::Error::last_os_error()
-        ));
-    }
+    raise_priority(cfg.debug);
     kernel::check_features()?;
     let multi = kernel::uprobe_multi_supported();
     let mut storage = MaybeUninit::uninit();
@@ -73,13 +67,7 @@ pub fn run(
         diag::notice(&format!("{links} links attached"));
     }
     let sink = RefCell::new(Sink::new(out));
-    let mut builder = RingBufferBuilder::new();
-    builder
-        .add(&skel.maps.events, |data| sink.borrow_mut().record(data))
-        .context("cannot open the ring buffer")?
-        .add(&skel.maps.found, |data| follower.borrow_mut().record(data))
-        .context("cannot open the ring buffer of files found")?;
-    let ring = builder.build().context("cannot open the ring buffer")?;
+    let ring = rings(&skel, &sink, &follower)?;
     let unannounced = || kernel::stats(&skel).unannounced_bytes;
     let follow = || follower.borrow_mut().work(&skel);
     let watch = Watch {
@@ -102,10 +90,40 @@ pub fn run(
     let reported = drained?;
     let _ = ring.consume();
     drop(ring);
-    let mut sink = sink.into_inner();
+    wind_up(sink.into_inner(), reported, &watch, &skel)
+}
+
+/// The reader runs at READER_NICE; failing that (no CAP_SYS_NICE) is not fatal.
+fn raise_priority(debug: bool) {
+    // SAFETY: setpriority takes plain integers and touches no memory of ours.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, READER_NICE) } != 0 && debug {
+        diag::notice(&format!(
+            "cannot raise the reader's priority: {}",
+            io::Error::last_os_error()
+        ));
+    }
+}
+
+/// The data ring into the sink, the ring of files found into the follower.
+fn rings<'a>(
+    skel: &'a SslsniffSkel,
+    sink: &'a RefCell<Sink>,
+    follower: &'a RefCell<Follower>,
+) -> Result<RingBuffer<'a>> {
+    let mut builder = RingBufferBuilder::new();
+    builder
+        .add(&skel.maps.events, |data| sink.borrow_mut().record(data))
+        .context("cannot open the ring buffer")?
+        .add(&skel.maps.found, |data| follower.borrow_mut().record(data))
+        .context("cannot open the ring buffer of files found")?;
+    builder.build().context("cannot open the ring buffer")
+}
+
+/// Reports what is still held, the last undelivered bytes and the summary.
+fn wind_up(mut sink: Sink, reported: u64, watch: &Watch, skel: &SslsniffSkel) -> Result<Ended> {
     let error = sink.finish();
-    pump::report_undelivered(reported, &sink, &watch);
-    let summary = sum_up(&kernel::stats(&skel), &sink);
+    pump::report_undelivered(reported, &sink, watch);
+    let summary = sum_up(&kernel::stats(skel), &sink);
     match error {
         Some(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(Ended {
             summary,
