@@ -18,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use crate::diag::warning;
 use crate::golang;
 use crate::libs::{self, Abi, Func, FuncId, Kind, Library, LIBRARIES};
+use crate::process;
 use crate::symbols::Symbols;
 
 /// One file to attach to, with the table functions it defines.
@@ -287,16 +288,7 @@ struct Mapped {
 /// resolve against ours) nor a chroot (whose maps paths already start at our root) can
 /// lead to another file.
 fn mapped_libraries(enabled: &[&'static Library], pid: Option<u32>) -> Vec<Mapped> {
-    let pids: Vec<u32> = match pid {
-        Some(pid) => vec![pid],
-        None => fs::read_dir("/proc")
-            .map(|dir| {
-                dir.flatten()
-                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default(),
-    };
+    let pids = process::pids(pid);
     let mut found = Vec::new();
     for pid in pids {
         let Ok(maps) = fs::read(format!("/proc/{pid}/maps")) else {

@@ -11,6 +11,7 @@ use crate::diag;
 use crate::discover::{self, Target};
 use crate::event::{FileId, Found, Reveal};
 use crate::libs::Library;
+use crate::process;
 
 /// What one revealed file turned out to be.
 pub enum Examined {
@@ -80,16 +81,7 @@ impl Follow {
 /// Every running process (or the one of -p) as if it had just started: executables
 /// that carry TLS themselves (node, static builds) are found at start too.
 pub fn running_executables(pid: Option<u32>) -> Vec<Found> {
-    let pids: Vec<u32> = match pid {
-        Some(pid) => vec![pid],
-        None => fs::read_dir("/proc")
-            .map(|dir| {
-                dir.flatten()
-                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default(),
-    };
+    let pids = process::pids(pid);
     pids.into_iter()
         .filter_map(|pid| {
             let m = fs::metadata(format!("/proc/{pid}/exe")).ok()?;

@@ -1,10 +1,24 @@
-//! The process named by `-p`: checked before anything is attached, and watched so that
-//! sslsniff ends when it does, as `strace -p` does.
+//! Processes: the one named by `-p`, checked before anything is attached and watched so
+//! that sslsniff ends when it does (as `strace -p` does), and the list of all of them.
 
 use std::fs;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use anyhow::{bail, Result};
+
+/// The process of `-p`, or every process on the machine.
+pub fn pids(only: Option<u32>) -> Vec<u32> {
+    match only {
+        Some(pid) => vec![pid],
+        None => fs::read_dir("/proc")
+            .map(|dir| {
+                dir.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
 
 /// PF_KTHREAD in /proc/PID/stat's flags: a kernel thread runs no user code.
 const PF_KTHREAD: u64 = 0x0020_0000;
