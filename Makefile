@@ -7,7 +7,7 @@ ARGS ?=
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo -E)
 
 BUILD_DEPS := clang llvm libelf-dev zlib1g-dev pkg-config make libssl-dev
-TEST_DEPS := openssl curl python3 gnutls-bin libnss3-tools util-linux gcc \
+TEST_DEPS := openssl curl python3 gnutls-bin libnss3-tools util-linux gcc binutils time \
 	android-libboringssl-dev libwolfssl-dev libmbedtls-dev tshark nodejs golang-go
 
 .PHONY: all build deps run test bench lint clean
