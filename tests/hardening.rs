@@ -27,6 +27,10 @@ struct Running {
 
 impl Running {
     fn start(cmd: &mut Command) -> Running {
+        Running::start_within(cmd, Duration::from_secs(30))
+    }
+
+    fn start_within(cmd: &mut Command, limit: Duration) -> Running {
         let mut proc = Proc::spawn("sslsniff", cmd.stdin(Stdio::null()).stderr(Stdio::piped()));
         let err = proc.child.stderr.take().unwrap();
         let (ready_tx, ready) = mpsc::channel();
@@ -42,7 +46,7 @@ impl Running {
             }
             let _ = err_tx.send(all);
         });
-        if ready.recv_timeout(Duration::from_secs(30)).is_err() {
+        if ready.recv_timeout(limit).is_err() {
             let _ = proc.child.kill();
             let err = stderr
                 .recv_timeout(Duration::from_secs(5))
@@ -61,6 +65,16 @@ impl Running {
         let status = self.proc.wait_timeout(Duration::from_secs(10));
         let stderr = self.stderr.recv_timeout(Duration::from_secs(10)).unwrap();
         (status, stderr)
+    }
+
+    /// Sends `signal` now; returns the exit status, stderr and the time to exit.
+    fn stop_with(mut self, signal: Signal) -> (ExitStatus, String, Duration) {
+        kill(Pid::from_raw(self.proc.pid() as i32), signal).unwrap();
+        let sent = Instant::now();
+        let status = self.proc.wait_timeout(Duration::from_secs(10));
+        let took = sent.elapsed();
+        let stderr = self.stderr.recv_timeout(Duration::from_secs(10)).unwrap();
+        (status, stderr, took)
     }
 }
 
@@ -494,7 +508,22 @@ fn libssl_copies(dir: &Path, n: usize) -> Vec<String> {
         .collect()
 }
 
-const PER_PROBE: [(&str, &str); 1] = [("SSLSNIFF_NO_UPROBE_MULTI", "1")];
+/// sslsniff on the one-link-per-probe path, with a filter that matches nothing: the
+/// exit time is the detach, not the machine's traffic. The kernel creates and releases
+/// perf-event uprobes under one mutex, and each release waits for a grace period while
+/// holding it: while an earlier run's links are being released (minutes, for 200
+/// copies; other tests' runs too), new ones attach at that pace. Becoming ready may
+/// be slow; exiting must not be.
+fn start_per_probe(args: &[String]) -> Running {
+    Running::start_within(
+        Command::new(SNIFFER)
+            .args(["--status", "json", "-c", "nosuchcomm"])
+            .args(args)
+            .env("SSLSNIFF_NO_UPROBE_MULTI", "1")
+            .stdout(Stdio::null()),
+        Duration::from_secs(600),
+    )
+}
 
 #[test]
 fn per_probe_links_exit_fast_even_with_200_library_copies() {
@@ -502,32 +531,24 @@ fn per_probe_links_exit_fast_even_with_200_library_copies() {
         return;
     }
     let work = Workdir::new();
-    // A filter that matches nothing: the exit time is the detach, not the machine's
-    // traffic.
-    let sniffer = Sniffer::start_with_env(&["-c", "nosuchcomm"], &PER_PROBE);
-    let ids = link_ids(&sniffer.pid().to_string());
-    let (out, took) = sniffer.stop_with(Signal::SIGINT);
-    assert!(out.status.success(), "{}", out.stderr);
+    let sniffer = start_per_probe(&[]);
+    let ids = link_ids(&sniffer.proc.pid().to_string());
+    let (status, stderr, took) = sniffer.stop_with(Signal::SIGINT);
+    assert!(status.success(), "{stderr}");
     assert!(
         took < Duration::from_secs(1),
         "default libraries: exit took {took:?}"
     );
-    // The kernel releases perf-event uprobes one at a time, and new ones wait behind
-    // them: let these go before attaching 1,600 more.
-    wait_released(&ids, Duration::from_secs(120));
+    wait_released(&ids, Duration::from_secs(600));
 
-    let copies = libssl_copies(work.path(), 200);
-    let mut args: Vec<&str> = copies.iter().map(String::as_str).collect();
-    args.extend(["-c", "nosuchcomm"]);
-    let sniffer = Sniffer::start_with_env(&args, &PER_PROBE);
-    let (out, took) = sniffer.stop_with(Signal::SIGINT);
-    assert!(out.status.success(), "{}", out.stderr);
-    let traced = out
-        .status_lines("tracing")
+    let sniffer = start_per_probe(&libssl_copies(work.path(), 200));
+    let (status, stderr, took) = sniffer.stop_with(Signal::SIGINT);
+    assert!(status.success(), "{stderr}");
+    let traced = status_lines(&stderr, "tracing")
         .iter()
         .filter(|t| t["path"].as_str().unwrap_or("").contains("/libssl-"))
         .count();
-    assert_eq!(traced, 200, "not every copy traced:\n{}", out.stderr);
+    assert_eq!(traced, 200, "not every copy traced:\n{stderr}");
     assert!(
         took < Duration::from_secs(2),
         "200 copies: exit took {took:?}"
@@ -589,26 +610,24 @@ fn per_probe_links_are_all_released_after_a_fast_exit() {
         return;
     }
     let work = Workdir::new();
-    let copies = libssl_copies(work.path(), 5);
-    let mut args: Vec<&str> = copies.iter().map(String::as_str).collect();
+    let mut args = libssl_copies(work.path(), 5);
     // Only the copies: every link this run makes is one of theirs.
-    args.extend([
+    let only = [
         "-o",
         "-g",
         "-n",
         "--no-wolfssl",
         "--no-mbedtls",
         "--no-follow",
-        "-c",
-        "nosuchcomm",
-    ]);
-    let sniffer = Sniffer::start_with_env(&args, &PER_PROBE);
-    let ids = link_ids(&sniffer.pid().to_string());
+    ];
+    args.extend(only.map(String::from));
+    let sniffer = start_per_probe(&args);
+    let ids = link_ids(&sniffer.proc.pid().to_string());
     // Four functions of each copy, an entry and a return probe each.
     assert_eq!(ids.len(), 5 * 4 * 2, "unexpected links: {ids:?}");
-    let (out, took) = sniffer.stop_with(Signal::SIGINT);
-    assert!(out.status.success(), "{}", out.stderr);
+    let (status, stderr, took) = sniffer.stop_with(Signal::SIGINT);
+    assert!(status.success(), "{stderr}");
     assert!(took < Duration::from_secs(1), "exit took {took:?}");
     // The child that took them over releases them after we are gone.
-    wait_released(&ids, Duration::from_secs(60));
+    wait_released(&ids, Duration::from_secs(300));
 }
