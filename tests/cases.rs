@@ -222,8 +222,9 @@ fn a_library_with_two_names_is_traced_once() {
     let (request_two, body_two) = page(&work, "hardlink-two");
     let mut client_one = gated_python_from(&one, port, &request_one);
     let mut client_two = gated_python_from(&two, port, &request_two);
-    // Let both load their libssl before the sniffer reads their maps.
-    std::thread::sleep(Duration::from_millis(500));
+    // Both have loaded their libssl before the sniffer reads their maps.
+    wait_for_mapping(client_one.pid(), one.to_str().unwrap());
+    wait_for_mapping(client_two.pid(), two.to_str().unwrap());
     let sniffer = Sniffer::start(&[]);
     release(&mut client_one);
     release(&mut client_two);
