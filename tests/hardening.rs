@@ -611,7 +611,9 @@ fn per_probe_links_are_all_released_after_a_fast_exit() {
     }
     let work = Workdir::new();
     let mut args = libssl_copies(work.path(), 5);
-    // Only the copies: every link this run makes is one of theirs.
+    // Only the copies: every link this run makes is one of theirs (-p of a process
+    // without TLS keeps running programs that carry TLS, such as Go's, out).
+    let idle = Proc::spawn("sleep", Command::new("sleep").arg("600"));
     let only = [
         "-o",
         "-g",
@@ -619,8 +621,10 @@ fn per_probe_links_are_all_released_after_a_fast_exit() {
         "--no-wolfssl",
         "--no-mbedtls",
         "--no-follow",
+        "-p",
     ];
     args.extend(only.map(String::from));
+    args.push(idle.pid().to_string());
     let sniffer = start_per_probe(&args);
     let ids = link_ids(&sniffer.proc.pid().to_string());
     // Four functions of each copy, an entry and a return probe each.
