@@ -513,3 +513,61 @@ pub fn wait_for_mapping(pid: u32, needle: &str) {
         thread::sleep(Duration::from_millis(20));
     }
 }
+
+impl Sniffer {
+    /// Sends `signal` at once and returns all it printed, with the time it took to exit
+    /// after the signal.
+    pub fn stop_with(mut self, signal: Signal) -> (Output, Duration) {
+        kill(Pid::from_raw(self.proc.pid() as i32), signal).unwrap();
+        let sent = Instant::now();
+        let status = self.proc.wait_timeout(Duration::from_secs(10));
+        let took = sent.elapsed();
+        (self.collect(status), took)
+    }
+
+    /// Waits for the sniffer to end by itself (`-p` of a process that exits), up to
+    /// `limit`, and returns all it printed.
+    pub fn wait_exit(mut self, limit: Duration) -> Output {
+        let status = self.proc.wait_timeout(limit);
+        self.collect(status)
+    }
+
+    fn collect(self, status: std::process::ExitStatus) -> Output {
+        let stdout_bytes = fs::read(self.stdout.path()).unwrap();
+        let stderr = self.stderr.recv_timeout(Duration::from_secs(10)).unwrap();
+        Output {
+            stdout: String::from_utf8_lossy(&stdout_bytes).into_owned(),
+            stdout_bytes,
+            stderr,
+            status,
+        }
+    }
+}
+
+/// `s_server -WWW` serving the work directory on [::1], and its port.
+pub fn https_server_v6(work: &Workdir) -> (Proc, u16) {
+    let port = TcpListener::bind("[::1]:0")
+        .expect("IPv6 loopback is configured")
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = Command::new("openssl");
+    cmd.args([
+        "s_server", "-WWW", "-quiet", "-cert", "cert.pem", "-key", "key.pem",
+    ])
+    .args(["-accept", &format!("[::1]:{port}")])
+    .current_dir(work.path())
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let server = Proc::spawn("openssl s_server on ::1", &mut cmd);
+    let start = Instant::now();
+    while TcpStream::connect(("::1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "server on [::1]:{port} did not come up"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    (server, port)
+}
