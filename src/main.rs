@@ -9,6 +9,7 @@ mod discover;
 mod event;
 mod libs;
 mod output;
+mod proto;
 mod symbols;
 mod tracer;
 
