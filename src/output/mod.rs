@@ -1,6 +1,7 @@
 //! Output formats. Each takes whole events and writes them to a `Write`; none knows
 //! about BPF or where the bytes go.
 
+pub mod http;
 pub mod json;
 pub mod pcap;
 pub mod text;

@@ -391,4 +391,96 @@ mod tests {
         assert!(d.conns.contains_key(&ConnKey { pid: 1, conn: 0 }));
         assert!(!d.conns.contains_key(&ConnKey { pid: 1, conn: 1 }));
     }
+
+    /// Calls captured from node's http2 client and server (nghttp2's HPACK: Huffman,
+    /// dynamic table), three GETs then a gRPC call: client writes, then server writes.
+    const NODE_CLIENT: [&str; 5] = [
+        "505249202a20485454502f322e300d0a0d0a534d0d0a0d0a000000040000000000000025010500000001048360f51782418b089d5c0b8170dc0bc0783f867a84495096034086f2b12d424f4f821c64",
+        "000000040100000000000011010500000003048a613e0ffe768105b242ff82c086bfbe",
+        "00000c01050000000504856133d852ff82c086bfbe",
+        "0000220104000000070485611dc8c68f83c0865f8b1d75d0620d263d4c4d656440027465864d833505b11f00000700010000000700000000020909",
+        "00000807000000000000000000000000000000080700000000000000000000000000",
+    ];
+    const NODE_SERVER: [&str; 6] = [
+        "000000040000000000",
+        "00000004010000000000002d010400000001885f87497ca58ae819aa4085f2b585457f037965736196dc34fd282794d27eea080271410ae34d5c0814c5a37f00000a00010000000168656c6c6f202f6f6e65",
+        "00000401040000000388c0bfbe00001200010000000368656c6c6f202f74776f3f713d7365726465",
+        "00000401040000000588c0bfbe00000c00010000000568656c6c6f202f7468726565",
+        "00000f010400000007885f8b1d75d0620d263d4c4d6564bf0000080001000000070000000003010203",
+        "00000807000000000000000007000000000000080700000000000000000700000000",
+    ];
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Header lines of each call in turn, `skip` calls per direction left out (a late
+    /// attach).
+    fn node_headers(skip: usize) -> Vec<String> {
+        let mut d = Decoders::new();
+        let mut lines = Vec::new();
+        for i in skip..NODE_SERVER.len() {
+            for (dir, calls) in [
+                (Dir::Write, &NODE_CLIENT[..]),
+                (Dir::Read, &NODE_SERVER[..]),
+            ] {
+                let Some(data) = calls.get(i).map(|h| unhex(h)) else {
+                    continue;
+                };
+                for f in frames(d.decode(KEY, dir, &data)) {
+                    let Payload::Headers { block, .. } = f.payload else {
+                        continue;
+                    };
+                    let fields: Vec<String> = block
+                        .fields
+                        .iter()
+                        .map(|f| match (&f.name, &f.value) {
+                            (hpack::Name::Known(n), Some(v)) => {
+                                format!(
+                                    "{}={}",
+                                    String::from_utf8_lossy(n),
+                                    String::from_utf8_lossy(v)
+                                )
+                            }
+                            (name, _) => format!("{name:?}"),
+                        })
+                        .collect();
+                    lines.push(fields.join(" "));
+                }
+            }
+        }
+        lines
+    }
+
+    #[test]
+    fn real_traffic_from_the_start() {
+        let lines = node_headers(0);
+        assert_eq!(lines.len(), 8);
+        assert_eq!(
+            lines[1],
+            ":path=/two?q=serde :method=GET :authority=127.0.0.1:18081 :scheme=http \
+             user-agent=test/1 x-custom=abc"
+        );
+        assert!(lines[7].starts_with(":status=200 content-type=application/grpc date="));
+    }
+
+    #[test]
+    fn real_traffic_after_a_late_attach() {
+        let lines = node_headers(2);
+        // Entries the first two requests inserted are unknown, never guessed; the
+        // static and literal fields are there.
+        assert_eq!(
+            lines[0],
+            ":path=/three :method=GET Unknown(64) :scheme=http Unknown(63) Unknown(62)"
+        );
+        // The gRPC response inserts content-type (now index 62, known) and refers to
+        // the date entry from before the attach.
+        assert_eq!(
+            lines[4],
+            ":status=200 content-type=application/grpc Unknown(63)"
+        );
+    }
 }
