@@ -36,8 +36,9 @@ pub enum Http {
     H2(http2::Call),
 }
 
-/// Connections followed at most; past it the least recently used is forgotten (its
-/// next call is then decoded as after a late attach). Each holds at most a few
+/// Connections followed at most (one more for the length of a call); past it the
+/// least recently used is forgotten (its next call is then decoded as after a late
+/// attach). Each holds at most a few
 /// hundred KiB (two HPACK tables, a header block and a control frame per direction),
 /// most far less.
 pub const MAX_CONNS: usize = 512;
@@ -112,13 +113,15 @@ impl Decoders {
         }
     }
 
-    /// This direction's side and the other one, tracking the connection if new.
+    /// This direction's side and the other one, tracking the connection if new. One
+    /// map lookup per call: the connection over the bound is dropped on the next call.
     fn sides(&mut self, key: ConnKey, dir: Dir) -> (&mut Side, &mut Side) {
         self.clock += 1;
-        if !self.conns.contains_key(&key) && self.conns.len() >= MAX_CONNS {
+        if self.conns.len() > MAX_CONNS {
             let oldest = self
                 .conns
                 .iter()
+                .filter(|(k, _)| **k != key)
                 .min_by_key(|(_, c)| c.used)
                 .map(|(k, _)| *k);
             if let Some(oldest) = oldest {
@@ -386,6 +389,7 @@ mod tests {
         }
         // Connection 0 is used again; 1 is now the oldest.
         d.decode(ConnKey { pid: 1, conn: 0 }, Dir::Write, b"x");
+        d.decode(ConnKey { pid: 2, conn: 0 }, Dir::Write, b"x");
         d.decode(ConnKey { pid: 2, conn: 0 }, Dir::Write, b"x");
         assert_eq!(d.conns.len(), MAX_CONNS);
         assert!(d.conns.contains_key(&ConnKey { pid: 1, conn: 0 }));
