@@ -160,13 +160,20 @@ fn detect(this: &mut Side, other: &mut Side, data: &[u8]) -> Option<Http> {
         }
         return h2(this, other, data);
     }
-    if matches!(other, Side::H2 { .. }) {
-        *this = h2_side(http2::Reader::mid_connection());
-        return h2(this, other, data);
+    match other {
+        Side::H2 { .. } => {
+            *this = h2_side(http2::Reader::mid_connection());
+            return h2(this, other, data);
+        }
+        Side::H1 => {
+            *this = Side::H1;
+            return http1::parse(data).map(Http::H1);
+        }
+        _ => {}
     }
     if let Some(head) = http1::parse(data) {
         *this = Side::H1;
-        if matches!(other, Side::Unknown { .. }) {
+        if matches!(other, Side::Unknown { .. } | Side::Raw) {
             *other = Side::H1;
         }
         return Some(Http::H1(head));
@@ -300,6 +307,16 @@ mod tests {
         ));
         // A body call is shown raw.
         assert!(d.decode(KEY, Dir::Read, b"more body").is_none());
+        // A response direction given up before the first request is taken back.
+        let late = ConnKey { conn: 7, ..KEY };
+        for _ in 0..MAX_TRIES {
+            assert!(d.decode(late, Dir::Read, b"body of a response").is_none());
+        }
+        assert!(d
+            .decode(late, Dir::Write, b"GET /again HTTP/1.1\r\n\r\n")
+            .is_some());
+        let head = d.decode(late, Dir::Read, b"HTTP/1.1 304 Not Modified\r\n\r\n");
+        assert!(head.is_some());
     }
 
     #[test]
