@@ -17,6 +17,7 @@ mod kernel;
 mod libs;
 mod output;
 mod process;
+mod proto;
 mod pump;
 mod symbols;
 mod tracer;

@@ -1,6 +1,7 @@
 //! Output formats. Each takes decoded events and writes them to a `Write`; none knows
 //! about BPF records or where the bytes go.
 
+pub mod http;
 pub mod json;
 pub mod payload;
 pub mod pcap;
