@@ -73,7 +73,7 @@ pub fn run(
     };
     let links = RefCell::new(attach(&skel, cfg, targets, plan)?);
     let follower = RefCell::new(Follower::start(&skel, cfg, targets, plan, &links)?);
-    let sink = RefCell::new(Sink::new(out));
+    let sink = RefCell::new(Sink::new(out, cfg.http));
     let mut builder = RingBufferBuilder::new();
     builder
         .add(&skel.maps.events, |data| sink.borrow_mut().record(data))

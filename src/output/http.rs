@@ -1,5 +1,3 @@
-// Wired into the pipeline by the integration commit.
-#![allow(dead_code)]
 //! Renders decoded HTTP (`proto::Http`): text lines for the DATA block of the text
 //! output, and the `http` object of the JSON output. Pure: no state, no I/O of its own.
 

@@ -201,11 +201,6 @@ impl Decoder {
         };
     }
 
-    /// Whether every entry of the peer's table is known.
-    pub fn complete(&self) -> bool {
-        self.complete
-    }
-
     /// Decodes one whole header block (HEADERS or PUSH_PROMISE plus its CONTINUATIONs).
     pub fn decode(&mut self, block: &[u8]) -> Block {
         let mut out = Block {
@@ -775,12 +770,12 @@ mod tests {
         }
         let block = d.decode(&b);
         assert_eq!(block.fields.len(), 40);
-        assert!(!d.complete() && d.size == 4000);
+        assert!(!d.complete && d.size == 4000);
         // 65 more bytes (32 + 1 + 32) leave 31: no entry can be older than those seen.
         let mut b = Vec::new();
         insert(&mut b, 0, b"z", &[b'z'; 32]);
         d.decode(&b);
-        assert!(d.complete() && d.size == 4065);
+        assert!(d.complete && d.size == 4065);
         // From here every index is known; the next block reports it.
         let mut b = Vec::new();
         indexed(&mut b, 62 + 40);
@@ -806,7 +801,7 @@ mod tests {
         int(&mut b, 0x20, 5, 4096);
         insert(&mut b, 0, b"a", b"b");
         d.decode(&b);
-        assert!(d.complete());
+        assert!(d.complete);
         assert_eq!(table(&d), (pairs(&[("a", "b")]), 34));
     }
 
@@ -859,7 +854,7 @@ mod tests {
         let block = d.decode(&b);
         assert!(block.malformed);
         assert_eq!(block.fields, fields(&[("a", "b")]));
-        assert!(!d.complete() && d.table.is_empty());
+        assert!(!d.complete && d.table.is_empty());
         // Truncated string, over-long integer, bad Huffman.
         for bad in [
             &[0x40, 0x05, b'a'][..],

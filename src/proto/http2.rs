@@ -66,8 +66,19 @@ pub struct Call {
 pub struct Pending {
     /// `None` while the 9-byte frame header itself is incomplete.
     pub header: Option<Header>,
-    /// Payload bytes read so far.
+    /// Bytes read so far: of the payload, or of the frame header while `header` is
+    /// `None`.
     pub have: u32,
+}
+
+impl Pending {
+    /// The frame's bytes seen so far, its header included.
+    pub fn bytes(&self) -> usize {
+        match self.header {
+            Some(_) => FRAME_HEADER + self.have as usize,
+            None => self.have as usize,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -332,7 +343,7 @@ impl Reader {
             }),
             None if self.header_len > 0 => Some(Pending {
                 header: None,
-                have: 0,
+                have: self.header_len as u32,
             }),
             None => None,
         }
@@ -915,6 +926,7 @@ pub(crate) mod tests {
         assert!(call.frames.is_empty());
         let pending = call.pending.unwrap();
         assert_eq!((pending.header.unwrap().stream, pending.have), (3, 3));
+        assert_eq!(pending.bytes(), 12);
         let call = r.feed(&frame_bytes[12..]).unwrap();
         assert!(call.frames[0].started_earlier && call.pending.is_none());
         // A header cut short is pending too.
@@ -923,9 +935,10 @@ pub(crate) mod tests {
             call.pending,
             Some(Pending {
                 header: None,
-                have: 0
+                have: 4
             })
         );
+        assert_eq!(call.pending.unwrap().bytes(), 4);
     }
 
     #[test]

@@ -1,5 +1,3 @@
-// Wired into the pipeline by the integration commit.
-#![allow(dead_code)]
 //! HTTP decoding of the plaintext of TLS calls: per connection and direction, find
 //! whether the bytes are HTTP/1 or HTTP/2 and decode what each call carries.
 //!
