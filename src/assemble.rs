@@ -102,6 +102,7 @@ impl Assembler {
             data,
             undelivered,
             handshake: None,
+            http: None,
         })
     }
 
@@ -146,6 +147,7 @@ impl Assembler {
             data: Cow::Borrowed(&[]),
             undelivered: 0,
             handshake: Some(verdict),
+            http: None,
         })
     }
 

@@ -87,6 +87,11 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
+    /// Decode HTTP/1 and HTTP/2: auto shows HTTP/2 frames and headers in text, an http
+    /// object in JSON and HTTP records in --pcap; off shows every call as its bytes
+    #[arg(long, value_enum, default_value_t = HttpMode::Auto)]
+    pub http: HttpMode,
+
     /// Also write the capture as pcapng to FILE, for Wireshark (implies --conn tracking).
     /// FILE must not exist yet; it is created readable by its owner only
     #[arg(long, value_name = "FILE")]
@@ -125,6 +130,12 @@ pub struct Cli {
     /// Print what is attached where, and libbpf's messages
     #[arg(short, long)]
     pub debug: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HttpMode {
+    Auto,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

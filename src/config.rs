@@ -14,6 +14,8 @@ pub struct Config {
     /// Flush after every drain rather than every 100 ms (a terminal is reading).
     pub interactive: bool,
     pub debug: bool,
+    /// Decode HTTP/1 and HTTP/2 (`--http auto`).
+    pub http: bool,
     /// Attach to files that processes start or map while running.
     pub follow: bool,
     /// The libraries traced (those not turned off).

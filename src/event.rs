@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::bpf::types::{conn, direction, event_hdr, found_event, found_kind};
 use crate::libs::{self, Func};
+use crate::proto::Http;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
@@ -157,6 +158,8 @@ pub struct Event<'a> {
     /// Captured bytes the kernel could not deliver (ring buffer full).
     pub undelivered: u64,
     pub handshake: Option<Handshake>,
+    /// What the call carried as HTTP, when the protocol stage recognised it.
+    pub http: Option<Http>,
 }
 
 impl Event<'_> {
@@ -313,6 +316,7 @@ pub mod testing {
             data: Cow::Borrowed(data),
             undelivered: 0,
             handshake: None,
+            http: None,
         }
     }
 }

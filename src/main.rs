@@ -20,6 +20,7 @@ mod kernel;
 mod libs;
 mod output;
 mod process;
+mod proto;
 mod pump;
 mod symbols;
 mod tracer;
@@ -38,7 +39,7 @@ use anyhow::{bail, Context, Result};
 use clap::error::ErrorKind as ClapErrorKind;
 use clap::Parser;
 
-use crate::cli::{Cli, Format};
+use crate::cli::{Cli, Format, HttpMode};
 use crate::config::{Config, COMM_LEN};
 use crate::diag::warning;
 use crate::output::json::Json;
@@ -154,6 +155,7 @@ fn config(cli: &Cli) -> Config {
         conn: cli.tracks_connections(),
         interactive: io::stdout().is_terminal(),
         debug: cli.debug,
+        http: cli.http == HttpMode::Auto,
         follow: !cli.no_follow,
         libraries: discover::enabled(&cli.kinds()),
     }

@@ -1,5 +1,5 @@
-//! The drain loop: ring buffer -> decode -> assemble -> outputs, until told to stop, with
-//! loss reported as it happens and everything still held flushed at the end.
+//! The drain loop: ring buffer -> decode -> assemble -> protocols -> outputs, until told
+//! to stop, with loss reported as it happens and everything still held flushed at the end.
 
 use std::cell::RefCell;
 use std::io;
@@ -11,8 +11,9 @@ use nix::time::{clock_gettime, ClockId};
 
 use crate::assemble::{Assembler, Counts};
 use crate::diag;
-use crate::event::decode;
+use crate::event::{decode, Direction, Event};
 use crate::output::Output;
+use crate::proto::{ConnKey, Decoders, Dir};
 
 /// How often the ring buffer is drained when the BPF side does not wake us. Waking
 /// user space for every event costs the traced program more than the probes do.
@@ -23,14 +24,17 @@ const REPORT_INTERVAL: Duration = Duration::from_millis(100);
 /// Where events go, shared by the ring-buffer callback and the loop.
 pub struct Sink<'o> {
     asm: Assembler,
+    /// The protocol stage; `None` with `--http off`.
+    http: Option<Decoders>,
     out: &'o mut dyn Output,
     error: Option<io::Error>,
 }
 
 impl<'o> Sink<'o> {
-    pub fn new(out: &'o mut dyn Output) -> Self {
+    pub fn new(out: &'o mut dyn Output, http: bool) -> Self {
         Sink {
             asm: Assembler::new(),
+            http: http.then(Decoders::new),
             out,
             error: None,
         }
@@ -38,8 +42,8 @@ impl<'o> Sink<'o> {
 
     /// The ring-buffer callback: a non-zero return stops the ring's consume.
     pub fn record(&mut self, raw: &[u8]) -> i32 {
-        let out = &mut *self.out;
-        if let Err(e) = self.asm.push(decode(raw), &mut |ev| out.event(&ev)) {
+        let (http, out) = (&mut self.http, &mut *self.out);
+        if let Err(e) = self.asm.push(decode(raw), &mut |ev| emit(http, out, ev)) {
             self.error = Some(e);
             return -1;
         }
@@ -47,9 +51,16 @@ impl<'o> Sink<'o> {
     }
 
     fn tick(&mut self) {
-        let out = &mut *self.out;
-        if let Err(e) = self.asm.tick(monotonic_ns(), &mut |ev| out.event(&ev)) {
+        let (http, out) = (&mut self.http, &mut *self.out);
+        if let Err(e) = self.asm.tick(monotonic_ns(), &mut |ev| emit(http, out, ev)) {
             self.error = Some(e);
+        }
+    }
+
+    /// Calls were lost without knowing whose: no HTTP/2 direction can trust its state.
+    fn lost_unknown_calls(&mut self) {
+        if let Some(http) = &mut self.http {
+            http.gap_all();
         }
     }
 
@@ -67,8 +78,8 @@ impl<'o> Sink<'o> {
     /// the output's error, if any.
     pub fn finish(&mut self) -> Option<io::Error> {
         if self.error.is_none() {
-            let out = &mut *self.out;
-            if let Err(e) = self.asm.finish(&mut |ev| out.event(&ev)) {
+            let (http, out) = (&mut self.http, &mut *self.out);
+            if let Err(e) = self.asm.finish(&mut |ev| emit(http, out, ev)) {
                 self.error = Some(e);
             }
         }
@@ -76,6 +87,33 @@ impl<'o> Sink<'o> {
             self.flush();
         }
         self.error.take()
+    }
+}
+
+/// The protocol stage, then the outputs.
+fn emit(http: &mut Option<Decoders>, out: &mut dyn Output, mut ev: Event) -> io::Result<()> {
+    if let Some(decoders) = http {
+        decorate(decoders, &mut ev);
+    }
+    out.event(&ev)
+}
+
+/// Attaches the call's HTTP, per TLS connection object (a socket is not always known)
+/// and direction. Bytes cut by --max-buffer-size or lost in the ring break the stream:
+/// the decoder is told after the bytes it has.
+fn decorate(decoders: &mut Decoders, ev: &mut Event) {
+    let dir = match ev.call.direction {
+        Direction::Read => Dir::Read,
+        Direction::Write => Dir::Write,
+        Direction::Handshake => return,
+    };
+    let key = ConnKey {
+        pid: ev.call.pid,
+        conn: ev.call.tls_conn,
+    };
+    ev.http = decoders.decode(key, dir, &ev.data);
+    if ev.truncated() > 0 || ev.undelivered > 0 {
+        decoders.gap(key, dir);
     }
 }
 
@@ -95,6 +133,7 @@ pub struct Watch<'a> {
 /// the undelivered bytes already reported, for the final report.
 pub fn drain(ring: &RingBuffer, sink: &RefCell<Sink>, watch: &Watch) -> Result<u64> {
     let mut reported = 0;
+    let mut unannounced = 0;
     let mut last_report = Instant::now();
     while !(watch.stop)() {
         let polled = ring.poll(DRAIN_INTERVAL);
@@ -115,6 +154,11 @@ pub fn drain(ring: &RingBuffer, sink: &RefCell<Sink>, watch: &Watch) -> Result<u
         sink.tick();
         if watch.interactive || last_report.elapsed() >= REPORT_INTERVAL {
             last_report = Instant::now();
+            let now_unannounced = (watch.unannounced_bytes)();
+            if now_unannounced > unannounced {
+                unannounced = now_unannounced;
+                sink.lost_unknown_calls();
+            }
             sink.flush();
             reported = report_undelivered(reported, &sink, watch);
         }

@@ -66,7 +66,7 @@ pub fn run(
         let links = follower.borrow().attached.link_count();
         diag::notice(&format!("{links} links attached"));
     }
-    let sink = RefCell::new(Sink::new(out));
+    let sink = RefCell::new(Sink::new(out, cfg.http));
     let ring = rings(&skel, &sink, &follower)?;
     let unannounced = || kernel::stats(&skel).unannounced_bytes;
     let follow = || follower.borrow_mut().work(&skel);

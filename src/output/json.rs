@@ -7,9 +7,11 @@
 use std::io::{self, Write};
 
 use base64::Engine;
+use serde::Serialize;
 
 use crate::escape::{clean_run, is_bidi_control};
 use crate::event::Event;
+use crate::output::http;
 use crate::output::Output;
 
 pub struct Json<W: Write> {
@@ -104,9 +106,32 @@ fn escape_str(line: &mut Vec<u8>, s: &str) {
     line.push(b'"');
 }
 
+/// serde_json's compact output, with DEL, C1 and bidirectional controls escaped as
+/// `escape_str` does. For the `http` object: rare and nested, where serde's derive is
+/// worth its cost; the per-event fields stay hand-written.
+struct SafeStrings;
+
+impl serde_json::ser::Formatter for SafeStrings {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let mut clean_from = 0;
+        for (i, c) in fragment.char_indices() {
+            if c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c) || is_bidi_control(c) {
+                writer.write_all(&fragment.as_bytes()[clean_from..i])?;
+                write!(writer, "\\u{:04x}", c as u32)?;
+                clean_from = i + c.len_utf8();
+            }
+        }
+        writer.write_all(&fragment.as_bytes()[clean_from..])
+    }
+}
+
 impl<W: Write> Json<W> {
     /// Builds the event's line in `self.line`.
-    fn build(&mut self, ev: &Event) {
+    fn build(&mut self, ev: &Event) -> io::Result<()> {
         let c = &ev.call;
         let line = &mut self.line;
         line.clear();
@@ -151,13 +176,19 @@ impl<W: Write> Json<W> {
                 line.push(b'"');
             }
         }
+        if let Some(decoded) = &ev.http {
+            key(line, "http");
+            let mut ser = serde_json::Serializer::with_formatter(&mut *line, SafeStrings);
+            http::json(decoded).serialize(&mut ser)?;
+        }
         line.extend_from_slice(b"}\n");
+        Ok(())
     }
 }
 
 impl<W: Write> Output for Json<W> {
     fn event(&mut self, ev: &Event) -> io::Result<()> {
-        self.build(ev);
+        self.build(ev)?;
         self.out.write_all(&self.line)
     }
 
@@ -218,7 +249,6 @@ mod tests {
     /// differ by a byte.
     fn reference(ev: &Event) -> String {
         use serde::Serialize;
-        use serde_json::ser::Formatter;
         use std::borrow::Cow;
 
         #[derive(Serialize)]
@@ -243,23 +273,6 @@ mod tests {
             ret: Option<i64>,
             encoding: &'static str,
             data: Cow<'a, str>,
-        }
-        struct SafeStrings;
-        impl Formatter for SafeStrings {
-            fn write_string_fragment<W: ?Sized + Write>(
-                &mut self,
-                writer: &mut W,
-                fragment: &str,
-            ) -> io::Result<()> {
-                for c in fragment.chars() {
-                    if c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c) || is_bidi_control(c) {
-                        write!(writer, "\\u{:04x}", c as u32)?;
-                    } else {
-                        write!(writer, "{c}")?;
-                    }
-                }
-                Ok(())
-            }
         }
         let (encoding, data) = match std::str::from_utf8(&ev.data) {
             Ok(text) => ("utf8", Cow::Borrowed(text)),
@@ -339,5 +352,28 @@ mod tests {
             (&v["direction"], &v["handshake"], &v["ret"]),
             (&"handshake".into(), &"failed".into(), &(-1).into())
         );
+    }
+
+    #[test]
+    fn http_calls_carry_an_http_object_with_unsafe_characters_escaped() {
+        use crate::proto::http2::tests::{literals, raw_frame};
+        let mut data = crate::proto::http2::PREFACE.to_vec();
+        let block = literals(&[
+            (":method", "GET"),
+            (":path", "/x"),
+            ("a", "b\u{7f}\u{202e}"),
+        ]);
+        data.extend(raw_frame(1, 0x5, 1, &block));
+        let mut ev = event("SSL_write", &data);
+        let key = crate::proto::ConnKey { pid: 1, conn: 2 };
+        ev.http = crate::proto::Decoders::new().decode(key, crate::proto::Dir::Write, &data);
+        let (line, v) = render(&ev);
+        let http = &v["http"];
+        assert_eq!(http["network.protocol.version"], "2");
+        assert_eq!(http["frames"][0]["http.request.method"], "GET");
+        assert_eq!(http["frames"][0]["url.path"], "/x");
+        assert!(line.contains(r#""value":"b\u007f\u202e""#), "{line}");
+        let (_, plain) = render(&event("SSL_write", b"raw"));
+        assert!(plain.get("http").is_none());
     }
 }

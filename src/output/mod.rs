@@ -2,6 +2,7 @@
 //! about BPF records or where the bytes go.
 
 pub mod hexdump;
+pub mod http;
 pub mod json;
 pub mod pcap;
 pub mod text;

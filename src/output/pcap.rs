@@ -1,26 +1,48 @@
-//! pcapng for Wireshark: each connection becomes a synthetic TCP stream between its real
-//! addresses and ports, with the plaintext as payload, so Wireshark's dissectors (HTTP,
-//! HTTP/2, ...) read it. Calls whose connection is unknown are left out, never invented.
+//! pcapng for Wireshark, between each connection's real addresses and ports. Calls
+//! recognised as HTTP go on a second interface as exported PDUs that name their dissector
+//! (`http`, `http2`): Wireshark has no HTTP/2 heuristic on TCP and takes port 443 for TLS,
+//! so on TCP the plaintext would show as "SSL Continuation Data". Other calls become a
+//! synthetic TCP stream, so Wireshark picks dissectors by port. Calls whose connection is
+//! unknown are left out, never invented.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
+use std::mem;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::diag::{safe, warning};
 use crate::event::{Direction, Event};
 use crate::output::Output;
+use crate::proto::{http2, Http, MAX_CONNS};
 
 /// LINKTYPE_RAW: packets start with an IPv4 or IPv6 header.
 const LINKTYPE_RAW: u16 = 101;
+/// LINKTYPE_WIRESHARK_UPPER_PDU: tags (dissector, addresses, ports), then the PDU.
+const LINKTYPE_UPPER_PDU: u16 = 252;
+/// Interface ids, in the order their blocks are written.
+const TCP_IF: u32 = 0;
+const PDU_IF: u32 = 1;
 /// Payload per synthetic segment, so that IP's 16-bit length always holds it.
 const SEGMENT: usize = 32 * 1024;
+/// HTTP/2 records are cut on frame boundaries past this size.
+const RECORD: usize = 64 * 1024;
+/// Wireshark refuses packets over 262144 bytes; the tags take under 100.
+const LONGEST_PDU: usize = 262_144 - 128;
 
 /// Next sequence number of each side of a stream, keyed by (local, remote).
 type Streams = HashMap<(SocketAddr, SocketAddr), (u32, u32)>;
 
+/// A TLS connection (pid, the library's connection object) and direction (true: write).
+type Side = (u32, u64, bool);
+
 pub struct Pcap<W: Write> {
     out: W,
     streams: Streams,
+    /// HTTP/2: the start of a frame that goes on in the next call. Wireshark does not
+    /// reassemble exported PDUs, so each record must hold whole frames.
+    held: HashMap<Side, Vec<u8>>,
+    /// HTTP/1 connections: their body-only calls are exported as `http` too.
+    http1: HashSet<(u32, u64)>,
     /// Added to the kernel's monotonic timestamps to get wall-clock time.
     realtime_offset_ns: u64,
     left_out: u64,
@@ -41,9 +63,16 @@ impl<W: Write> Pcap<W> {
         idb.extend_from_slice(&0u16.to_le_bytes());
         idb.extend_from_slice(&0u32.to_le_bytes());
         block(&mut out, 1, &idb, &[(9, &[9])])?;
+        let mut idb = Vec::new();
+        idb.extend_from_slice(&LINKTYPE_UPPER_PDU.to_le_bytes());
+        idb.extend_from_slice(&0u16.to_le_bytes());
+        idb.extend_from_slice(&0u32.to_le_bytes());
+        block(&mut out, 1, &idb, &[(9, &[9])])?;
         Ok(Pcap {
             out,
             streams: HashMap::new(),
+            held: HashMap::new(),
+            http1: HashSet::new(),
             realtime_offset_ns,
             left_out: 0,
         })
@@ -53,6 +82,14 @@ impl<W: Write> Pcap<W> {
     pub fn into_inner(self) -> W {
         self.out
     }
+}
+
+/// Where a packet comes from and goes to, with what the capture says about it.
+struct Packet<'a> {
+    src: SocketAddr,
+    dst: SocketAddr,
+    ts: u64,
+    comment: &'a str,
 }
 
 impl<W: Write> Output for Pcap<W> {
@@ -68,7 +105,6 @@ impl<W: Write> Output for Pcap<W> {
             self.left_out += 1;
             return Ok(());
         };
-        let (local_seq, remote_seq) = self.streams.entry((local, remote)).or_insert((1, 1));
         let outgoing = c.direction == Direction::Write;
         // The command name is the traced program's choice: escaped, as on a terminal.
         let comment = format!(
@@ -78,32 +114,186 @@ impl<W: Write> Output for Pcap<W> {
             safe(c.comm.bytes()),
             c.func.name
         );
-        let ts = c.end_ns() + self.realtime_offset_ns;
-        for chunk in ev.data.chunks(SEGMENT) {
-            let packet = if outgoing {
-                let p = segment(local, remote, *local_seq, *remote_seq, chunk);
-                *local_seq = local_seq.wrapping_add(chunk.len() as u32);
-                p
-            } else {
-                let p = segment(remote, local, *remote_seq, *local_seq, chunk);
-                *remote_seq = remote_seq.wrapping_add(chunk.len() as u32);
-                p
-            };
-            let mut epb = Vec::with_capacity(20 + packet.len());
-            epb.extend_from_slice(&0u32.to_le_bytes());
-            epb.extend_from_slice(&((ts >> 32) as u32).to_le_bytes());
-            epb.extend_from_slice(&(ts as u32).to_le_bytes());
-            epb.extend_from_slice(&(packet.len() as u32).to_le_bytes());
-            epb.extend_from_slice(&(packet.len() as u32).to_le_bytes());
-            epb.extend_from_slice(&packet);
-            block(&mut self.out, 6, &epb, &[(1, comment.as_bytes())])?;
+        let (src, dst) = if outgoing {
+            (local, remote)
+        } else {
+            (remote, local)
+        };
+        let packet = Packet {
+            src,
+            dst,
+            ts: c.end_ns() + self.realtime_offset_ns,
+            comment: &comment,
+        };
+        let conn = (c.pid, c.tls_conn);
+        match &ev.http {
+            Some(Http::H2(call)) => self.http2(ev, call, (c.pid, c.tls_conn, outgoing), &packet),
+            Some(Http::H1(_)) => {
+                bounded_insert(&mut self.http1, conn);
+                self.pdu(&packet, "http", &ev.data)
+            }
+            None if self.http1.contains(&conn) => self.pdu(&packet, "http", &ev.data),
+            None => self.tcp(&packet, (local, remote), outgoing, &ev.data),
         }
-        Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
+}
+
+/// Adds to a set that must stay bounded: past the bound it starts over (the connections
+/// forgotten are then exported as TCP).
+fn bounded_insert(set: &mut HashSet<(u32, u64)>, conn: (u32, u64)) {
+    if set.len() >= MAX_CONNS && !set.contains(&conn) {
+        set.clear();
+    }
+    set.insert(conn);
+}
+
+impl<W: Write> Pcap<W> {
+    /// A synthetic TCP segment per 32 KiB, on the stream's own sequence numbers.
+    fn tcp(
+        &mut self,
+        p: &Packet,
+        key: (SocketAddr, SocketAddr),
+        outgoing: bool,
+        data: &[u8],
+    ) -> io::Result<()> {
+        let (local_seq, remote_seq) = self.streams.entry(key).or_insert((1, 1));
+        let (seq, ack) = if outgoing {
+            (local_seq, remote_seq)
+        } else {
+            (remote_seq, local_seq)
+        };
+        for chunk in data.chunks(SEGMENT) {
+            let packet = segment(p.src, p.dst, *seq, *ack, chunk);
+            *seq = seq.wrapping_add(chunk.len() as u32);
+            packet_block(&mut self.out, TCP_IF, p, &packet)?;
+        }
+        Ok(())
+    }
+
+    /// An HTTP/2 call's whole frames, the start of an unfinished one held for the next
+    /// call. The frame boundaries are the decoder's.
+    fn http2(&mut self, ev: &Event, call: &http2::Call, side: Side, p: &Packet) -> io::Result<()> {
+        let mut buf = self.held.remove(&side).unwrap_or_default();
+        // The call starts on a frame boundary: what was held will never complete.
+        let fresh = call.preface || call.frames.first().is_some_and(|f| !f.started_earlier);
+        if fresh && !buf.is_empty() {
+            self.frames(p, &mem::take(&mut buf))?;
+        }
+        let data = &ev.data[..call.lost_at.unwrap_or(ev.data.len())];
+        let tail = match call.lost_at {
+            Some(_) => 0,
+            None => call.pending.map_or(0, |pending| pending.bytes()),
+        };
+        let lossy = ev.truncated() > 0 || ev.undelivered > 0;
+        if tail >= data.len() && !lossy {
+            // The call is all inside one frame (a DATA frame's part is shown, not held).
+            buf.extend_from_slice(data);
+        } else {
+            let split = data.len().saturating_sub(tail);
+            buf.extend_from_slice(&data[..split]);
+            self.frames(p, &mem::take(&mut buf))?;
+            buf.extend_from_slice(&data[split..]);
+        }
+        // The rest of a frame that lost bytes, or one too long to export whole, goes
+        // as it is: Wireshark shows it broken rather than not at all.
+        if lossy || buf.len() > LONGEST_PDU {
+            self.frames(p, &mem::take(&mut buf))?;
+        }
+        if !buf.is_empty() {
+            if self.held.len() >= 2 * MAX_CONNS {
+                self.held.clear();
+            }
+            self.held.insert(side, buf);
+        }
+        Ok(())
+    }
+
+    /// Whole frames (after the preface, if it leads) as records of about 64 KiB.
+    fn frames(&mut self, p: &Packet, buf: &[u8]) -> io::Result<()> {
+        for record in frame_records(buf) {
+            for piece in record.chunks(LONGEST_PDU) {
+                self.pdu(p, "http2", piece)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// An exported PDU for the named dissector, with the real addresses and ports.
+    fn pdu(&mut self, p: &Packet, dissector: &str, data: &[u8]) -> io::Result<()> {
+        let mut packet = Vec::with_capacity(64 + data.len());
+        let mut tag = |kind: u16, value: &[u8]| {
+            packet.extend_from_slice(&kind.to_be_bytes());
+            packet.extend_from_slice(&(value.len() as u16).to_be_bytes());
+            packet.extend_from_slice(value);
+        };
+        tag(12, dissector.as_bytes());
+        match (p.src.ip(), p.dst.ip()) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                tag(20, &s.octets());
+                tag(21, &d.octets());
+            }
+            (s, d) => {
+                tag(22, &v6(s).octets());
+                tag(23, &v6(d).octets());
+            }
+        }
+        tag(24, &2u32.to_be_bytes()); // EXP_PDU_PT_TCP
+        tag(25, &u32::from(p.src.port()).to_be_bytes());
+        tag(26, &u32::from(p.dst.port()).to_be_bytes());
+        tag(0, &[]);
+        packet.extend_from_slice(data);
+        packet_block(&mut self.out, PDU_IF, p, &packet)
+    }
+}
+
+/// Cuts whole HTTP/2 frames into records of at most `RECORD` bytes where frames allow.
+fn frame_records(buf: &[u8]) -> Vec<&[u8]> {
+    let mut records = Vec::new();
+    let mut start = 0;
+    let mut at = if buf.starts_with(http2::PREFACE) {
+        http2::PREFACE.len()
+    } else {
+        0
+    };
+    while at < buf.len() {
+        let len = match buf.get(at..at + 3) {
+            Some(l) => u32::from_be_bytes([0, l[0], l[1], l[2]]) as usize,
+            None => buf.len(),
+        };
+        let next = at.saturating_add(9).saturating_add(len).min(buf.len());
+        if next - start > RECORD && at > start {
+            records.push(&buf[start..at]);
+            start = at;
+        }
+        at = next;
+    }
+    if start < buf.len() {
+        records.push(&buf[start..]);
+    }
+    records
+}
+
+fn v6(a: IpAddr) -> std::net::Ipv6Addr {
+    match a {
+        IpAddr::V4(a) => a.to_ipv6_mapped(),
+        IpAddr::V6(a) => a,
+    }
+}
+
+/// An enhanced packet block on `interface`, with the call's comment.
+fn packet_block(out: &mut impl Write, interface: u32, p: &Packet, packet: &[u8]) -> io::Result<()> {
+    let mut epb = Vec::with_capacity(20 + packet.len());
+    epb.extend_from_slice(&interface.to_le_bytes());
+    epb.extend_from_slice(&((p.ts >> 32) as u32).to_le_bytes());
+    epb.extend_from_slice(&(p.ts as u32).to_le_bytes());
+    epb.extend_from_slice(&(packet.len() as u32).to_le_bytes());
+    epb.extend_from_slice(&(packet.len() as u32).to_le_bytes());
+    epb.extend_from_slice(packet);
+    block(out, 6, &epb, &[(1, p.comment.as_bytes())])
 }
 
 /// A pcapng block: type, total length, body and each option (code, value) padded to 4
@@ -156,10 +346,6 @@ fn segment(src: SocketAddr, dst: SocketAddr, seq: u32, ack: u32, payload: &[u8])
             sum_words(&ip[12..20]) + 6 + tcp.len() as u32
         }
         (s, d) => {
-            let v6 = |a: IpAddr| match a {
-                IpAddr::V4(a) => a.to_ipv6_mapped(),
-                IpAddr::V6(a) => a,
-            };
             ip.extend_from_slice(&[0x60, 0, 0, 0]);
             ip.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
             ip.extend_from_slice(&[6, 64]);
@@ -249,7 +435,7 @@ mod tests {
             kinds.push(kind);
             at += len;
         }
-        assert_eq!(kinds, [0x0A0D_0D0A, 1, 6, 6]);
+        assert_eq!(kinds, [0x0A0D_0D0A, 1, 1, 6, 6]);
     }
 
     #[test]
@@ -260,5 +446,76 @@ mod tests {
         let total = u32::from_le_bytes(out[4..8].try_into().unwrap()) as usize;
         assert_eq!(total, out.len());
         assert_eq!(out[total - 4..], out[4..8]);
+    }
+
+    /// The packets of a capture: (interface, packet data).
+    fn packets(out: &[u8]) -> Vec<(u32, Vec<u8>)> {
+        let mut packets = Vec::new();
+        let mut at = 0;
+        while at < out.len() {
+            let kind = u32::from_le_bytes(out[at..at + 4].try_into().unwrap());
+            let len = u32::from_le_bytes(out[at + 4..at + 8].try_into().unwrap()) as usize;
+            if kind == 6 {
+                let interface = u32::from_le_bytes(out[at + 8..at + 12].try_into().unwrap());
+                let cap = u32::from_le_bytes(out[at + 20..at + 24].try_into().unwrap()) as usize;
+                packets.push((interface, out[at + 28..at + 28 + cap].to_vec()));
+            }
+            at += len;
+        }
+        packets
+    }
+
+    #[test]
+    fn http2_records_hold_whole_frames_across_calls() {
+        use crate::proto::http2::tests::raw_frame;
+        use crate::proto::{ConnKey, Decoders, Dir};
+        let mut stream = http2::PREFACE.to_vec();
+        stream.extend(raw_frame(4, 0, 0, &[]));
+        let frame = raw_frame(0, 0, 1, &[b'x'; 100]);
+        stream.extend(&frame);
+        // The DATA frame is split over three calls, the middle one inside it.
+        let cuts = [
+            0,
+            http2::PREFACE.len() + 9 + 20,
+            http2::PREFACE.len() + 9 + 60,
+            stream.len(),
+        ];
+        let mut decoders = Decoders::new();
+        let mut pcap = Pcap::new(Vec::new(), 0).unwrap();
+        for w in cuts.windows(2) {
+            let mut ev = crate::event::testing::event("SSL_write", &stream[w[0]..w[1]]);
+            ev.call.conn.local = Some("127.0.0.1:40000".parse().unwrap());
+            ev.call.conn.remote = Some("127.0.0.2:443".parse().unwrap());
+            ev.http = decoders.decode(ConnKey { pid: 1, conn: 2 }, Dir::Write, &ev.data);
+            pcap.event(&ev).unwrap();
+        }
+        let packets = packets(&pcap.into_inner());
+        assert_eq!(
+            packets.len(),
+            2,
+            "one record for the preface and SETTINGS, one for DATA"
+        );
+        // Tags: the dissector's name, two addresses, the port type, two ports, the end.
+        let tags = (4 + 5) + 8 + 8 + 8 + 8 + 8 + 4;
+        assert!(packets.iter().all(|(interface, _)| *interface == PDU_IF));
+        assert_eq!(&packets[0].1[4..9], b"http2");
+        assert_eq!(&packets[0].1[tags..], &stream[..http2::PREFACE.len() + 9]);
+        assert_eq!(&packets[1].1[tags..], &frame[..]);
+        // Source 127.0.0.1, port 40000 -> 443.
+        assert_eq!(&packets[1].1[13..17], &[127, 0, 0, 1]);
+        assert_eq!(&packets[1].1[37..41], &40000u32.to_be_bytes());
+        assert_eq!(&packets[1].1[45..49], &443u32.to_be_bytes());
+    }
+
+    #[test]
+    fn large_http2_calls_are_cut_on_frame_boundaries() {
+        use crate::proto::http2::tests::raw_frame;
+        let frame = raw_frame(0, 0, 1, &[b'y'; 16_000]);
+        let buf = frame.repeat(10);
+        let records = frame_records(&buf);
+        assert_eq!(records.len(), 3);
+        assert!(records
+            .iter()
+            .all(|r| r.len() % frame.len() == 0 && r.len() <= RECORD));
     }
 }

@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use crate::escape::{escape, escape_inline};
 use crate::event::{Direction, Event, Handshake};
 use crate::output::hexdump::hexdump;
+use crate::output::http;
 use crate::output::Output;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -203,6 +204,8 @@ impl<W: Write> Output for Text<W> {
         self.out.write_all(b"----- DATA -----\n")?;
         if self.opts.hexdump {
             hexdump(&mut self.out, &ev.data)?;
+        } else if let Some(decoded) = &ev.http {
+            http::write_text(&mut self.out, decoded, &ev.data)?;
         } else {
             escape(&mut self.out, &ev.data)?;
             self.out.write_all(b"\n")?;
@@ -342,5 +345,40 @@ mod tests {
         assert!(out.contains("HANDSHAKE "), "{out}");
         assert!(out.contains(" -1 "), "{out}");
         assert!(out.contains("HANDSHAKE FAILED"), "{out}");
+    }
+
+    /// An HTTP/2 request written by a client from the start of its connection.
+    fn http2_request(data: &[u8]) -> Event<'_> {
+        let mut ev = event("SSL_write", data);
+        let key = crate::proto::ConnKey { pid: 1, conn: 2 };
+        let mut decoders = crate::proto::Decoders::new();
+        ev.http = decoders.decode(key, crate::proto::Dir::Write, data);
+        ev
+    }
+
+    fn request_bytes() -> Vec<u8> {
+        use crate::proto::http2::tests::{literals, raw_frame};
+        let mut data = crate::proto::http2::PREFACE.to_vec();
+        let block = literals(&[(":method", "GET"), (":path", "/x"), ("a", "\x1b[2J")]);
+        data.extend(raw_frame(1, 0x5, 1, &block));
+        data
+    }
+
+    #[test]
+    fn http2_calls_show_their_frames_and_hexdump_their_bytes() {
+        let data = request_bytes();
+        let ev = http2_request(&data);
+        let out = render(Options::default(), &[ev]);
+        assert!(
+            out.contains("[PREFACE] PRI * HTTP/2.0\n[stream 1 HEADERS END_STREAM END_HEADERS] :method: GET  :path: /x  a: \\x1b[2J\n"),
+            "{out}"
+        );
+        let opts = Options {
+            hexdump: true,
+            ..Options::default()
+        };
+        let out = render(opts, &[http2_request(&data)]);
+        assert!(out.contains("00000000  50 52 49 20"), "{out}");
+        assert!(!out.contains("[PREFACE]"), "{out}");
     }
 }
