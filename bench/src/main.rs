@@ -149,32 +149,39 @@ fn run(cli: &Cli) -> Result<()> {
     if wanted(Part::Follow) {
         run_follow(cli, runs)?;
     }
-    if wanted(Part::Scale) {
-        let mut rows = Vec::new();
-        for multi in [true, false] {
-            eprintln!(
-                "sslsniff-bench: scale, {} copies, multi-uprobe links: {multi}",
-                cli.scale_files
-            );
-            rows.push((
-                scale::run(&cli.sslsniff, cli.scale_files, multi)?,
-                rows::load_avg(),
-            ));
-        }
-        rows::print_scale(&rows);
-    }
     if wanted(Part::Go) {
-        let fixture = golang::build()?;
-        let mut rows = Vec::new();
-        for i in 0..runs {
-            eprintln!("sslsniff-bench: Go load, run {}/{runs}", i + 1);
-            rows.push((
-                golang::run(&fixture, &cli.sslsniff, cli.go_requests)?,
-                rows::load_avg(),
-            ));
-        }
-        rows::print_go(cli.go_requests, &rows);
+        run_go(cli, runs)?;
     }
+    // Last: the per-probe run leaves a child releasing its probes for minutes.
+    if wanted(Part::Scale) {
+        run_scale(cli)?;
+    }
+    Ok(())
+}
+
+fn run_go(cli: &Cli, runs: u64) -> Result<()> {
+    let fixture = golang::build()?;
+    let mut rows = Vec::new();
+    for i in 0..runs {
+        eprintln!("sslsniff-bench: Go load, run {}/{runs}", i + 1);
+        let run = golang::run(&fixture, &cli.sslsniff, cli.go_requests)?;
+        rows.push((run, rows::load_avg()));
+    }
+    rows::print_go(cli.go_requests, &rows);
+    Ok(())
+}
+
+fn run_scale(cli: &Cli) -> Result<()> {
+    let mut rows = Vec::new();
+    for multi in [true, false] {
+        eprintln!(
+            "sslsniff-bench: scale, {} copies, multi-uprobe links: {multi}",
+            cli.scale_files
+        );
+        let run = scale::run(&cli.sslsniff, cli.scale_files, multi)?;
+        rows.push((run, rows::load_avg()));
+    }
+    rows::print_scale(&rows);
     Ok(())
 }
 

@@ -140,7 +140,11 @@ pub fn print_scale(runs: &[(Scale, String)]) {
                 s.links.to_string(),
                 s.perf_events.to_string(),
                 format!("{:.2}", s.stop_s),
-                s.released_s.map_or("-".into(), |r| format!("{r:.1}")),
+                match s.released {
+                    None => "-".into(),
+                    Some((secs, true)) => format!("{secs:.1}"),
+                    Some((secs, false)) => format!("> {secs:.0}"),
+                },
                 format!("{:.1}", s.rss_mib),
                 load.clone(),
             ]
@@ -161,7 +165,7 @@ pub fn print_scale(runs: &[(Scale, String)]) {
         ],
         &rows,
     );
-    println!("ready: start to `ready`; stop: SIGINT to exit; released: SIGINT until the child left to release per-probe links is gone (- : none seen).");
+    println!("ready: start to `ready`; stop: SIGINT to exit; released: SIGINT until the child left to release per-probe links is gone (-: none seen; >: still at work, not waited for).");
     println!("per-probe: SSLSNIFF_NO_UPROBE_MULTI=1, one perf-event link per probe, as on kernels before 6.6.");
     for (s, _) in runs {
         verdict(

@@ -14,6 +14,9 @@ use crate::sniff::{self, Sniffer, Status};
 
 /// The one-probe-per-link path attaches thousands of perf events: minutes are possible.
 const READY_TIMEOUT: Duration = Duration::from_secs(600);
+/// Releasing perf-event probes takes about 130 ms each here: the child left to release
+/// 9000 of them works for 20 minutes. Waited for this long, then left to finish.
+pub const RELEASE_WAIT: Duration = Duration::from_secs(120);
 
 pub struct Scale {
     pub files: usize,
@@ -27,8 +30,9 @@ pub struct Scale {
     pub perf_events: usize,
     pub stop_s: f64,
     pub rss_mib: f64,
-    /// From SIGINT until a child left to release the probes (per-probe path) is gone.
-    pub released_s: Option<f64>,
+    /// From SIGINT until a child left to release the probes (per-probe path) is gone;
+    /// false when it was still at work after RELEASE_WAIT.
+    pub released: Option<(f64, bool)>,
 }
 
 /// Starts sslsniff with `n` copies of libssl as --extra-lib, each in its own directory.
@@ -70,15 +74,16 @@ pub fn run(sslsniff: &Path, n: usize, multi: bool) -> Result<Scale> {
         .into_iter()
         .filter(|p| !before.contains(p))
         .collect();
-    let released_s = (!releasers.is_empty()).then(|| {
-        while releasers
-            .iter()
-            .any(|p| Path::new(&format!("/proc/{p}")).exists())
-            && stopping.elapsed() < READY_TIMEOUT
-        {
+    let released = (!releasers.is_empty()).then(|| {
+        let alive = || {
+            releasers
+                .iter()
+                .any(|p| Path::new(&format!("/proc/{p}")).exists())
+        };
+        while alive() && stopping.elapsed() < RELEASE_WAIT {
             thread::sleep(Duration::from_millis(20));
         }
-        stopping.elapsed().as_secs_f64()
+        (stopping.elapsed().as_secs_f64(), !alive())
     });
     Ok(Scale {
         files: n,
@@ -89,7 +94,7 @@ pub fn run(sslsniff: &Path, n: usize, multi: bool) -> Result<Scale> {
         perf_events,
         stop_s: report.stop_s,
         rss_mib: report.usage.max_rss_kib as f64 / 1024.0,
-        released_s,
+        released,
     })
 }
 
