@@ -73,7 +73,7 @@ fn probe_offsets(exe: &Path) -> Result<Vec<usize>> {
             .with_context(|| format!("the Go fixture has no symbol {name}"))?;
         let start = usize::try_from(sym.address() - text.address())?;
         let body = code
-            .get(start..start + sym.size() as usize)
+            .get(start..start.saturating_add(sym.size() as usize))
             .with_context(|| format!("{name} lies outside .text"))?;
         let rets = returns(body).with_context(|| format!("cannot decode {name}"))?;
         ensure!(!rets.is_empty(), "{name} has no return instruction");
