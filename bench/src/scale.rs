@@ -66,14 +66,10 @@ pub fn run(sslsniff: &Path, n: usize, multi: bool) -> Result<Scale> {
         fds_named(sniffer.pid(), "anon_inode:bpf_link"),
         fds_named(sniffer.pid(), "anon_inode:[perf_event]"),
     );
-    let before = sslsniffs();
     let stopping = Instant::now();
     let report = sniffer.stop()?;
     drained.join().ok();
-    let releasers: Vec<u32> = sslsniffs()
-        .into_iter()
-        .filter(|p| !before.contains(p))
-        .collect();
+    let releasers = releasers(&prefix);
     let released = (!releasers.is_empty()).then(|| {
         let alive = || {
             releasers
@@ -107,15 +103,16 @@ fn fds_named(pid: u32, name: &str) -> usize {
     })
 }
 
-/// PIDs of processes named sslsniff: the per-probe path leaves a child behind at exit
-/// to release the probes, which shows up as a new one.
-fn sslsniffs() -> Vec<u32> {
+/// The per-probe path leaves a child at exit to release the probes: a fork, so it has
+/// our sslsniff's command line, which names this run's scratch directory (other
+/// sessions' sslsniff processes do not).
+fn releasers(scratch: &str) -> Vec<u32> {
     fs::read_dir("/proc").map_or(Vec::new(), |dir| {
         dir.flatten()
             .filter_map(|e| e.file_name().to_str()?.parse().ok())
             .filter(|pid: &u32| {
-                fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .is_ok_and(|c| c.trim_end() == "sslsniff")
+                fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(scratch))
             })
             .collect()
     })
