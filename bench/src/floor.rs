@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::mem::MaybeUninit;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
@@ -28,18 +29,38 @@ const FUNCS: [&str; 4] = ["SSL_write", "SSL_read", "SSL_write_ex", "SSL_read_ex"
 /// Runs `load` with the floor probes attached to process `pid`.
 pub fn traced<T>(pid: u32, load: impl FnOnce() -> Result<T>) -> Result<T> {
     let mut storage = MaybeUninit::uninit();
-    let open = skel::FloorSkelBuilder::default()
-        .open(&mut storage)
-        .context("cannot open the floor BPF object")?;
-    let skel = open
-        .load()
-        .context("the kernel refused the floor BPF programs")?;
+    let skel = open_and_load(&mut storage)?;
     let offsets = offsets()?;
     let _links = [
         attach(&skel.progs.floor_enter, pid, &offsets, false)?,
         attach(&skel.progs.floor_exit, pid, &offsets, true)?,
     ];
     load()
+}
+
+/// Runs `load` with an empty uprobe (never a uretprobe: see golang.rs) at each of
+/// `offsets` in `path`, in every process that runs it.
+pub fn traced_at<T>(path: &Path, offsets: &[usize], load: impl FnOnce() -> Result<T>) -> Result<T> {
+    let mut storage = MaybeUninit::uninit();
+    let skel = open_and_load(&mut storage)?;
+    let opts = UprobeMultiOpts {
+        offsets: offsets.to_vec(),
+        ..Default::default()
+    };
+    let _link = skel
+        .progs
+        .floor_enter
+        .attach_uprobe_multi_with_opts(-1, path, "", opts)
+        .with_context(|| format!("cannot attach the floor probes to {}", path.display()))?;
+    load()
+}
+
+fn open_and_load(storage: &mut MaybeUninit<libbpf_rs::OpenObject>) -> Result<skel::FloorSkel<'_>> {
+    let open = skel::FloorSkelBuilder::default()
+        .open(storage)
+        .context("cannot open the floor BPF object")?;
+    open.load()
+        .context("the kernel refused the floor BPF programs")
 }
 
 fn attach(prog: &ProgramMut, pid: u32, offsets: &[usize], retprobe: bool) -> Result<Link> {
@@ -73,7 +94,7 @@ fn offsets() -> Result<Vec<usize>> {
 }
 
 /// Symbols give virtual addresses; uprobes take offsets in the file.
-fn file_offset(elf: &object::File, addr: u64) -> Option<usize> {
+pub fn file_offset(elf: &object::File, addr: u64) -> Option<usize> {
     elf.segments().find_map(|seg| {
         let (start, size) = (seg.address(), seg.size());
         (start..start + size)

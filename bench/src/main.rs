@@ -6,10 +6,15 @@
 
 mod bench;
 mod floor;
+mod follow;
+mod golang;
 mod load;
 mod message;
 mod proc;
 mod report;
+mod rows;
+mod scale;
+mod scratch;
 mod sniff;
 mod verify;
 
@@ -19,7 +24,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 /// Where `cargo build --release` puts sslsniff, whatever directory the bench runs from.
@@ -56,6 +61,35 @@ struct Cli {
     /// A smoke run: few calls and one run, unless --n or --runs say otherwise
     #[arg(long)]
     quick: bool,
+
+    /// Run only these parts, comma-separated [default: all]
+    #[arg(long, value_name = "PARTS", value_delimiter = ',', value_enum)]
+    only: Vec<Part>,
+
+    /// Never-seen library copies mapped for the attach latency
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    follow_files: usize,
+
+    /// Library copies for the scale rows
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    scale_files: usize,
+
+    /// Requests of the Go load
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    go_requests: u32,
+}
+
+/// The parts of the bench, each with its own table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Part {
+    /// The TLS load at each size: untraced, floor, sslsniff
+    Throughput,
+    /// Attach latency of never-seen files, and idle cost at 200 execs/s
+    Follow,
+    /// 1000 library copies: start, stop, memory, with and without multi-uprobe links
+    Scale,
+    /// The Go HTTPS fixture: untraced, floor, sslsniff
+    Go,
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,23 +125,85 @@ fn run(cli: &Cli) -> Result<()> {
             cli.sslsniff.display()
         );
     }
-    let plan = bench::Plan {
-        sslsniff: cli.sslsniff.clone(),
-        sizes: cli
-            .sizes
-            .iter()
-            .map(|&size| (size, calls_for(cli, size)))
-            .collect(),
-        runs: cli.runs.unwrap_or(if cli.quick { 1 } else { 3 }),
-    };
     // Handled, so that an interrupted run says so rather than reporting a failed load.
     let interrupted = Arc::new(AtomicBool::new(false));
     for signal in [SIGINT, SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&interrupted))
             .context("cannot install signal handlers")?;
     }
-    let results = bench::run(&plan, &interrupted)?;
-    report::print(&results);
+    let runs = cli.runs.unwrap_or(if cli.quick { 1 } else { 3 });
+    let wanted = |part| cli.only.is_empty() || cli.only.contains(&part);
+    if wanted(Part::Throughput) {
+        let plan = bench::Plan {
+            sslsniff: cli.sslsniff.clone(),
+            sizes: cli
+                .sizes
+                .iter()
+                .map(|&size| (size, calls_for(cli, size)))
+                .collect(),
+            runs,
+        };
+        let results = bench::run(&plan, &interrupted)?;
+        report::print(&results);
+    }
+    if wanted(Part::Follow) {
+        run_follow(cli, runs)?;
+    }
+    if wanted(Part::Go) {
+        run_go(cli, runs)?;
+    }
+    // Last: the per-probe run leaves a child releasing its probes for minutes.
+    if wanted(Part::Scale) {
+        run_scale(cli)?;
+    }
+    Ok(())
+}
+
+fn run_go(cli: &Cli, runs: u64) -> Result<()> {
+    let fixture = golang::build()?;
+    let mut rows = Vec::new();
+    for i in 0..runs {
+        eprintln!("sslsniff-bench: Go load, run {}/{runs}", i + 1);
+        let run = golang::run(&fixture, &cli.sslsniff, cli.go_requests)?;
+        rows.push((run, rows::load_avg()));
+    }
+    rows::print_go(cli.go_requests, &rows);
+    Ok(())
+}
+
+fn run_scale(cli: &Cli) -> Result<()> {
+    let mut rows = Vec::new();
+    for multi in [true, false] {
+        eprintln!(
+            "sslsniff-bench: scale, {} copies, multi-uprobe links: {multi}",
+            cli.scale_files
+        );
+        let run = scale::run(&cli.sslsniff, cli.scale_files, multi)?;
+        rows.push((run, rows::load_avg()));
+    }
+    rows::print_scale(&rows);
+    Ok(())
+}
+
+fn run_follow(cli: &Cli, runs: u64) -> Result<()> {
+    eprintln!(
+        "sslsniff-bench: attach latency, {} copies",
+        cli.follow_files
+    );
+    let latency = follow::latency(&cli.sslsniff, cli.follow_files)?;
+    rows::print_latency(&latency, &rows::load_avg());
+    let mut idle = Vec::new();
+    for i in 0..runs {
+        // Interleaved, so that a slow spell of the shared machine falls on all three.
+        for follow in [None, Some(false), Some(true)] {
+            eprintln!(
+                "sslsniff-bench: idle cost, run {}/{runs}, follow: {follow:?}",
+                i + 1
+            );
+            idle.push((follow::idle(&cli.sslsniff, follow)?, rows::load_avg()));
+        }
+    }
+    rows::print_idle(&idle);
     Ok(())
 }
 

@@ -1,12 +1,12 @@
 //! Runs sslsniff on the load child as a user would, and collects what it says about
 //! itself and what the kernel says it cost.
 
-use std::io::{BufRead, BufReader};
+use std::io::{self, BufRead, BufReader};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{ChildStdout, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -18,7 +18,7 @@ use crate::proc::{Proc, Usage};
 use crate::verify::Format;
 
 /// Attaching walks every TLS library on the machine; seconds are normal, a minute is not.
-const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
+pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Past this, sslsniff's exit counts as hung and it is killed.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(120);
 /// The library the load uses: its `tracing` status line must name it.
@@ -68,65 +68,102 @@ pub fn start(sslsniff: &Path, pid: u32, mode: Mode) -> Result<(Sniffer, ChildStd
     if mode.format == Format::Json {
         cmd.args(["--format", "json"]);
     }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut proc = Proc::spawn(&mut cmd)?;
-    let stdout = proc.child().stdout.take().expect("stdout is piped");
-    // SAFETY: fcntl on a pipe descriptor we own; a failure only leaves the default size.
-    unsafe { libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
-    let stderr = proc.child().stderr.take().expect("stderr is piped");
-    let (tx, rx) = mpsc::channel();
-    // A thread, so that waiting for a line can time out; it ends when sslsniff does.
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut sniffer = Sniffer {
-        proc,
-        stderr: rx,
-        lines: Vec::new(),
-    };
+    let (mut sniffer, stdout) = Sniffer::spawn(&mut cmd)?;
     sniffer.wait_for_tracing()?;
     Ok((sniffer, stdout))
 }
 
+/// Reads a pipe to its end and counts the bytes: for runs whose output is not checked.
+pub fn drain(mut stdout: ChildStdout) -> JoinHandle<u64> {
+    thread::spawn(move || io::copy(&mut stdout, &mut io::sink()).unwrap_or(0))
+}
+
 impl Sniffer {
+    /// Starts `cmd` (sslsniff and its flags) with `--status json` lines on a pipe that a
+    /// thread reads, and returns with the pipe its output comes out of.
+    pub fn spawn(cmd: &mut Command) -> Result<(Sniffer, ChildStdout)> {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut proc = Proc::spawn(cmd)?;
+        let stdout = proc.child().stdout.take().expect("stdout is piped");
+        // SAFETY: fcntl on a pipe descriptor we own; a failure only leaves the default size.
+        unsafe { libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+        let stderr = proc.child().stderr.take().expect("stderr is piped");
+        let (tx, rx) = mpsc::channel();
+        // A thread, so that waiting for a line can time out; it ends when sslsniff does.
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let sniffer = Sniffer {
+            proc,
+            stderr: rx,
+            lines: Vec::new(),
+        };
+        Ok((sniffer, stdout))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    /// The next status line sslsniff prints before `deadline`, parsed (None for lines the
+    /// bench does not act on); Err when the deadline passes or sslsniff exits.
+    pub fn next_status(&mut self, deadline: Instant) -> Result<Option<Status>> {
+        match self
+            .stderr
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            Ok(line) => {
+                let status = Status::parse(&line);
+                // Debug lines (-d) are many and say nothing the errors need.
+                if !line.contains(r#""type":"debug""#) {
+                    self.lines.push(line);
+                }
+                Ok(status)
+            }
+            Err(RecvTimeoutError::Timeout) => bail!("sslsniff said nothing in time"),
+            Err(RecvTimeoutError::Disconnected) => {
+                bail!("sslsniff exited: {}", self.lines.join(" | "))
+            }
+        }
+    }
+
+    /// Waits for `ready`; returns how long it took from now.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<Duration> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        loop {
+            let status = self
+                .next_status(deadline)
+                .with_context(|| format!("sslsniff was not ready within {timeout:?}"))?;
+            if status == Some(Status::Ready) {
+                return Ok(started.elapsed());
+            }
+        }
+    }
+
     fn wait_for_tracing(&mut self) -> Result<()> {
         let deadline = Instant::now() + ATTACH_TIMEOUT;
         let mut libssl = false;
         loop {
-            match self
-                .stderr
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) => {
-                    let status = Status::parse(&line);
-                    self.lines.push(line);
-                    match status {
-                        Some(Status::Tracing(path)) if path.ends_with(LIBSSL) => libssl = true,
-                        Some(Status::Ready) if libssl => return Ok(()),
-                        Some(Status::Ready) => {
-                            bail!(
-                                "sslsniff is ready without tracing libssl.so.3: {}",
-                                self.lines.join(" | ")
-                            )
-                        }
-                        _ => {}
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    bail!("sslsniff did not trace libssl.so.3 and get ready within {ATTACH_TIMEOUT:?}")
-                }
-                Err(RecvTimeoutError::Disconnected) => {
+            let status = self
+                .next_status(deadline)
+                .context("sslsniff did not trace libssl.so.3 and get ready")?;
+            match status {
+                Some(Status::Tracing { path, .. }) if path.ends_with(LIBSSL) => libssl = true,
+                Some(Status::Ready) if libssl => return Ok(()),
+                Some(Status::Ready) => {
                     bail!(
-                        "sslsniff exited before tracing libssl.so.3: {}",
+                        "sslsniff is ready without tracing libssl.so.3: {}",
                         self.lines.join(" | ")
                     )
                 }
+                _ => {}
             }
         }
     }
@@ -173,8 +210,12 @@ impl Sniffer {
 
 /// The status lines the bench acts on; the others are kept for error messages only.
 #[derive(Debug, PartialEq, Eq)]
-enum Status {
-    Tracing(String),
+pub enum Status {
+    /// A file now traced, with the time from its revealing event to attached (`-d`).
+    Tracing {
+        path: String,
+        latency_us: Option<u64>,
+    },
     Ready,
     Undelivered,
     Summary(Summary),
@@ -185,7 +226,10 @@ impl Status {
         let v: Value = serde_json::from_str(line).ok()?;
         let num = |key: &str| v.get(key).and_then(Value::as_u64);
         match v.get("type")?.as_str()? {
-            "tracing" => Some(Status::Tracing(v.get("path")?.as_str()?.to_string())),
+            "tracing" => Some(Status::Tracing {
+                path: v.get("path")?.as_str()?.to_string(),
+                latency_us: num("latency_us"),
+            }),
             "ready" => Some(Status::Ready),
             "warning" => num("undelivered_bytes").map(|_| Status::Undelivered),
             "summary" => Some(Status::Summary(Summary {
@@ -221,7 +265,19 @@ mod tests {
             Status::parse(
                 r#"{"type":"tracing","path":"/usr/lib/libssl.so.3","library":"openssl","functions":[]}"#
             ),
-            Some(Status::Tracing("/usr/lib/libssl.so.3".into()))
+            Some(Status::Tracing {
+                path: "/usr/lib/libssl.so.3".into(),
+                latency_us: None
+            })
+        );
+        assert_eq!(
+            Status::parse(
+                r#"{"type":"tracing","path":"/x/libssl.so.3","library":"openssl","functions":[],"pid":7,"comm":"sleep","latency_us":433}"#
+            ),
+            Some(Status::Tracing {
+                path: "/x/libssl.so.3".into(),
+                latency_us: Some(433)
+            })
         );
         assert_eq!(Status::parse(r#"{"type":"ready"}"#), Some(Status::Ready));
         assert_eq!(
