@@ -234,26 +234,32 @@ fn a_go_program_survives_sslsniff_coming_and_going() {
     let work = Workdir::new();
     let exe = build_go(&work, "go-churn", &[]);
     let (mut server, url) = go_server(&exe);
-    let mut client = Proc::spawn(
-        "go load",
-        Command::new(&exe)
-            .args([
-                "load",
-                &format!("{url}/echo"),
-                "10000",
-                "4",
-                "2048",
-                &marker("churn"),
-            ])
-            .stdout(Stdio::null()),
-    );
+    // The server lives through every restart; clients of 10,000 checked requests each
+    // follow one another, so that Go code runs under every attach and detach.
+    let load = || {
+        Proc::spawn(
+            "go load",
+            Command::new(&exe)
+                .args([
+                    "load",
+                    &format!("{url}/echo"),
+                    "10000",
+                    "4",
+                    "2048",
+                    &marker("churn"),
+                ])
+                .stdout(Stdio::null()),
+        )
+    };
+    let mut client = load();
     for _ in 0..20 {
         let sniffer = Sniffer::start(&["-c", "go-churn"]);
         std::thread::sleep(Duration::from_millis(50));
         let out = sniffer.stop();
         assert!(out.status.success(), "{}", out.stderr);
-        if client.child.try_wait().unwrap().is_some() {
-            break;
+        if let Some(status) = client.child.try_wait().unwrap() {
+            assert!(status.success(), "a Go client failed or crashed: {status}");
+            client = load();
         }
     }
     let status = client.wait_timeout(Duration::from_secs(120));
