@@ -102,6 +102,16 @@ impl Registry {
         (released, links)
     }
 
+    /// The links of the syscall and exec hooks (raw tracepoints, which close fast),
+    /// apart from the probes on files.
+    pub fn take_hooks(&mut self) -> Vec<Link> {
+        let (hooks, files) = std::mem::take(&mut self.entries)
+            .into_iter()
+            .partition(|e| e.file.is_none() && e.target.is_none());
+        self.entries = files;
+        hooks.into_iter().flat_map(|e: Attached| e.links).collect()
+    }
+
     /// Every link, for closing at exit.
     pub fn take_links(&mut self) -> Vec<Link> {
         std::mem::take(&mut self.entries)

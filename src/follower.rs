@@ -30,7 +30,7 @@ pub struct Follower {
 
 impl Follower {
     /// Takes over the targets attached at start, loads them into the kernel's seen set,
-    /// attaches the exec and mmap hooks, and examines every running process's
+    /// attaches the syscall hooks (connections; exec and mmap), and examines every running process's
     /// executable (node, static builds) as if it had just started.
     pub fn start(
         skel: &SslsniffSkel,
@@ -54,6 +54,14 @@ impl Follower {
             }
             let keep = target.requested || !cfg.follow;
             me.attached.add(file, links, Some(target), keep);
+        }
+        if cfg.conn {
+            let link = skel
+                .progs
+                .conn_fd
+                .attach()
+                .context("cannot attach connection tracking")?;
+            me.attached.add(None, vec![link], None, true);
         }
         if cfg.follow {
             for prog in [&skel.progs.follow_exec, &skel.progs.follow_mmap] {

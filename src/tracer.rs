@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, ProgramAttachType, RingBuffer, RingBufferBuilder};
+use libbpf_rs::{ProgramAttachType, RingBuffer, RingBufferBuilder};
 
 use crate::attach::{self, Plan};
 use crate::bpf::types::{func_info, go_fd_path, stats};
@@ -60,7 +60,7 @@ pub fn run(
         multi,
         debug: cfg.debug,
     };
-    let started = attach(&skel, cfg, targets, plan)?;
+    let started = attach::attach_all(&programs(&skel), plan, targets)?;
     let follower = RefCell::new(Follower::start(&skel, cfg, plan, started)?);
     if cfg.debug {
         let links = follower.borrow().attached.link_count();
@@ -83,7 +83,12 @@ pub fn run(
     if let Some(bss) = bss {
         bss.stopped = true;
     }
-    attach::detach(follower.borrow_mut().attached.take_links(), multi);
+    let mut follower = follower.borrow_mut();
+    // The hooks first, on every path: they run on every syscall of the machine, and
+    // must not wait behind the probes' slow release on older kernels.
+    attach::detach(follower.attached.take_hooks(), true);
+    attach::detach(follower.attached.take_links(), multi);
+    drop(follower);
     if cfg.debug {
         diag::notice(&format!("detached in {:?}", detach_started.elapsed()));
     }
@@ -198,27 +203,6 @@ fn configure(open: &mut OpenSslsniffSkel, cfg: &Config, multi: bool) -> Result<(
         }
     }
     Ok(())
-}
-
-/// Attaches to the targets found at start, and the connection hook when asked for.
-fn attach(
-    skel: &SslsniffSkel,
-    cfg: &Config,
-    targets: Vec<Target>,
-    plan: Plan,
-) -> Result<Vec<(Target, Vec<Link>)>> {
-    let mut attached = attach::attach_all(&programs(skel), plan, targets)?;
-    if cfg.conn {
-        let link = skel
-            .progs
-            .conn_fd
-            .attach()
-            .context("cannot attach connection tracking")?;
-        if let Some((_, links)) = attached.first_mut() {
-            links.push(link);
-        }
-    }
-    Ok(attached)
 }
 
 fn sum_up(kernel: &stats, sink: &Sink) -> Summary {
