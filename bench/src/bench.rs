@@ -14,11 +14,11 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 
 use crate::floor;
 use crate::load::Outcome;
+use crate::message::size_label;
 use crate::message::Messages;
 use crate::proc::Proc;
-use crate::report::size_label;
-use crate::sniff::{self, Report};
-use crate::verify::{self, Capture, Format};
+use crate::sniff::{self, mode_label, Mode, Report, MODES};
+use crate::verify::{self, Capture};
 
 /// sslsniff is stopped a moment after the traffic ends, as a user would stop it: by then
 /// it should have printed everything, so that its stop time is its exit, not a backlog.
@@ -30,31 +30,6 @@ pub struct Plan {
     pub sizes: Vec<(usize, u64)>,
     pub runs: u64,
 }
-
-/// How sslsniff is run on the load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mode {
-    /// Both threads (every read and write), as a user tracing a program does; or the
-    /// writer only (-c), the reader's calls still trapping and being filtered in BPF.
-    pub both: bool,
-    pub format: Format,
-}
-
-/// What every run measures, in this order.
-pub const MODES: [Mode; 3] = [
-    Mode {
-        both: true,
-        format: Format::Text,
-    },
-    Mode {
-        both: true,
-        format: Format::Json,
-    },
-    Mode {
-        both: false,
-        format: Format::Text,
-    },
-];
 
 pub struct SizeResult {
     pub size: usize,
@@ -116,15 +91,6 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> Result<Vec<SizeResult>> {
         results.push(SizeResult { size, n, runs });
     }
     Ok(results)
-}
-
-pub fn mode_label(mode: Mode) -> &'static str {
-    match (mode.both, mode.format) {
-        (true, Format::Text) => "both text",
-        (true, Format::Json) => "both json",
-        (false, Format::Text) => "writer text",
-        (false, Format::Json) => "writer json",
-    }
 }
 
 /// The measurements follow each other within a run, so that the VM's slow spells fall

@@ -85,6 +85,15 @@ impl Messages {
     }
 }
 
+/// A message size as people write it: 100 B, 4 KiB, 1 MiB.
+pub fn size_label(size: usize) -> String {
+    match size {
+        s if s >= 1 << 20 && s % (1 << 20) == 0 => format!("{} MiB", s >> 20),
+        s if s >= 1 << 10 && s % (1 << 10) == 0 => format!("{} KiB", s >> 10),
+        s => format!("{s} B"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

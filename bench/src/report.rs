@@ -1,6 +1,8 @@
 //! The results table and the targets sslsniff is held to.
 
-use crate::bench::{mode_label, Mode, Run, SizeResult, Sniffed, MODES};
+use crate::bench::{Run, SizeResult, Sniffed};
+use crate::message::size_label;
+use crate::sniff::{mode_label, Mode, MODES};
 
 /// sslsniff's added time over the floor's, both directions traced in text, per size.
 const RATIO_TARGETS: [(usize, f64); 4] = [
@@ -349,14 +351,6 @@ fn verdict(what: &str, result: Result<(bool, String), String>) {
         Ok((true, detail)) => println!("  PASS     {what} ({detail})"),
         Ok((false, detail)) => println!("  MISS     {what} ({detail})"),
         Err(why) => println!("  INVALID  {what}: {why}"),
-    }
-}
-
-pub fn size_label(size: usize) -> String {
-    match size {
-        s if s >= 1 << 20 && s % (1 << 20) == 0 => format!("{} MiB", s >> 20),
-        s if s >= 1 << 10 && s % (1 << 10) == 0 => format!("{} KiB", s >> 10),
-        s => format!("{s} B"),
     }
 }
 

@@ -13,7 +13,6 @@ use anyhow::{bail, ensure, Context, Result};
 
 use serde_json::Value;
 
-use crate::bench::Mode;
 use crate::proc::{Proc, Usage};
 use crate::verify::Format;
 
@@ -23,6 +22,40 @@ pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(120);
 /// The library the load uses: its `tracing` status line must name it.
 const LIBSSL: &str = "/libssl.so.3";
+
+/// How sslsniff is run on the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode {
+    /// Both threads (every read and write), as a user tracing a program does; or the
+    /// writer only (-c), the reader's calls still trapping and being filtered in BPF.
+    pub both: bool,
+    pub format: Format,
+}
+
+/// What every run measures, in this order.
+pub const MODES: [Mode; 3] = [
+    Mode {
+        both: true,
+        format: Format::Text,
+    },
+    Mode {
+        both: true,
+        format: Format::Json,
+    },
+    Mode {
+        both: false,
+        format: Format::Text,
+    },
+];
+
+pub fn mode_label(mode: Mode) -> &'static str {
+    match (mode.both, mode.format) {
+        (true, Format::Text) => "both text",
+        (true, Format::Json) => "both json",
+        (false, Format::Text) => "writer text",
+        (false, Format::Json) => "writer json",
+    }
+}
 
 pub struct Sniffer {
     proc: Proc,
