@@ -13,13 +13,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-fn json_events(stdout: &str) -> Vec<Value> {
-    stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
-
 fn with_text<'a>(events: &'a [Value], needle: &str) -> Vec<&'a Value> {
     events
         .iter()

@@ -5,14 +5,6 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use serde_json::Value;
-
-fn json_events(stdout: &str) -> Vec<Value> {
-    stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
 
 #[test]
 fn json_lines_carry_direction_and_addresses() {

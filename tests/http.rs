@@ -48,13 +48,6 @@ fn curl_to(version: &str, host: &str, port: u16, path: &str) -> Command {
     cmd
 }
 
-fn json_events(stdout: &str) -> Vec<Value> {
-    stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
-
 #[test]
 fn http2_headers_are_readable_in_text() {
     if !root_or_skip("http2_headers_are_readable_in_text") {

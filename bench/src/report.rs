@@ -134,7 +134,7 @@ pub fn print(results: &[SizeResult]) {
         .flat_map(|r| MODES.iter().map(move |&mode| row(r, mode)))
         .collect();
     println!();
-    print_table(&rows);
+    table(&HEADERS, &rows);
     println!();
     println!(
         "Times and cpu are medians of {} run(s); the capture columns show the run that captured fewest calls.",
@@ -265,12 +265,13 @@ fn row(r: &SizeResult, mode: Mode) -> Vec<String> {
     ]
 }
 
-fn print_table(rows: &[Vec<String>]) {
-    let widths: Vec<usize> = (0..HEADERS.len())
+/// Left-aligned columns as wide as their widest cell, two spaces apart.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let widths: Vec<usize> = (0..headers.len())
         .map(|i| {
             rows.iter()
                 .map(|r| r[i].len())
-                .chain([HEADERS[i].len()])
+                .chain([headers[i].len()])
                 .max()
                 .unwrap_or(0)
         })
@@ -283,7 +284,7 @@ fn print_table(rows: &[Vec<String>]) {
             .collect();
         println!("{}", padded.join("  ").trim_end());
     };
-    line(HEADERS.to_vec());
+    line(headers.to_vec());
     for r in rows {
         line(r.iter().map(String::as_str).collect());
     }

@@ -5,7 +5,7 @@ use std::fs;
 
 use crate::follow::{self, Idle, Latency};
 use crate::golang::GoRun;
-use crate::report::median;
+use crate::report::{median, table};
 use crate::scale::Scale;
 
 /// A never-seen file is attached within this long of the event that revealed it (p99).
@@ -229,28 +229,4 @@ pub fn print_go(n: u32, runs: &[(GoRun, String)]) {
 fn verdict(what: &str, pass: bool, detail: &str) {
     let word = if pass { "PASS" } else { "MISS" };
     println!("  {word:<8} {what} ({detail})");
-}
-
-fn table(headers: &[&str], rows: &[Vec<String>]) {
-    let widths: Vec<usize> = (0..headers.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].len())
-                .chain([headers[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, &w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", padded.join("  ").trim_end());
-    };
-    line(headers.to_vec());
-    for r in rows {
-        line(r.iter().map(String::as_str).collect());
-    }
 }

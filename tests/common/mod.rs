@@ -571,3 +571,11 @@ pub fn https_server_v6(work: &Workdir) -> (Proc, u16) {
     }
     (server, port)
 }
+
+/// `--format json` output, one parsed object per line.
+pub fn json_events(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
