@@ -5,7 +5,7 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
@@ -32,27 +32,7 @@ impl Running {
 
     fn start_within(cmd: &mut Command, limit: Duration) -> Running {
         let mut proc = Proc::spawn("sslsniff", cmd.stdin(Stdio::null()).stderr(Stdio::piped()));
-        let err = proc.child.stderr.take().unwrap();
-        let (ready_tx, ready) = mpsc::channel();
-        let (err_tx, stderr) = mpsc::channel();
-        thread::spawn(move || {
-            let mut all = String::new();
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if line == r#"{"type":"ready"}"# {
-                    let _ = ready_tx.send(());
-                }
-                all.push_str(&line);
-                all.push('\n');
-            }
-            let _ = err_tx.send(all);
-        });
-        if ready.recv_timeout(limit).is_err() {
-            let _ = proc.child.kill();
-            let err = stderr
-                .recv_timeout(Duration::from_secs(5))
-                .unwrap_or_default();
-            panic!("sslsniff did not become ready; stderr:\n{err}");
-        }
+        let stderr = await_ready(&mut proc, limit);
         Running { proc, stderr }
     }
 

@@ -222,6 +222,33 @@ impl Output {
     }
 }
 
+/// Reads a sniffer's stderr (`--status json`) in a thread until it ends, and waits up to
+/// `limit` for its `ready` line; the receiver gets all of stderr at the end.
+pub fn await_ready(proc: &mut Proc, limit: Duration) -> mpsc::Receiver<String> {
+    let err = proc.child.stderr.take().unwrap();
+    let (ready_tx, ready) = mpsc::channel();
+    let (err_tx, stderr) = mpsc::channel();
+    thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if line == r#"{"type":"ready"}"# {
+                let _ = ready_tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        let _ = err_tx.send(all);
+    });
+    if ready.recv_timeout(limit).is_err() {
+        let _ = proc.child.kill();
+        let err = stderr
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_default();
+        panic!("sslsniff did not become ready; stderr:\n{err}");
+    }
+    stderr
+}
+
 impl Sniffer {
     /// Starts the sniffer and waits until its probes are attached.
     pub fn start(args: &[&str]) -> Sniffer {
@@ -240,27 +267,7 @@ impl Sniffer {
                 .stdout(stdout.reopen().unwrap())
                 .stderr(Stdio::piped()),
         );
-        let err = proc.child.stderr.take().unwrap();
-        let (ready_tx, ready) = mpsc::channel();
-        let (err_tx, stderr) = mpsc::channel();
-        thread::spawn(move || {
-            let mut all = String::new();
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if line == r#"{"type":"ready"}"# {
-                    let _ = ready_tx.send(());
-                }
-                all.push_str(&line);
-                all.push('\n');
-            }
-            let _ = err_tx.send(all);
-        });
-        if ready.recv_timeout(Duration::from_secs(30)).is_err() {
-            let _ = proc.child.kill();
-            let err = stderr
-                .recv_timeout(Duration::from_secs(5))
-                .unwrap_or_default();
-            panic!("sslsniff did not become ready; stderr:\n{err}");
-        }
+        let stderr = await_ready(&mut proc, Duration::from_secs(30));
         Sniffer {
             proc,
             stdout,
