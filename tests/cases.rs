@@ -129,14 +129,18 @@ fn ipv6_connections_are_attributed_and_captured() {
     let tshark = Command::new("tshark")
         .arg("-r")
         .arg(&pcap)
-        .args(["-Y", "http.request && ipv6.src == ::1 && ipv6.dst == ::1"])
+        // HTTP is written as exported PDUs, whose tags carry the real addresses.
+        .args([
+            "-Y",
+            "http.request && exported_pdu.ipv6_src == ::1 && exported_pdu.ipv6_dst == ::1",
+        ])
         .args([
             "-T",
             "fields",
             "-e",
             "http.request.uri",
             "-e",
-            "tcp.dstport",
+            "exported_pdu.dst_port",
         ])
         .output()
         .expect("tshark is installed");
