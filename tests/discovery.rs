@@ -80,12 +80,7 @@ fn static_binary_is_captured_with_binary_and_pid() {
         return;
     }
     let work = Workdir::new();
-    let exe = build_fixture(
-        &work,
-        "openssl_client.c",
-        "static_client",
-        &["-static", "-lssl", "-lcrypto"],
-    );
+    let exe = build_static_client(&work, "static_client");
     let (_server, port) = https_server(&work);
 
     let (request, body) = page(&work, "static-binary");

@@ -56,12 +56,7 @@ fn executables_that_carry_tls_are_found_at_start() {
         return;
     }
     let work = Workdir::new();
-    let exe = build_fixture(
-        &work,
-        "openssl_client.c",
-        "static_client",
-        &["-static", "-lssl", "-lcrypto"],
-    );
+    let exe = build_static_client(&work, "static_client");
     let (_server, port) = https_server(&work);
     let (static_request, static_body) = page(&work, "static-at-start");
     let (node_request, node_body) = page(&work, "node-at-start");
@@ -106,12 +101,7 @@ fn a_static_program_created_later_is_captured_from_its_first_call() {
     let (_server, port) = https_server(&work);
     let (request, body) = page(&work, "static-later");
     let sniffer = Sniffer::start(&["--handshake"]);
-    let exe = build_fixture(
-        &work,
-        "openssl_client.c",
-        "late_static",
-        &["-static", "-lssl", "-lcrypto"],
-    );
+    let exe = build_static_client(&work, "late_static");
     let mut client = fixture(&exe, port, &request, &[("SSLSNIFF_DELAY_MS", "100")]);
     finish(&mut client);
     let out = sniffer.stop();
@@ -236,12 +226,7 @@ fn no_follow_keeps_to_the_files_found_at_start() {
     let (_server, port) = https_server(&work);
     let (request, _) = page(&work, "no-follow");
     let sniffer = Sniffer::start(&["--no-follow"]);
-    let exe = build_fixture(
-        &work,
-        "openssl_client.c",
-        "unfollowed",
-        &["-static", "-lssl", "-lcrypto"],
-    );
+    let exe = build_static_client(&work, "unfollowed");
     let mut client = fixture(&exe, port, &request, &[]);
     finish(&mut client);
     let out = sniffer.stop();

@@ -586,3 +586,13 @@ pub fn json_events(stdout: &str) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect()
 }
+
+/// The OpenSSL fixture client linked statically: TLS inside the executable itself.
+pub fn build_static_client(work: &Workdir, out: &str) -> PathBuf {
+    build_fixture(
+        work,
+        "openssl_client.c",
+        out,
+        &["-static", "-lssl", "-lcrypto"],
+    )
+}
