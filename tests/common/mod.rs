@@ -285,14 +285,7 @@ impl Sniffer {
         thread::sleep(Duration::from_millis(300));
         kill(Pid::from_raw(self.proc.pid() as i32), Signal::SIGINT).unwrap();
         let status = self.proc.wait_timeout(Duration::from_secs(10));
-        let stdout_bytes = fs::read(self.stdout.path()).unwrap();
-        let stderr = self.stderr.recv_timeout(Duration::from_secs(10)).unwrap();
-        Output {
-            stdout: String::from_utf8_lossy(&stdout_bytes).into_owned(),
-            stdout_bytes,
-            stderr,
-            status,
-        }
+        self.collect(status)
     }
 }
 
