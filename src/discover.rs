@@ -45,6 +45,11 @@ impl Target {
     pub fn attach_path(&self) -> PathBuf {
         self.file.fd_path()
     }
+
+    /// Device (as stat(2) gives it) and inode of the file that was checked.
+    pub fn file_id(&self) -> (u64, u64) {
+        self.file.id()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -108,13 +113,21 @@ impl Found {
 
 /// The targets in the file that `path` opens (named `shown` in messages): one for each
 /// of `candidates` whose functions it defines.
+/// None when the file opened is not the one expected (`is_expected` is given its
+/// device, as stat(2) gives it, and inode): a path through /proc can lead elsewhere
+/// once its process is gone.
 pub fn file_targets(
     candidates: &[&'static Library],
     path: &Path,
     shown: &Path,
-) -> Result<Vec<Target>> {
+    is_expected: impl Fn(u64, u64) -> bool,
+) -> Result<Option<Vec<Target>>> {
     let file = file::open(path)?;
-    targets_in(candidates, Arc::new(file), shown)
+    let (dev, ino) = file.id();
+    if !is_expected(dev, ino) {
+        return Ok(None);
+    }
+    targets_in(candidates, Arc::new(file), shown).map(Some)
 }
 
 fn targets_in(

@@ -55,18 +55,15 @@ impl Follow {
         let Some((open, display)) = locate(found) else {
             return Examined::Nothing;
         };
-        // The process may have exited and its pid been reused: trust only the inode.
-        let same =
-            fs::metadata(&open).is_ok_and(|m| FileId::from_stat(m.dev(), m.ino()) == found.file);
-        if !same {
-            return Examined::Nothing;
-        }
-        match discover::file_targets(&self.enabled, &open, Path::new(&display)) {
-            Ok(targets) if !targets.is_empty() => Examined::Targets { targets, display },
+        // The process may have exited and its pid been reused: trust only the inode of
+        // the file actually opened.
+        let same = |dev, ino| FileId::from_stat(dev, ino) == found.file;
+        match discover::file_targets(&self.enabled, &open, Path::new(&display), same) {
+            Ok(Some(targets)) if !targets.is_empty() => Examined::Targets { targets, display },
             Ok(_) => Examined::Nothing,
             Err(e) => {
-                // Once per file, like every other announcement: a Go program (until Go
-                // support lands) or a file that is not a readable ELF.
+                // Once per file, like every other announcement: a Go program that cannot
+                // be traced (its release, its architecture) or a file that is not ELF.
                 let reason = format!("{e:#}").replace(&open.display().to_string(), "it");
                 diag::notice(&format!(
                     "not traced: {display} [pid {}]: {reason}",
@@ -98,13 +95,7 @@ pub fn running_executables(pid: Option<u32>) -> Vec<Found> {
 /// Every file that some process maps or runs now, by the kernel's name for it.
 pub fn mapped_files() -> HashSet<FileId> {
     let mut files = HashSet::new();
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return files;
-    };
-    for pid in dir
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-    {
+    for pid in process::pids(None) {
         if let Ok(m) = fs::metadata(format!("/proc/{pid}/exe")) {
             files.insert(FileId::from_stat(m.dev(), m.ino()));
         }

@@ -2,7 +2,6 @@
 //! examined (follow.rs), attached and announced; the kernel's seen set is kept in step;
 //! files that no process maps any more are released.
 
-use std::os::unix::fs::MetadataExt;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -46,14 +45,11 @@ impl Follower {
             attached: Registry::new(),
         };
         for (target, links) in started {
-            let file = std::fs::metadata(target.attach_path())
-                .ok()
-                .map(|m| FileId::from_stat(m.dev(), m.ino()));
-            if let Some(file) = file {
-                me.seen(skel, file);
-            }
+            let (dev, ino) = target.file_id();
+            let file = FileId::from_stat(dev, ino);
+            me.seen(skel, file);
             let keep = target.requested || !cfg.follow;
-            me.attached.add(file, links, Some(target), keep);
+            me.attached.add(Some(file), links, Some(target), keep);
         }
         if cfg.conn {
             let link = skel
