@@ -160,7 +160,7 @@ pub fn drain(ring: &RingBuffer, sink: &RefCell<Sink>, watch: &Watch) -> Result<u
                 sink.lost_unknown_calls();
             }
             sink.flush();
-            reported = report_undelivered(reported, &sink, watch);
+            reported = report_undelivered(reported, &sink, now_unannounced);
         }
         if sink.error.is_some() {
             break;
@@ -171,8 +171,9 @@ pub fn drain(ring: &RingBuffer, sink: &RefCell<Sink>, watch: &Watch) -> Result<u
 
 /// Warns about bytes undelivered since the last report; returns the new total. The
 /// warnings, the INCOMPLETE markers and the summary all count the same bytes.
-pub fn report_undelivered(reported: u64, sink: &Sink, watch: &Watch) -> u64 {
-    let total = sink.counts().undelivered_bytes + (watch.unannounced_bytes)();
+/// `unannounced` is the kernel's count of bytes of calls user space never saw.
+pub fn report_undelivered(reported: u64, sink: &Sink, unannounced: u64) -> u64 {
+    let total = sink.counts().undelivered_bytes + unannounced;
     if total > reported {
         diag::undelivered(total - reported);
     }

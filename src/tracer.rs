@@ -95,7 +95,7 @@ pub fn run(
     let reported = drained?;
     let _ = ring.consume();
     drop(ring);
-    wind_up(sink.into_inner(), reported, &watch, &skel)
+    wind_up(sink.into_inner(), reported, &skel)
 }
 
 /// The reader runs at READER_NICE; failing that (no CAP_SYS_NICE) is not fatal.
@@ -125,10 +125,11 @@ fn rings<'a>(
 }
 
 /// Reports what is still held, the last undelivered bytes and the summary.
-fn wind_up(mut sink: Sink, reported: u64, watch: &Watch, skel: &SslsniffSkel) -> Result<Ended> {
+fn wind_up(mut sink: Sink, reported: u64, skel: &SslsniffSkel) -> Result<Ended> {
     let error = sink.finish();
-    pump::report_undelivered(reported, &sink, watch);
-    let summary = sum_up(&kernel::stats(skel), &sink);
+    let kernel = kernel::stats(skel);
+    pump::report_undelivered(reported, &sink, kernel.unannounced_bytes);
+    let summary = sum_up(&kernel, &sink);
     match error {
         Some(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(Ended {
             summary,
@@ -159,6 +160,7 @@ fn configure(open: &mut OpenSslsniffSkel, cfg: &Config, multi: bool) -> Result<(
     }
     rodata.max_capture = cfg.max_capture;
     rodata.track_conn = cfg.conn;
+    rodata.trace_handshakes = cfg.handshake;
     for (slot, path) in rodata.go_fd_paths.iter_mut().zip(golang::fd_paths()) {
         *slot = go_fd_path {
             conn: path.conn,

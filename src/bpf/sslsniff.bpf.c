@@ -22,6 +22,8 @@ const volatile struct func_info funcs[MAX_FUNCS] = {};
 const volatile struct go_fd_path go_fd_paths[MAX_GO_FD_PATHS] = {};
 /* Connection tracking is on: Go probes read the socket through the receiver. */
 const volatile bool track_conn = false;
+/* Handshakes are probed (--handshake). */
+const volatile bool trace_handshakes = false;
 /* Set by user space at exit: on kernels without multi-uprobe links the probes are
  * closed in the background, slowly; until then they must cost no more than the trap. */
 volatile bool stopped = false;
@@ -480,9 +482,11 @@ int BPF_PROG(conn_fd, struct pt_regs *regs, long id)
 	if (!is_socket_io(id))
 		return 0;
 	bpf_probe_read_kernel(&fd, sizeof(fd), &PT_REGS_PARM1(regs));
-	/* A handshake's I/O names its socket too; reads and writes may nest inside one. */
 	note_socket(&calls, fd);
-	note_socket(&handshakes, fd);
+	/* A handshake's I/O names its socket too; reads and writes may nest inside one.
+	 * Without --handshake no handshake is probed: spare every syscall the lookup. */
+	if (trace_handshakes)
+		note_socket(&handshakes, fd);
 	return 0;
 }
 
