@@ -92,7 +92,7 @@ pub fn attach_target(
     diag::tracing(&diag::Tracing {
         path: match origin {
             Some(o) => o.display.to_string(),
-            None => diag::safe(target.path.as_os_str().as_encoded_bytes()),
+            None => diag::safe_path(&target.path),
         },
         library: target.lib.name,
         functions: probes.iter().map(|p| p.func.name).collect(),
@@ -196,7 +196,7 @@ fn attach_error(e: libbpf_rs::Error, target: &Target, funcs: &str) -> anyhow::Er
     anyhow::Error::new(e).context(format!(
         "cannot attach to {} in {}{hint}",
         funcs,
-        diag::safe(target.path.as_os_str().as_encoded_bytes())
+        diag::safe_path(&target.path)
     ))
 }
 

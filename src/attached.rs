@@ -91,9 +91,10 @@ impl Registry {
             if now.duration_since(since) < UNMAPPED_FOR {
                 return true;
             }
-            let name = e.target.as_ref().map_or_else(String::new, |t| {
-                crate::diag::safe(t.path.as_os_str().as_encoded_bytes())
-            });
+            let name = e
+                .target
+                .as_ref()
+                .map_or_else(String::new, |t| crate::diag::safe_path(&t.path));
             released.push((file, name));
             links.append(&mut e.links);
             false

@@ -57,6 +57,11 @@ pub fn safe(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A path from the traced side (its bytes need not be UTF-8), made safe likewise.
+pub fn safe_path(path: &std::path::Path) -> String {
+    safe(path.as_os_str().as_encoded_bytes())
+}
+
 /// Something optional is missing, or something was dropped; the tool goes on.
 pub fn warn(message: &str) {
     emit(

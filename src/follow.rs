@@ -114,16 +114,13 @@ fn locate(found: &Found) -> Option<(PathBuf, String)> {
         Reveal::Exec => {
             let exe = PathBuf::from(format!("/proc/{pid}/exe"));
             let name = fs::read_link(&exe).ok()?;
-            Some((exe, diag::safe(name.as_os_str().as_encoded_bytes())))
+            Some((exe, diag::safe_path(&name)))
         }
         Reveal::Mmap => {
             let maps = fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
             let (range, path) = find_mapping(&maps, found.file)?;
             let open = PathBuf::from(format!("/proc/{pid}/map_files/{range}"));
-            Some((
-                open,
-                diag::safe(Path::new(path).as_os_str().as_encoded_bytes()),
-            ))
+            Some((open, diag::safe_path(Path::new(path))))
         }
     }
 }

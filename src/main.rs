@@ -193,9 +193,8 @@ fn outputs(cli: &Cli) -> Result<Tee> {
         Format::Json => Box::new(Json::new(stdout)),
     }];
     if let Some(path) = &cli.pcap {
-        let file = create_capture(path, cli.overwrite).with_context(|| {
-            format!("--pcap {}", diag::safe(path.as_os_str().as_encoded_bytes()))
-        })?;
+        let file = create_capture(path, cli.overwrite)
+            .with_context(|| format!("--pcap {}", diag::safe_path(path)))?;
         let pcap = Pcap::new(BufWriter::new(file), pump::realtime_offset_ns())
             .with_context(|| format!("cannot write {}", path.display()))?;
         outputs.push(Box::new(pcap));
