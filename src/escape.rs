@@ -98,7 +98,7 @@ pub fn clean_run(data: &[u8], stops: impl Fn(u8) -> bool) -> usize {
 }
 
 /// The character that `bytes` starts with, if they start with valid UTF-8.
-fn first_char(bytes: &[u8]) -> Option<char> {
+pub fn first_char(bytes: &[u8]) -> Option<char> {
     let valid = match std::str::from_utf8(bytes) {
         Ok(s) => s,
         Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default(),

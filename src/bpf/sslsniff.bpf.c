@@ -474,14 +474,16 @@ static __always_inline void note_socket(void *map, __u64 fd)
 		read_socket(&call->conn, fd);
 }
 
-SEC("raw_tp/sys_enter")
+/* A BTF tracepoint: the registers are read directly, not through a helper call, which
+ * matters in a hook that every syscall on the machine runs. */
+SEC("tp_btf/sys_enter")
 int BPF_PROG(conn_fd, struct pt_regs *regs, long id)
 {
-	__u64 fd = 0;
+	__u64 fd;
 
 	if (!is_socket_io(id))
 		return 0;
-	bpf_probe_read_kernel(&fd, sizeof(fd), &PT_REGS_PARM1(regs));
+	fd = PT_REGS_PARM1(regs);
 	note_socket(&calls, fd);
 	/* A handshake's I/O names its socket too; reads and writes may nest inside one.
 	 * Without --handshake no handshake is probed: spare every syscall the lookup. */
@@ -646,20 +648,16 @@ int BPF_PROG(follow_exec, struct task_struct *p, int old_pid, struct linux_binpr
 	return 0;
 }
 
-/* At syscall exit the mapping exists, so user space finds it in /proc/PID/maps. */
-SEC("raw_tp/sys_exit")
+/* At syscall exit the mapping exists, so user space finds it in /proc/PID/maps. A BTF
+ * tracepoint, as conn_fd. */
+SEC("tp_btf/sys_exit")
 int BPF_PROG(follow_mmap, struct pt_regs *regs, long ret)
 {
-	unsigned long nr = 0, prot = 0, fd = 0;
-
-	bpf_probe_read_kernel(&nr, sizeof(nr), &regs->orig_rax);
-	if (nr != __NR_mmap || (unsigned long)ret >= (unsigned long)-4095)
+	if (regs->orig_rax != __NR_mmap || (unsigned long)ret >= (unsigned long)-4095)
 		return 0;
-	bpf_probe_read_kernel(&prot, sizeof(prot), &PT_REGS_PARM3(regs));
-	if (!(prot & PROT_EXEC))
+	if (!(PT_REGS_PARM3(regs) & PROT_EXEC))
 		return 0;
-	bpf_probe_read_kernel(&fd, sizeof(fd), &PT_REGS_PARM5(regs));
-	report_file(file_at(fd), FOUND_MMAP);
+	report_file(file_at(PT_REGS_PARM5(regs)), FOUND_MMAP);
 	return 0;
 }
 

@@ -9,7 +9,7 @@ use std::io::{self, Write};
 use base64::Engine;
 use serde::Serialize;
 
-use crate::escape::{clean_run, is_bidi_control};
+use crate::escape::{clean_run, first_char, is_bidi_control};
 use crate::event::Event;
 use crate::output::http;
 use crate::output::Output;
@@ -67,7 +67,17 @@ fn or_null(line: &mut Vec<u8>, name: &str, value: Option<String>) {
 /// written as `\uXXXX` too: JSON allows them raw, but a terminal running `jq` or `cat`
 /// on the output would obey them.
 fn escape_str(line: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
+    escape_utf8(line, s.as_bytes()).expect("a str is UTF-8");
+}
+
+/// Bytes that are not UTF-8 cannot be a JSON string.
+#[derive(Debug)]
+struct NotUtf8;
+
+/// As `escape_str`, for bytes not yet known to be UTF-8: the escape scan checks them on
+/// the way, so that a payload is read once, not once to validate and once to escape.
+/// On Err, `line` holds part of the string and must be cut back by the caller.
+fn escape_utf8(line: &mut Vec<u8>, bytes: &[u8]) -> Result<(), NotUtf8> {
     line.push(b'"');
     let (mut i, mut clean_from) = (0, 0);
     while i < bytes.len() {
@@ -75,21 +85,21 @@ fn escape_str(line: &mut Vec<u8>, s: &str) {
             (b < 0x20) | (b == b'"') | (b == b'\\') | (b >= 0x7f)
         });
         let Some(&b) = bytes.get(i) else { break };
-        let escape: Option<(&[u8], u32)> = match b {
-            b'"' => Some((b"\\\"", 0)),
-            b'\\' => Some((b"\\\\", 0)),
-            b'\n' => Some((b"\\n", 0)),
-            b'\r' => Some((b"\\r", 0)),
-            b'\t' => Some((b"\\t", 0)),
-            0x08 => Some((b"\\b", 0)),
-            0x0c => Some((b"\\f", 0)),
-            ..0x80 => Some((b"", u32::from(b))),
-            _ => None,
+        let (c, escape): (char, Option<(&[u8], u32)>) = match b {
+            b'"' => ('"', Some((b"\\\"", 0))),
+            b'\\' => ('\\', Some((b"\\\\", 0))),
+            b'\n' => ('\n', Some((b"\\n", 0))),
+            b'\r' => ('\r', Some((b"\\r", 0))),
+            b'\t' => ('\t', Some((b"\\t", 0))),
+            0x08 => ('\u{8}', Some((b"\\b", 0))),
+            0x0c => ('\u{c}', Some((b"\\f", 0))),
+            ..0x80 => (char::from(b), Some((b"", u32::from(b)))),
+            _ => {
+                let c = first_char(&bytes[i..bytes.len().min(i + 4)]).ok_or(NotUtf8)?;
+                let unsafe_char = ('\u{80}'..='\u{9f}').contains(&c) || is_bidi_control(c);
+                (c, unsafe_char.then_some((b"", c as u32)))
+            }
         };
-        // s is a str: a byte past ASCII starts a whole character.
-        let c = s[i..].chars().next().expect("i is on a char boundary");
-        let unsafe_char = ('\u{80}'..='\u{9f}').contains(&c) || is_bidi_control(c);
-        let escape = escape.or(unsafe_char.then_some((b"", c as u32)));
         let width = c.len_utf8();
         if let Some((short, code)) = escape {
             line.extend_from_slice(&bytes[clean_from..i]);
@@ -104,6 +114,7 @@ fn escape_str(line: &mut Vec<u8>, s: &str) {
     }
     line.extend_from_slice(&bytes[clean_from..]);
     line.push(b'"');
+    Ok(())
 }
 
 /// serde_json's compact output, with DEL, C1 and bidirectional controls escaped as
@@ -156,25 +167,14 @@ impl<W: Write> Json<W> {
             string(line, "handshake", h.name());
             int(line, "ret", c.ret);
         }
-        match std::str::from_utf8(&ev.data) {
-            Ok(text) => {
-                string(line, "encoding", "utf8");
-                string(line, "data", text);
-            }
-            Err(_) => {
-                string(line, "encoding", "base64");
-                key(line, "data");
-                line.push(b'"');
-                let start = line.len();
-                let n = base64::encoded_len(ev.data.len(), true)
-                    .expect("a payload's base64 fits in memory");
-                line.resize(start + n, 0);
-                let written = base64::engine::general_purpose::STANDARD
-                    .encode_slice(&ev.data, &mut line[start..])
-                    .expect("the room was sized by encoded_len");
-                line.truncate(start + written);
-                line.push(b'"');
-            }
+        let mark = line.len();
+        string(line, "encoding", "utf8");
+        key(line, "data");
+        if escape_utf8(line, &ev.data).is_err() {
+            line.truncate(mark);
+            string(line, "encoding", "base64");
+            key(line, "data");
+            base64_str(line, &ev.data);
         }
         if let Some(decoded) = &ev.http {
             key(line, "http");
@@ -184,6 +184,18 @@ impl<W: Write> Json<W> {
         line.extend_from_slice(b"}\n");
         Ok(())
     }
+}
+
+fn base64_str(line: &mut Vec<u8>, data: &[u8]) {
+    line.push(b'"');
+    let start = line.len();
+    let n = base64::encoded_len(data.len(), true).expect("a payload's base64 fits in memory");
+    line.resize(start + n, 0);
+    let written = base64::engine::general_purpose::STANDARD
+        .encode_slice(data, &mut line[start..])
+        .expect("the room was sized by encoded_len");
+    line.truncate(start + written);
+    line.push(b'"');
 }
 
 impl<W: Write> Output for Json<W> {
@@ -226,6 +238,17 @@ mod tests {
         let (_, v) = render(&event("SSL_read", b"\xff\x00\x01"));
         assert_eq!(v["encoding"], "base64");
         assert_eq!(v["data"], "/wAB");
+    }
+
+    #[test]
+    fn bytes_found_not_utf8_after_escapes_make_the_whole_payload_base64() {
+        // Text, escapes and a valid character first: what was escaped must not remain.
+        let data = b"ab\"\n\xc3\xa9\xc3\x28";
+        let (line, v) = render(&event("SSL_read", data));
+        assert_eq!(v["encoding"], "base64");
+        assert_eq!(v["data"], "YWIiCsOpwyg=");
+        assert_eq!(line.matches("\"data\"").count(), 1, "{line}");
+        assert_eq!(line.matches("\"encoding\"").count(), 1, "{line}");
     }
 
     #[test]
