@@ -30,30 +30,45 @@ pub struct Mode {
     /// writer only (-c), the reader's calls still trapping and being filtered in BPF.
     pub both: bool,
     pub format: Format,
+    /// The output goes to /dev/null: what capturing and formatting cost without
+    /// delivering the bytes to a reader. Its capture is judged from sslsniff's own counts.
+    pub discard: bool,
 }
 
 /// What every run measures, in this order.
-pub const MODES: [Mode; 3] = [
+pub const MODES: [Mode; 4] = [
     Mode {
         both: true,
         format: Format::Text,
+        discard: false,
     },
     Mode {
         both: true,
         format: Format::Json,
+        discard: false,
     },
     Mode {
         both: false,
         format: Format::Text,
+        discard: false,
+    },
+    Mode {
+        both: true,
+        format: Format::Text,
+        discard: true,
     },
 ];
 
 pub fn mode_label(mode: Mode) -> &'static str {
-    match (mode.both, mode.format) {
-        (true, Format::Text) => "both text",
-        (true, Format::Json) => "both json",
-        (false, Format::Text) => "writer text",
-        (false, Format::Json) => "writer json",
+    match (mode.both, mode.format, mode.discard) {
+        (true, Format::Text, false) => "both text",
+        (true, Format::Json, false) => "both json",
+        (false, Format::Text, false) => "writer text",
+        (false, Format::Json, false) => "writer json",
+        (true, Format::Text, true) => "both text null",
+        (true, Format::Json, true) => "both json null",
+        (false, Format::Text, true) => "writer text null",
+        (false, Format::Json, true) => "writer json null",
     }
 }
 
@@ -90,7 +105,8 @@ const PIPE_SIZE: libc::c_int = 1 << 20;
 
 /// Starts sslsniff on `pid` with no capture limit, as `mode` says, and returns once it
 /// has attached to libssl and said it is ready, with the pipe its output comes out of.
-pub fn start(sslsniff: &Path, pid: u32, mode: Mode) -> Result<(Sniffer, ChildStdout)> {
+/// The pipe is None when the mode discards the output.
+pub fn start(sslsniff: &Path, pid: u32, mode: Mode) -> Result<(Sniffer, Option<ChildStdout>)> {
     let mut cmd = Command::new(sslsniff);
     let pid = pid.to_string();
     cmd.args(["-p", &pid, "--max-buffer-size", "0", "--status", "json"]);
@@ -101,7 +117,12 @@ pub fn start(sslsniff: &Path, pid: u32, mode: Mode) -> Result<(Sniffer, ChildStd
     if mode.format == Format::Json {
         cmd.args(["--format", "json"]);
     }
-    let (mut sniffer, stdout) = Sniffer::spawn(&mut cmd)?;
+    let (mut sniffer, stdout) = if mode.discard {
+        (Sniffer::spawn_to(&mut cmd, Stdio::null())?, None)
+    } else {
+        let (sniffer, stdout) = Sniffer::spawn(&mut cmd)?;
+        (sniffer, Some(stdout))
+    };
     sniffer.wait_for_tracing()?;
     Ok((sniffer, stdout))
 }
@@ -115,13 +136,19 @@ impl Sniffer {
     /// Starts `cmd` (sslsniff and its flags) with `--status json` lines on a pipe that a
     /// thread reads, and returns with the pipe its output comes out of.
     pub fn spawn(cmd: &mut Command) -> Result<(Sniffer, ChildStdout)> {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut proc = Proc::spawn(cmd)?;
-        let stdout = proc.child().stdout.take().expect("stdout is piped");
+        let mut sniffer = Sniffer::spawn_to(cmd, Stdio::piped())?;
+        let stdout = sniffer.proc.child().stdout.take().expect("stdout is piped");
         // SAFETY: fcntl on a pipe descriptor we own; a failure only leaves the default size.
         unsafe { libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+        Ok((sniffer, stdout))
+    }
+
+    /// As `spawn`, with the output going to `stdout`.
+    fn spawn_to(cmd: &mut Command, stdout: Stdio) -> Result<Sniffer> {
+        cmd.stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::piped());
+        let mut proc = Proc::spawn(cmd)?;
         let stderr = proc.child().stderr.take().expect("stderr is piped");
         let (tx, rx) = mpsc::channel();
         // A thread, so that waiting for a line can time out; it ends when sslsniff does.
@@ -132,12 +159,11 @@ impl Sniffer {
                 }
             }
         });
-        let sniffer = Sniffer {
+        Ok(Sniffer {
             proc,
             stderr: rx,
             lines: Vec::new(),
-        };
-        Ok((sniffer, stdout))
+        })
     }
 
     pub fn pid(&self) -> u32 {

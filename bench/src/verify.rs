@@ -218,20 +218,23 @@ fn read_payload(r: &mut impl BufRead) -> Result<(Vec<u8>, bool)> {
     if line != b"----- DATA -----\n" {
         bail!("an event row not followed by '----- DATA -----'");
     }
+    // Read straight into the payload, a line at a time (one copy: the check runs beside
+    // the load and competes with it); the END DATA line is cut off again.
     let mut payload = Vec::new();
     loop {
-        line.clear();
-        if r.read_until(b'\n', &mut line)? == 0 {
+        let start = payload.len();
+        if r.read_until(b'\n', &mut payload)? == 0 {
             bail!("the output ends inside an event's payload");
         }
-        if line.starts_with(b"----- END DATA") {
-            let cut = line != b"----- END DATA -----\n";
+        let last = &payload[start..];
+        if last.starts_with(b"----- END DATA") {
+            let cut = last != b"----- END DATA -----\n";
+            payload.truncate(start);
             if payload.pop() != Some(b'\n') {
                 bail!("a payload not followed by a newline");
             }
             return Ok((payload, cut));
         }
-        payload.extend_from_slice(&line);
     }
 }
 
