@@ -65,7 +65,13 @@ impl Assembler {
         }
         let tid = r.call.tid;
         if r.offset == 0 {
-            if let Some(old) = self.partial.remove(&tid) {
+            // Most calls fit one record: spare them the hashing when nothing is held.
+            let held = if self.partial.is_empty() {
+                None
+            } else {
+                self.partial.remove(&tid)
+            };
+            if let Some(old) = held {
                 self.finish_call(old.call, Cow::Owned(old.data), emit)?;
             }
             if r.ends_short() || r.chunk.len() as u64 == r.call.captured {

@@ -75,13 +75,20 @@ fn columns(opts: Options) -> impl Iterator<Item = (&'static str, usize)> {
 struct Line(Vec<u8>);
 
 impl Line {
-    fn cell(&mut self, index: usize, text: &[u8], width: usize) {
+    /// A cell whose text `write` appends, padded to `width`.
+    fn cell_with(&mut self, index: usize, width: usize, write: impl FnOnce(&mut Vec<u8>)) {
         if index > 0 {
             self.0.push(b' ');
         }
-        self.0.extend_from_slice(text);
+        let start = self.0.len();
+        write(&mut self.0);
+        let len = self.0.len() - start;
         self.0
-            .resize(self.0.len() + width.saturating_sub(text.len()), b' ');
+            .resize(self.0.len() + width.saturating_sub(len), b' ');
+    }
+
+    fn cell(&mut self, index: usize, text: &[u8], width: usize) {
+        self.cell_with(index, width, |line| line.extend_from_slice(text));
     }
 
     fn int(&mut self, index: usize, value: impl itoa::Integer, width: usize) {
@@ -92,16 +99,17 @@ impl Line {
     fn decimal(&mut self, index: usize, value: i64, digits: u32, width: usize) {
         let scale = 10u64.pow(digits);
         let v = value.unsigned_abs();
-        let mut text = Vec::with_capacity(32);
-        if value < 0 {
-            text.push(b'-');
-        }
-        text.extend_from_slice(itoa::Buffer::new().format(v / scale).as_bytes());
-        text.push(b'.');
-        let frac = itoa::Buffer::new().format(v % scale).as_bytes().to_vec();
-        text.resize(text.len() + digits as usize - frac.len(), b'0');
-        text.extend_from_slice(&frac);
-        self.cell(index, &text, width);
+        self.cell_with(index, width, |line| {
+            if value < 0 {
+                line.push(b'-');
+            }
+            line.extend_from_slice(itoa::Buffer::new().format(v / scale).as_bytes());
+            line.push(b'.');
+            let mut frac = itoa::Buffer::new();
+            let frac = frac.format(v % scale).as_bytes();
+            line.resize(line.len() + digits as usize - frac.len(), b'0');
+            line.extend_from_slice(frac);
+        });
     }
 }
 
@@ -123,10 +131,8 @@ impl<W: Write> Text<W> {
         line.0.clear();
         line.cell(0, func_label(c.direction).as_bytes(), 12);
         line.decimal(1, c.end_ns() as i64 - start as i64, 9, 18);
-        let mut comm = Vec::with_capacity(16);
         // Writing into a Vec cannot fail.
-        let _ = escape_inline(&mut comm, c.comm.bytes());
-        line.cell(2, &comm, 16);
+        line.cell_with(2, 16, |line| drop(escape_inline(line, c.comm.bytes())));
         line.int(3, c.pid, 7);
         // A handshake's LEN is its return value, as in bcc; signed, never 4294967295.
         if ev.handshake.is_some() {
