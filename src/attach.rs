@@ -2,6 +2,8 @@
 //! them off again. Links live in one owner for the life of the tracer: a dropped link
 //! detaches.
 
+use std::os::fd::FromRawFd;
+
 use anyhow::{bail, Result};
 use libbpf_rs::{ErrorKind, Link, ProgramMut, UprobeMultiOpts, UprobeOpts};
 
@@ -18,6 +20,8 @@ pub struct Plan {
     pub multi: bool,
     /// Announce how long after its discovery a file was attached.
     pub debug: bool,
+    /// The id of the mmap syscall's tracepoint, when following can use it.
+    pub mmap_tracepoint: Option<u64>,
 }
 
 /// The programs probes are made of: C functions get an entry probe and a return probe;
@@ -261,4 +265,36 @@ fn hand_off() -> bool {
         libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
         libc::_exit(0);
     }
+}
+
+/// Attaches `prog` to the tracepoint whose kernel id is `id`. A tracepoint runs its
+/// programs on every CPU, so one perf event (CPU 0, every process) serves the machine.
+pub fn attach_tracepoint(prog: &ProgramMut, id: u64) -> Result<Link> {
+    let mut attr = libbpf_sys::perf_event_attr {
+        type_: libbpf_sys::PERF_TYPE_TRACEPOINT,
+        size: std::mem::size_of::<libbpf_sys::perf_event_attr>() as u32,
+        config: id,
+        ..Default::default()
+    };
+    attr.__bindgen_anon_1.sample_period = 1;
+    // SAFETY: attr outlives the call; a returned fd is ours.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &attr,
+            -1,
+            0,
+            -1,
+            libbpf_sys::PERF_FLAG_FD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    // On success the link owns the event and closes it when detached.
+    let link = prog.attach_perf_event(fd as i32).inspect_err(|_| {
+        // SAFETY: the fd is ours and nothing else holds it.
+        drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) });
+    })?;
+    Ok(link)
 }

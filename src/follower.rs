@@ -60,8 +60,13 @@ impl Follower {
             me.attached.add(None, vec![link], None, true);
         }
         if cfg.follow {
-            for prog in [&skel.progs.follow_exec, &skel.progs.follow_mmap] {
-                let link = prog.attach().context("cannot follow new programs")?;
+            let progs = &skel.progs;
+            let mmap = match plan.mmap_tracepoint {
+                Some(id) => attach::attach_tracepoint(&progs.follow_mmap_tp, id),
+                None => progs.follow_mmap.attach().map_err(Into::into),
+            };
+            for link in [progs.follow_exec.attach().map_err(Into::into), mmap] {
+                let link = link.context("cannot follow new programs")?;
                 me.attached.add(None, vec![link], None, true);
             }
         }

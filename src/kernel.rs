@@ -5,6 +5,7 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
 
 use anyhow::{bail, Result};
 use libbpf_rs::{MapCore, MapFlags};
@@ -82,6 +83,55 @@ pub fn uprobe_multi_supported() -> bool {
     err == Some(libc::EBADF)
 }
 
+/// Where tracefs is found mounted, newest place first.
+const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
+/// The id of a syscall's own tracepoint (`sys_exit_mmap`), which attaching a program to
+/// it needs, or None: SSLSNIFF_NO_SYSCALL_TRACEPOINT=1 says to do without, so that the
+/// other path stays tested. The id is in tracefs; where tracefs is not mounted (Debian
+/// does not mount it), it is mounted for a moment in a private mount namespace of a
+/// thread of ours, and nothing outside that thread ever sees it.
+pub fn syscall_tracepoint_id(event: &str) -> Option<u64> {
+    if std::env::var_os("SSLSNIFF_NO_SYSCALL_TRACEPOINT").is_some() {
+        return None;
+    }
+    let file = format!("events/syscalls/{event}/id");
+    let read = move || {
+        TRACEFS.iter().find_map(|dir| {
+            let id = std::fs::read_to_string(Path::new(dir).join(&file)).ok()?;
+            id.trim().parse().ok()
+        })
+    };
+    read().or_else(|| {
+        std::thread::spawn(move || mount_tracefs_privately().ok().and_then(|()| read()))
+            .join()
+            .ok()
+            .flatten()
+    })
+}
+
+/// Mounts tracefs in a new mount namespace of the calling thread, which must end when
+/// done with it (the namespace, and the mount, go with it).
+fn mount_tracefs_privately() -> nix::Result<()> {
+    use nix::mount::{mount, MsFlags};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+    // Private first: a mount under a shared one would propagate to the host.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )?;
+    mount(
+        Some("tracefs"),
+        TRACEFS[0],
+        Some("tracefs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+}
+
 /// Loads `r0 = 0; exit` as a uprobe program expecting `attach_type`.
 fn load_return_zero(attach_type: sys::bpf_attach_type) -> Option<OwnedFd> {
     let mut insns = [sys::bpf_insn::default(), sys::bpf_insn::default()];
@@ -138,5 +188,16 @@ mod tests {
     fn this_kernel_has_what_the_programs_need() {
         check_features().unwrap();
         assert!(uprobe_multi_supported(), "kernel 6.18 has uprobe_multi");
+    }
+
+    #[test]
+    fn finds_a_syscall_tracepoint_without_changing_the_mounts() {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(syscall_tracepoint_id("sys_exit_mmap").is_some());
+        assert_eq!(syscall_tracepoint_id("sys_exit_no_such_call"), None);
+        assert_eq!(
+            std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
+            mounts
+        );
     }
 }

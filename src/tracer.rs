@@ -44,11 +44,15 @@ pub fn run(
     raise_priority(cfg.debug);
     kernel::check_features()?;
     let multi = kernel::uprobe_multi_supported();
+    let mmap_tracepoint = cfg
+        .follow
+        .then(|| kernel::syscall_tracepoint_id("sys_exit_mmap"))
+        .flatten();
     let mut storage = MaybeUninit::uninit();
     let mut open = SslsniffSkelBuilder::default()
         .open(&mut storage)
         .context("cannot open the BPF object")?;
-    configure(&mut open, cfg, multi)?;
+    configure(&mut open, cfg, multi, mmap_tracepoint.is_some())?;
     let mut skel = open
         .load()
         .context("the kernel refused the BPF programs (run with -d for libbpf's log)")?;
@@ -59,6 +63,7 @@ pub fn run(
         handshake: cfg.handshake,
         multi,
         debug: cfg.debug,
+        mmap_tracepoint,
     };
     let started = attach::attach_all(&programs(&skel), plan, targets)?;
     let follower = RefCell::new(Follower::start(&skel, cfg, plan, started)?);
@@ -144,7 +149,12 @@ fn wind_up(mut sink: Sink, reported: u64, skel: &SslsniffSkel) -> Result<Ended> 
 }
 
 /// Filters, limits and the function table go in as read-only data before load.
-fn configure(open: &mut OpenSslsniffSkel, cfg: &Config, multi: bool) -> Result<()> {
+fn configure(
+    open: &mut OpenSslsniffSkel,
+    cfg: &Config,
+    multi: bool,
+    mmap_tracepoint: bool,
+) -> Result<()> {
     let rodata = open
         .maps
         .rodata_data
@@ -192,7 +202,12 @@ fn configure(open: &mut OpenSslsniffSkel, cfg: &Config, multi: bool) -> Result<(
         .context("cannot size the ring buffer")?;
     open.progs.conn_fd.set_autoload(cfg.conn);
     open.progs.follow_exec.set_autoload(cfg.follow);
-    open.progs.follow_mmap.set_autoload(cfg.follow);
+    open.progs
+        .follow_mmap
+        .set_autoload(cfg.follow && !mmap_tracepoint);
+    open.progs
+        .follow_mmap_tp
+        .set_autoload(cfg.follow && mmap_tracepoint);
     if multi {
         let progs = &mut open.progs;
         for prog in [

@@ -648,16 +648,41 @@ int BPF_PROG(follow_exec, struct task_struct *p, int old_pid, struct linux_binpr
 	return 0;
 }
 
-/* At syscall exit the mapping exists, so user space finds it in /proc/PID/maps. A BTF
- * tracepoint, as conn_fd. */
+/* An executable mapping of a file, at syscall exit: the mapping exists by then, so user
+ * space finds it in /proc/PID/maps. */
+static __always_inline void mapped(const struct pt_regs *regs, long ret)
+{
+	if ((unsigned long)ret >= (unsigned long)-4095 || !(PT_REGS_PARM3(regs) & PROT_EXEC))
+		return;
+	report_file(file_at(PT_REGS_PARM5(regs)), FOUND_MMAP);
+}
+
+/* The mmap syscall's own tracepoint: only mmap runs it, while every other syscall pays
+ * just the kernel's check of which syscalls are traced. User space attaches it when it
+ * can learn the tracepoint's id (tracefs), and follow_mmap otherwise. */
+struct syscall_exit_args {
+	__u64 common;
+	__s32 nr;
+	__s32 pad;
+	__s64 ret;
+};
+
+SEC("tracepoint/syscalls/sys_exit_mmap")
+int follow_mmap_tp(struct syscall_exit_args *ctx)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+
+	mapped(regs, ctx->ret);
+	return 0;
+}
+
+/* The same from the raw syscall-exit tracepoint, which runs on every syscall of the
+ * machine: a BTF tracepoint, so that the registers are read without a helper call. */
 SEC("tp_btf/sys_exit")
 int BPF_PROG(follow_mmap, struct pt_regs *regs, long ret)
 {
-	if (regs->orig_rax != __NR_mmap || (unsigned long)ret >= (unsigned long)-4095)
-		return 0;
-	if (!(PT_REGS_PARM3(regs) & PROT_EXEC))
-		return 0;
-	report_file(file_at(PT_REGS_PARM5(regs)), FOUND_MMAP);
+	if (regs->orig_rax == __NR_mmap)
+		mapped(regs, ret);
 	return 0;
 }
 
