@@ -40,8 +40,8 @@ lint: deps
 test: lint
 	$(if $(SUDO),CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$(SUDO)") $(CARGO) test --release -- --test-threads=1
 
-# The capture goes to a file in /dev/shm: a file, but not this machine's disk, whose
-# write-back speed would otherwise be what the 64 KiB run measures.
+# Temporary files of the bench and of the tools it runs (go build) go to /dev/shm, memory
+# rather than this machine's disk, whose speed would otherwise be part of what is measured.
 bench: build
 	$(CARGO) build --release --manifest-path bench/Cargo.toml
 	$(SUDO) env TMPDIR=/dev/shm bench/target/release/sslsniff-bench --sslsniff target/release/sslsniff $(ARGS)

@@ -169,6 +169,9 @@ fn configure(
         }
     }
     rodata.max_capture = cfg.max_capture;
+    // The BPF side's default is its largest chunk; a quarter of a ring (a power of two
+    // of at least a page) is a power of two too.
+    rodata.chunk_size = rodata.chunk_size.min(cfg.ring_size / 4);
     rodata.track_conn = cfg.conn;
     rodata.trace_handshakes = cfg.handshake;
     for (slot, path) in rodata.go_fd_paths.iter_mut().zip(golang::fd_paths()) {

@@ -10,7 +10,7 @@ const HEADER_LEN: usize = 23;
 pub const MIN_SIZE: usize = HEADER_LEN;
 /// Indexes have 8 digits.
 pub const MAX_CALLS: u64 = 100_000_000;
-/// 62 characters: a chunk of sslsniff's (16384 bytes) is no multiple of 62, so a
+/// 62 characters: a chunk of sslsniff's (a power of two of bytes) is no multiple of 62, so a
 /// payload put together at a wrong offset cannot match.
 const FILLER: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 

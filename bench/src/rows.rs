@@ -66,7 +66,7 @@ pub fn print_idle(runs: &[(Idle, String)]) {
         &rows,
     );
     println!("cpu: sslsniff's user+system time; follow progs: follow_exec + follow_mmap run time (BPF run-time stats); both per one CPU.");
-    println!("follow runs: how often they ran (follow_mmap runs at every system call exit); getppid: ns per call after the load, stats off.");
+    println!("follow runs: how often they ran (the mmap hook runs at every mmap exit, or at every system call exit where the mmap tracepoint cannot be used); getppid: ns per call after the load, stats off.");
     // Following's cost is what the follow runs add over sslsniff's --no-follow cost.
     let costs = |follow: bool| -> Vec<f64> {
         runs.iter()

@@ -16,6 +16,10 @@ const volatile __u32 targ_uid = (__u32)-1;
 const volatile bool filter_comm = false;
 const volatile char targ_comm[TASK_COMM_LEN] = {};
 const volatile __u64 max_capture = 1 << 20;
+/* Payload bytes per record: a power of two up to MAX_CHUNK_SIZE, at most a quarter of the
+ * ring (user space sets it), so that a 64 KiB call is one record in the default ring and
+ * is formatted straight from it, while a small ring still holds several records. */
+const volatile __u32 chunk_size = MAX_CHUNK_SIZE;
 /* Above this much unread data the consumer is woken; below it, it drains on a timer. */
 const volatile __u64 wakeup_watermark = 0;
 const volatile struct func_info funcs[MAX_FUNCS] = {};
@@ -225,7 +229,9 @@ static __always_inline int send_record(const struct event_hdr *hdr, const void *
 	SEND_IN_CLASS(2048)
 	SEND_IN_CLASS(4096)
 	SEND_IN_CLASS(8192)
-	SEND_IN_CLASS(CHUNK_SIZE)
+	SEND_IN_CLASS(16384)
+	SEND_IN_CLASS(32768)
+	SEND_IN_CLASS(MAX_CHUNK_SIZE)
 	return -1;
 }
 
@@ -237,14 +243,14 @@ struct chunk_ctx {
 /* Sends chunk i of a call. Returns 1 to stop the loop. */
 static long send_chunk(__u64 i, struct chunk_ctx *c)
 {
-	__u64 offset = i * CHUNK_SIZE;
+	__u64 offset = i * chunk_size;
 	__u64 n;
 
 	if (offset >= c->hdr.captured)
 		return 1;
 	n = c->hdr.captured - offset;
-	if (n > CHUNK_SIZE)
-		n = CHUNK_SIZE;
+	if (n > chunk_size)
+		n = chunk_size;
 	c->hdr.offset = offset;
 	if (send_record(&c->hdr, (void *)(c->buf + offset), n)) {
 		/* The rest of the call cannot arrive whole: count all of it, so user space
@@ -291,10 +297,10 @@ static __always_inline void emit_call(void *ctx, const volatile struct func_info
 		return;
 	}
 	/* Most calls fit one chunk: spare them the loop's indirect calls. */
-	if (c.hdr.captured <= CHUNK_SIZE)
+	if (c.hdr.captured <= chunk_size)
 		send_chunk(0, &c);
 	else
-		bpf_loop((c.hdr.captured + CHUNK_SIZE - 1) / CHUNK_SIZE, send_chunk, &c, 0);
+		bpf_loop((c.hdr.captured + chunk_size - 1) / chunk_size, send_chunk, &c, 0);
 }
 
 /* The byte count a call moved, from its return value; 0 for failures and would-block
