@@ -9,7 +9,7 @@
  * chunk_size bytes of payload (see the BPF side), never more than this; a larger call is
  * sent as consecutive chunks. A record without payload at an offset short of `captured`
  * says the rest of the call was lost. */
-#define MAX_CHUNK_SIZE 65536
+#define MAX_CHUNK_SIZE 16384
 
 /* Probes carry their function's index in the table below as their cookie, so one entry
  * program and one return program serve every library. */

@@ -5,6 +5,7 @@
 //! The output is byte for byte what serde_json wrote (the tests hold it to that).
 
 use std::io::{self, Write};
+use std::net::SocketAddr;
 
 use base64::Engine;
 use serde::Serialize;
@@ -52,13 +53,21 @@ fn string(line: &mut Vec<u8>, name: &str, value: &str) {
     escape_str(line, value);
 }
 
-fn or_null(line: &mut Vec<u8>, name: &str, value: Option<String>) {
+fn null(line: &mut Vec<u8>, name: &str) {
+    key(line, name);
+    line.extend_from_slice(b"null");
+}
+
+/// An address as a string, or null. Written in place: digits, dots, colons and brackets
+/// need no escape, and a String per event and address was a measurable part of a row.
+fn addr(line: &mut Vec<u8>, name: &str, value: Option<SocketAddr>) {
     match value {
-        Some(v) => string(line, name, &v),
-        None => {
+        Some(a) => {
             key(line, name);
-            line.extend_from_slice(b"null");
+            // Writing into a Vec cannot fail.
+            let _ = write!(line, "\"{a}\"");
         }
+        None => null(line, name),
     }
 }
 
@@ -157,10 +166,10 @@ impl<W: Write> Json<W> {
         int(line, "latency_ns", c.latency_ns);
         match c.conn.fd {
             Some(fd) => int(line, "fd", fd),
-            None => or_null(line, "fd", None),
+            None => null(line, "fd"),
         }
-        or_null(line, "laddr", c.conn.local.map(|a| a.to_string()));
-        or_null(line, "raddr", c.conn.remote.map(|a| a.to_string()));
+        addr(line, "laddr", c.conn.local);
+        addr(line, "raddr", c.conn.remote);
         int(line, "truncated_bytes", ev.truncated());
         int(line, "undelivered_bytes", ev.undelivered);
         if let Some(h) = ev.handshake {
