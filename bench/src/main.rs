@@ -54,7 +54,8 @@ struct Cli {
           default_value = "100,4K,64K,1M")]
     sizes: Vec<usize>,
 
-    /// Runs of each measurement; the table shows the median [default: 3, 1 with --quick]
+    /// Runs of each measurement; the table shows the median [default: 5 (this VM's speed
+    /// moves by a third from one run to the next), 1 with --quick]
     #[arg(long, value_name = "RUNS", value_parser = clap::value_parser!(u64).range(1..))]
     runs: Option<u64>,
 
@@ -131,7 +132,7 @@ fn run(cli: &Cli) -> Result<()> {
         signal_hook::flag::register(signal, Arc::clone(&interrupted))
             .context("cannot install signal handlers")?;
     }
-    let runs = cli.runs.unwrap_or(if cli.quick { 1 } else { 3 });
+    let runs = cli.runs.unwrap_or(if cli.quick { 1 } else { 5 });
     let wanted = |part| cli.only.is_empty() || cli.only.contains(&part);
     if wanted(Part::Throughput) {
         let plan = bench::Plan {
