@@ -61,11 +61,15 @@ impl Follower {
         }
         if cfg.follow {
             let progs = &skel.progs;
-            let mmap = match plan.mmap_tracepoint {
-                Some(id) => attach::attach_tracepoint(&progs.follow_mmap_tp, id),
-                None => progs.follow_mmap.attach().map_err(Into::into),
+            // The tracepoint where it attaches, else the hook on every syscall exit.
+            let traced = plan
+                .mmap_tracepoint
+                .and_then(|id| attach::attach_tracepoint(&progs.follow_mmap_tp, id).ok());
+            let mmap = match traced {
+                Some(link) => Ok(link),
+                None => progs.follow_mmap.attach(),
             };
-            for link in [progs.follow_exec.attach().map_err(Into::into), mmap] {
+            for link in [progs.follow_exec.attach(), mmap] {
                 let link = link.context("cannot follow new programs")?;
                 me.attached.add(None, vec![link], None, true);
             }

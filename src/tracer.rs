@@ -205,9 +205,9 @@ fn configure(
         .context("cannot size the ring buffer")?;
     open.progs.conn_fd.set_autoload(cfg.conn);
     open.progs.follow_exec.set_autoload(cfg.follow);
-    open.progs
-        .follow_mmap
-        .set_autoload(cfg.follow && !mmap_tracepoint);
+    // The BTF hook is loaded even when the tracepoint may be used: it is the way back if
+    // attaching to the tracepoint fails.
+    open.progs.follow_mmap.set_autoload(cfg.follow);
     open.progs
         .follow_mmap_tp
         .set_autoload(cfg.follow && mmap_tracepoint);
