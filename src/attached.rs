@@ -103,8 +103,8 @@ impl Registry {
         (released, links)
     }
 
-    /// The links of the syscall and exec hooks (raw tracepoints, which close fast),
-    /// apart from the probes on files.
+    /// The links of the syscall and exec hooks (tracepoints, which close in tens of
+    /// milliseconds), apart from the probes on files.
     pub fn take_hooks(&mut self) -> Vec<Link> {
         let (hooks, files) = std::mem::take(&mut self.entries)
             .into_iter()
