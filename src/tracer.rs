@@ -89,9 +89,14 @@ pub fn run(
         bss.stopped = true;
     }
     let mut follower = follower.borrow_mut();
-    // The hooks first, on every path: they run on every syscall of the machine, and
-    // must not wait behind the probes' slow release on older kernels.
-    attach::detach(follower.attached.take_hooks(), true);
+    // The hooks first: they run on every syscall of the machine, and must not wait
+    // behind the probes' slow release on older kernels. With multi-uprobe links every
+    // link closes within tens of milliseconds, so all close side by side.
+    let mut hooks = follower.attached.take_hooks();
+    if multi {
+        hooks.extend(follower.attached.take_links());
+    }
+    attach::detach(hooks, true);
     attach::detach(follower.attached.take_links(), multi);
     drop(follower);
     if cfg.debug {
