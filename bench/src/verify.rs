@@ -198,14 +198,16 @@ const DATA_KEY: &[u8] = b"\"data\":\"";
 /// fields before it go through the JSON parser. The check runs beside the load and
 /// competes with it for the CPUs: parsing 64 KiB strings cost it more than sslsniff's
 /// own escaping. Any other line is parsed whole.
-fn parse_json_event(line: &[u8]) -> Result<(JsonEvent<'static>, Option<&[u8]>)> {
+fn parse_json_event(line: &[u8]) -> Result<(JsonEvent<'_>, Option<&[u8]>)> {
     let fast = find(line, DATA_KEY).and_then(|at| {
         let data = line[at + DATA_KEY.len()..].strip_suffix(b"\"}\n")?;
-        let plain = !data.contains(&b'\\') && !data.contains(&b'"');
+        if data.contains(&b'\\') || data.contains(&b'"') {
+            return None;
+        }
         let mut head = line[..at].to_vec();
         head.extend_from_slice(b"\"data\":null}");
         let ev: JsonEvent = serde_json::from_slice(&head).ok()?;
-        plain.then(|| (owned(ev), data))
+        Some((owned(ev), data))
     });
     if let Some((ev, data)) = fast {
         return Ok((ev, Some(data)));
@@ -216,9 +218,10 @@ fn parse_json_event(line: &[u8]) -> Result<(JsonEvent<'static>, Option<&[u8]>)> 
             String::from_utf8_lossy(&line[..line.len().min(200)])
         )
     })?;
-    Ok((owned(ev), None))
+    Ok((ev, None))
 }
 
+/// The fields of an event parsed from a line of our own making, kept past it.
 fn owned(ev: JsonEvent) -> JsonEvent<'static> {
     JsonEvent {
         direction: Cow::Owned(ev.direction.into_owned()),
