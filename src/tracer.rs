@@ -93,11 +93,14 @@ pub fn run(
     // behind the probes' slow release on older kernels. With multi-uprobe links every
     // link closes within tens of milliseconds, so all close side by side.
     let mut hooks = follower.attached.take_hooks();
+    let probes = follower.attached.take_links();
     if multi {
-        hooks.extend(follower.attached.take_links());
+        hooks.extend(probes);
+        attach::detach(hooks, true);
+    } else {
+        attach::detach(hooks, true);
+        attach::detach(probes, false);
     }
-    attach::detach(hooks, true);
-    attach::detach(follower.attached.take_links(), multi);
     drop(follower);
     if cfg.debug {
         diag::notice(&format!("detached in {:?}", detach_started.elapsed()));
