@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use libbpf_cargo::SkeletonBuilder;
 
 const SRC: &str = "src/bpf/sslsniff.bpf.c";
-const HEADER: &str = "src/bpf/sslsniff.h";
+/// The program and every header it includes (`*.bpf.h`, and `sslsniff.h`, which Rust
+/// reads through the skeleton too).
+const DIR: &str = "src/bpf";
 
 fn main() {
     let out =
@@ -27,8 +29,7 @@ fn main() {
     builder
         .build_and_generate(&out)
         .expect("failed to build and generate the BPF skeleton");
-    println!("cargo:rerun-if-changed={SRC}");
-    println!("cargo:rerun-if-changed={HEADER}");
+    println!("cargo:rerun-if-changed={DIR}");
     println!("cargo:rerun-if-env-changed=BPF_CFLAGS");
     println!("cargo:rerun-if-env-changed=CLANG");
 }

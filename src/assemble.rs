@@ -108,7 +108,6 @@ impl Assembler {
             data,
             undelivered,
             handshake: None,
-            http: None,
         })
     }
 
@@ -153,7 +152,6 @@ impl Assembler {
             data: Cow::Borrowed(&[]),
             undelivered: 0,
             handshake: Some(verdict),
-            http: None,
         })
     }
 
@@ -211,8 +209,8 @@ fn started_at(first_start_ns: u64, mut call: Call) -> Call {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::decode;
-    use crate::event::testing::{hdr, record};
+    use crate::kernel::record::decode;
+    use crate::kernel::record::testing::Header;
 
     /// Feeds records and collects (tid, data, undelivered) of every event.
     fn run(asm: &mut Assembler, records: &[Vec<u8>]) -> Vec<(u32, Vec<u8>, u64)> {
@@ -230,13 +228,13 @@ mod tests {
     #[test]
     fn interleaved_chunks_of_many_threads_do_not_mix() {
         let mut asm = Assembler::new();
-        let a = hdr(10, 1, 6, "SSL_write");
-        let b = hdr(20, 2, 6, "SSL_read");
+        let a = Header::new(10, 1, 6, "SSL_write");
+        let b = Header::new(20, 2, 6, "SSL_read");
         let records = [
-            record(a, 0, b"aaa"),
-            record(b, 0, b"bbb"),
-            record(a, 3, b"AAA"),
-            record(b, 3, b"BBB"),
+            a.record(0, b"aaa"),
+            b.record(0, b"bbb"),
+            a.record(3, b"AAA"),
+            b.record(3, b"BBB"),
         ];
         let got = run(&mut asm, &records);
         assert_eq!(
@@ -249,13 +247,10 @@ mod tests {
     #[test]
     fn a_call_cut_short_is_reported_with_its_undelivered_bytes() {
         let mut asm = Assembler::new();
-        let first = hdr(10, 1, 8, "SSL_write");
-        let next = hdr(10, 2, 2, "SSL_write");
+        let first = Header::new(10, 1, 8, "SSL_write");
+        let next = Header::new(10, 2, 2, "SSL_write");
         // The second chunk of the first call never arrived; the thread's next call did.
-        let got = run(
-            &mut asm,
-            &[record(first, 0, b"1234"), record(next, 0, b"ok")],
-        );
+        let got = run(&mut asm, &[first.record(0, b"1234"), next.record(0, b"ok")]);
         assert_eq!(got, [(10, b"1234".to_vec(), 4), (10, b"ok".to_vec(), 0)]);
         assert_eq!(asm.counts.undelivered_bytes, 4);
     }
@@ -263,19 +258,21 @@ mod tests {
     #[test]
     fn an_empty_record_ends_a_call_at_once() {
         let mut asm = Assembler::new();
-        let h = hdr(10, 1, 8, "SSL_read");
-        let got = run(&mut asm, &[record(h, 0, b"1234"), record(h, 4, b"")]);
+        let h = Header::new(10, 1, 8, "SSL_read");
+        let got = run(&mut asm, &[h.record(0, b"1234"), h.record(4, b"")]);
         assert_eq!(got, [(10, b"1234".to_vec(), 4)]);
-        let got = run(&mut asm, &[record(hdr(11, 2, 8, "SSL_read"), 0, b"")]);
+        let got = run(
+            &mut asm,
+            &[Header::new(11, 2, 8, "SSL_read").record(0, b"")],
+        );
         assert_eq!(got, [(11, Vec::new(), 8)]);
     }
 
     #[test]
     fn truncated_bytes_are_counted_apart_from_undelivered_ones() {
         let mut asm = Assembler::new();
-        let mut h = hdr(10, 1, 10, "SSL_read");
-        h.captured = 4;
-        run(&mut asm, &[record(h, 0, b"1234")]);
+        let h = Header::new(10, 1, 10, "SSL_read").captured(4);
+        run(&mut asm, &[h.record(0, b"1234")]);
         assert_eq!(
             (asm.counts.truncated_bytes, asm.counts.undelivered_bytes),
             (6, 0)
@@ -285,7 +282,10 @@ mod tests {
     #[test]
     fn stale_partial_calls_are_flushed_after_a_while() {
         let mut asm = Assembler::new();
-        run(&mut asm, &[record(hdr(10, 1, 8, "SSL_read"), 0, b"1234")]);
+        run(
+            &mut asm,
+            &[Header::new(10, 1, 8, "SSL_read").record(0, b"1234")],
+        );
         let mut got = Vec::new();
         for now in [2, 1 + CHUNK_PATIENCE_NS] {
             asm.tick::<()>(now, &mut |ev| {
@@ -308,14 +308,14 @@ mod tests {
     #[test]
     fn non_blocking_handshake_is_one_event_from_first_attempt() {
         let mut asm = Assembler::new();
-        let mut retry = hdr(10, 100, 0, "SSL_do_handshake");
-        retry.ret = -1;
-        retry.latency_ns = 5;
-        let mut done = hdr(10, 300, 0, "SSL_do_handshake");
-        done.ret = 1;
-        done.latency_ns = 50;
+        let retry = Header::new(10, 100, 0, "SSL_do_handshake")
+            .ret(-1)
+            .latency(5);
+        let done = Header::new(10, 300, 0, "SSL_do_handshake")
+            .ret(1)
+            .latency(50);
         let mut got = Vec::new();
-        for r in [record(retry, 0, b""), record(done, 0, b"")] {
+        for r in [retry.record(0, b""), done.record(0, b"")] {
             asm.push::<()>(decode(&r), &mut |ev| {
                 got.push((ev.handshake, ev.call.start_ns, ev.call.latency_ns));
                 Ok(())
@@ -328,10 +328,9 @@ mod tests {
     #[test]
     fn an_unanswered_handshake_retry_is_reported_not_completed() {
         let mut asm = Assembler::new();
-        let mut retry = hdr(10, 100, 0, "SSL_do_handshake");
-        retry.ret = -1;
+        let retry = Header::new(10, 100, 0, "SSL_do_handshake").ret(-1);
         let mut got = Vec::new();
-        asm.push::<()>(decode(&record(retry, 0, b"")), &mut |_| panic!("not yet"))
+        asm.push::<()>(decode(&retry.record(0, b"")), &mut |_| panic!("not yet"))
             .unwrap();
         asm.tick::<()>(100 + HANDSHAKE_PATIENCE_NS, &mut |ev| {
             got.push(ev.handshake);

@@ -1,10 +1,13 @@
 //! Command-line flags: a superset of bcc's sslsniff.py.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
+use anyhow::{bail, Result};
 use clap::{Parser, ValueEnum};
 
-use crate::diag::Status;
+use crate::config::{self, Capture, Config, Discovery, Filter, Format, TextOptions, COMM_LEN};
+use crate::diag::{self, warning, Status};
 use crate::libs::{self, Kind, Library};
 
 #[derive(Debug, Parser)]
@@ -127,9 +130,15 @@ pub struct Cli {
     #[arg(long)]
     pub no_follow: bool,
 
-    /// Print what is attached where, and libbpf's messages
+    /// Print what is attached where, which kernel mechanism each feature uses, and
+    /// libbpf's messages
     #[arg(short, long)]
     pub debug: bool,
+
+    /// Check this kernel and exit: load every variant of the BPF programs it can run,
+    /// and say which mechanism each feature would use (exit status 1 if any failed)
+    #[arg(long)]
+    pub check_kernel: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -138,19 +147,61 @@ pub enum HttpMode {
     Off,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
-}
-
 impl Cli {
+    /// The one Config, checked: a bad value is a one-line error.
+    pub fn config(&self) -> Result<Config> {
+        if let Some(comm) = &self.comm {
+            check_comm(comm)?;
+        }
+        Ok(Config {
+            filter: Filter {
+                pid: self.pid,
+                uid: self.uid,
+                comm: self
+                    .comm
+                    .as_ref()
+                    .map(|c| c.bytes().take(COMM_LEN).collect()),
+            },
+            capture: Capture {
+                max_bytes: self.max_buffer_size,
+                ring_size: self.ring_buffer_size,
+                handshakes: self.handshake,
+                connections: self.tracks_connections(),
+            },
+            discovery: Discovery {
+                libraries: libs::of_kinds(&self.kinds()),
+                extra_libs: self.extra_lib.clone(),
+                binaries: self.binary.clone(),
+            },
+            follow: !self.no_follow,
+            output: self.output(),
+            debug: self.debug,
+            check_kernel: self.check_kernel,
+        })
+    }
+
+    fn output(&self) -> config::Output {
+        config::Output {
+            format: self.format,
+            text: TextOptions {
+                ids: self.ids,
+                latency: self.latency,
+                conn: self.conn,
+                hexdump: self.hexdump,
+            },
+            http: self.http == HttpMode::Auto,
+            pcap: self.pcap.clone(),
+            overwrite: self.overwrite,
+            interactive: std::io::stdout().is_terminal(),
+        }
+    }
+
     /// Connection tracking costs a hook on every syscall: only when something shows it.
-    pub fn tracks_connections(&self) -> bool {
+    fn tracks_connections(&self) -> bool {
         self.conn || self.pcap.is_some() || self.format == Format::Json
     }
 
-    pub fn kinds(&self) -> Vec<Kind> {
+    fn kinds(&self) -> Vec<Kind> {
         let off = [
             (Kind::OpenSsl, self.no_openssl),
             (Kind::GnuTls, self.no_gnutls),
@@ -164,6 +215,22 @@ impl Cli {
             .map(|&(k, _)| k)
             .collect()
     }
+}
+
+/// The kernel keeps 15 bytes of a command name: a longer -c can only ever match its
+/// first 15 bytes, and an empty one nothing. Say which.
+fn check_comm(comm: &str) -> Result<()> {
+    if comm.is_empty() || comm.contains('\0') {
+        bail!("-c: a command name is 1 to {COMM_LEN} bytes without NUL");
+    }
+    if comm.len() > COMM_LEN {
+        let kept = &comm.as_bytes()[..COMM_LEN];
+        warning!(
+            "-c: the kernel keeps only {COMM_LEN} bytes of a command name; matching processes named '{}'",
+            diag::safe(kept)
+        );
+    }
+    Ok(())
 }
 
 fn parse_extra_lib(s: &str) -> Result<(&'static Library, PathBuf), String> {

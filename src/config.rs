@@ -1,25 +1,86 @@
-//! What the user asked for, in the terms the tracer needs.
+//! What the user asked for, in the terms the tracer needs: built once from the flags
+//! (`Cli::config`) and handed down, each part to the module it concerns.
+
+use std::path::PathBuf;
 
 use crate::libs::Library;
 
 pub struct Config {
-    pub pid: Option<u32>,
-    pub uid: Option<u32>,
-    pub comm: Option<String>,
-    pub max_capture: u64,
-    pub ring_size: u32,
-    pub handshake: bool,
-    /// Attribute calls to sockets (fd, addresses): a hook on every syscall.
-    pub conn: bool,
-    /// Flush after every drain rather than every 100 ms (a terminal is reading).
-    pub interactive: bool,
-    pub debug: bool,
-    /// Decode HTTP/1 and HTTP/2 (`--http auto`).
-    pub http: bool,
+    pub filter: Filter,
+    pub capture: Capture,
+    pub discovery: Discovery,
     /// Attach to files that processes start or map while running.
     pub follow: bool,
+    pub output: Output,
+    /// Say what is attached where, how long it took, and libbpf's messages.
+    pub debug: bool,
+    /// Only check what this kernel can run (`--check-kernel`).
+    pub check_kernel: bool,
+}
+
+/// Whose calls are traced; applied in the kernel.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub pid: Option<u32>,
+    pub uid: Option<u32>,
+    /// At most COMM_LEN bytes, without NUL: what the kernel keeps of a name.
+    pub comm: Option<Vec<u8>>,
+}
+
+/// What the kernel side captures of each call.
+#[derive(Debug, Clone)]
+pub struct Capture {
+    /// Bytes of a call captured at most; 0: no limit.
+    pub max_bytes: u64,
+    /// The kernel-to-user ring buffer's size, a power of two.
+    pub ring_size: u32,
+    pub handshakes: bool,
+    /// Attribute calls to sockets (fd, addresses): a hook on every syscall.
+    pub connections: bool,
+}
+
+/// Which files to trace from the start.
+#[derive(Debug, Clone, Default)]
+pub struct Discovery {
     /// The libraries traced (those not turned off).
     pub libraries: Vec<&'static Library>,
+    /// Files named with `--extra-lib TYPE:PATH`.
+    pub extra_libs: Vec<(&'static Library, PathBuf)>,
+    /// Files named with `--binary PATH`.
+    pub binaries: Vec<PathBuf>,
+}
+
+/// Where events go and how they look.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub format: Format,
+    pub text: TextOptions,
+    /// Decode HTTP/1 and HTTP/2 (`--http auto`).
+    pub http: bool,
+    /// Also write a pcapng capture here.
+    pub pcap: Option<PathBuf>,
+    /// Let `pcap` replace a file of ours.
+    pub overwrite: bool,
+    /// Flush after every drain rather than every 100 ms (a terminal is reading).
+    pub interactive: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// The columns and payload form of the text format.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TextOptions {
+    /// UID and TID columns (`-x`).
+    pub ids: bool,
+    /// LAT(ms) column (`-l`).
+    pub latency: bool,
+    /// FD, LADDR and RADDR columns (`--conn`).
+    pub conn: bool,
+    pub hexdump: bool,
 }
 
 /// The kernel keeps this many bytes of a command name (TASK_COMM_LEN less its NUL).

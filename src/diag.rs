@@ -9,10 +9,12 @@
 use std::io::Write;
 use std::sync::OnceLock;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::escape::escape_inline;
+use crate::kernel::features::Mechanism;
+use crate::kernel::VariantCheck;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Status {
@@ -145,13 +147,38 @@ pub fn tracing(t: &Tracing) {
     );
 }
 
+/// Which mechanism each kernel feature uses: with -d as prose, and always with
+/// `--status json` (programs that read it want to know what they are testing).
+pub fn kernel(mechanisms: &[Mechanism], debug: bool) {
+    if json_mode() {
+        line(&json!({ "type": "kernel", "features": mechanisms }).to_string());
+    } else if debug {
+        for m in mechanisms {
+            let how = if m.native { "with" } else { "without" };
+            line(&format!("sslsniff: {how} {}: {}", m.feature, m.uses));
+        }
+    }
+}
+
+/// One program variant that `--check-kernel` loaded, or could not.
+pub fn variant(v: &VariantCheck) {
+    emit(
+        "variant",
+        || match &v.error {
+            None => format!("loaded: {} ({} ms)", v.name, v.millis),
+            Some(e) => format!("failed: {}: {e}", v.name),
+        },
+        json!({ "name": v.name, "loaded": v.error.is_none(), "error": v.error, "millis": v.millis }),
+    );
+}
+
 /// The probes are attached: what happens from now on is captured.
 pub fn ready() {
     emit("ready", || "ready; Ctrl-C to stop".into(), json!({}));
 }
 
 /// What a run saw, printed at exit.
-#[derive(Debug, Default, Clone, Copy, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     /// Successful calls the kernel saw (after the filters).
     pub calls: u64,
@@ -165,6 +192,9 @@ pub struct Summary {
     pub undelivered_bytes: u64,
     /// Of those, bytes of calls that never reached user space at all.
     pub unannounced_bytes: u64,
+    /// Calls not traced at all: the per-thread table of kernels without task storage
+    /// was full.
+    pub untracked_calls: u64,
     /// Records that failed validation and were dropped.
     pub malformed_records: u64,
 }
@@ -181,6 +211,12 @@ pub fn summary(s: &Summary) {
                 text.push_str(&format!(
                     " ({} of them in calls that never reached user space)",
                     s.unannounced_bytes
+                ));
+            }
+            if s.untracked_calls > 0 {
+                text.push_str(&format!(
+                    "; {} calls not traced (the per-thread call table was full)",
+                    s.untracked_calls
                 ));
             }
             if s.malformed_records > 0 {

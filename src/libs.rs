@@ -3,8 +3,6 @@
 
 use std::sync::LazyLock;
 
-use crate::bpf::types::{direction, ret_convention};
-
 /// How a handshake function's return value reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HandshakeRet {
@@ -45,26 +43,48 @@ impl HandshakeRet {
     }
 }
 
+/// Which way a call moves data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Read,
+    Write,
+    Handshake,
+}
+
+impl Direction {
+    /// The name used in structured output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Read => "read",
+            Direction::Write => "write",
+            Direction::Handshake => "handshake",
+        }
+    }
+}
+
+/// How a read or write function says how many bytes it moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    /// A return value above 0 is the byte count.
+    Returned,
+    /// A return value of 1 is success; the byte count is behind the fourth argument
+    /// (OpenSSL's `_ex` functions).
+    ThroughPointer,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    Read(ret_convention),
-    Write(ret_convention),
+    Read(Count),
+    Write(Count),
     Handshake(HandshakeRet),
 }
 
 impl Role {
-    pub fn direction(&self) -> direction {
+    pub fn direction(&self) -> Direction {
         match self {
-            Role::Read(_) => direction::DIR_READ,
-            Role::Write(_) => direction::DIR_WRITE,
-            Role::Handshake(_) => direction::DIR_HANDSHAKE,
-        }
-    }
-
-    pub fn ret_convention(&self) -> ret_convention {
-        match *self {
-            Role::Read(conv) | Role::Write(conv) => conv,
-            Role::Handshake(_) => ret_convention::RET_RAW,
+            Role::Read(_) => Direction::Read,
+            Role::Write(_) => Direction::Write,
+            Role::Handshake(_) => Direction::Handshake,
         }
     }
 }
@@ -128,8 +148,8 @@ const fn func_ssize_t(name: &'static str, role: Role) -> Func {
     }
 }
 
-const COUNT: ret_convention = ret_convention::RET_COUNT;
-const EX: ret_convention = ret_convention::RET_EX;
+const COUNT: Count = Count::Returned;
+const EX: Count = Count::ThroughPointer;
 
 const OPENSSL_HANDSHAKE: HandshakeRet = HandshakeRet {
     ok: 1,
@@ -259,19 +279,19 @@ pub fn by_id(id: FuncId) -> Option<(&'static Library, &'static Func)> {
     BY_ID.get(id as usize).copied()
 }
 
+/// The libraries of these kinds.
+pub fn of_kinds(kinds: &[Kind]) -> Vec<&'static Library> {
+    LIBRARIES
+        .iter()
+        .filter(|l| kinds.contains(&l.kind))
+        .collect()
+}
+
 pub fn by_name(name: &str) -> Option<&'static Library> {
     LIBRARIES.iter().find(|lib| lib.name == name)
 }
 
 impl Library {
-    /// How the BPF side reads `f`'s return value.
-    pub fn ret_convention(&self, f: &Func) -> ret_convention {
-        match (self.abi, f.role) {
-            (Abi::Go, Role::Handshake(_)) => ret_convention::RET_ERR_IFACE,
-            (_, role) => role.ret_convention(),
-        }
-    }
-
     pub fn matches_file_name(&self, file_name: &str) -> bool {
         self.sonames.iter().any(|soname| {
             file_name
@@ -284,14 +304,6 @@ impl Library {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bpf::types::rodata;
-
-    #[test]
-    fn every_function_fits_the_bpf_table() {
-        // SAFETY: rodata is plain integers, bools and arrays of them; all zeroes is valid.
-        let rodata: rodata = unsafe { std::mem::zeroed() };
-        assert!(all_funcs().count() <= rodata.funcs.len());
-    }
 
     #[test]
     fn ids_round_trip() {

@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use libbpf_rs::{ErrorKind, RingBuffer};
-use nix::time::{clock_gettime, ClockId};
 
 use crate::assemble::{Assembler, Counts};
+use crate::clock::monotonic_ns;
 use crate::diag;
-use crate::event::{decode, Direction, Event};
+use crate::event::{Direction, Event};
+use crate::kernel::record::decode;
 use crate::output::Output;
-use crate::proto::{ConnKey, Decoders, Dir};
+use crate::proto::{ConnKey, Decoders, Dir, Http};
 
 /// How often the ring buffer is drained when the BPF side does not wake us. Waking
 /// user space for every event costs the traced program more than the probes do.
@@ -91,30 +92,31 @@ impl<'o> Sink<'o> {
 }
 
 /// The protocol stage, then the outputs.
-fn emit(http: &mut Option<Decoders>, out: &mut dyn Output, mut ev: Event) -> io::Result<()> {
-    if let Some(decoders) = http {
-        decorate(decoders, &mut ev);
-    }
-    out.event(&ev)
+fn emit(http: &mut Option<Decoders>, out: &mut dyn Output, ev: Event) -> io::Result<()> {
+    let decoded = http
+        .as_mut()
+        .and_then(|decoders| decode_http(decoders, &ev));
+    out.event(&ev, decoded.as_ref())
 }
 
-/// Attaches the call's HTTP, per TLS connection object (a socket is not always known)
-/// and direction. Bytes cut by --max-buffer-size or lost in the ring break the stream:
-/// the decoder is told after the bytes it has.
-fn decorate(decoders: &mut Decoders, ev: &mut Event) {
+/// The call's HTTP, per TLS connection object (a socket is not always known) and
+/// direction. Bytes cut by --max-buffer-size or lost in the ring break the stream: the
+/// decoder is told after the bytes it has.
+fn decode_http(decoders: &mut Decoders, ev: &Event) -> Option<Http> {
     let dir = match ev.call.direction {
         Direction::Read => Dir::Read,
         Direction::Write => Dir::Write,
-        Direction::Handshake => return,
+        Direction::Handshake => return None,
     };
     let key = ConnKey {
         pid: ev.call.pid,
         conn: ev.call.tls_conn,
     };
-    ev.http = decoders.decode(key, dir, &ev.data);
+    let http = decoders.decode(key, dir, &ev.data);
     if ev.truncated() > 0 || ev.undelivered > 0 {
         decoders.gap(key, dir);
     }
+    http
 }
 
 /// What the loop checks between drains.
@@ -125,8 +127,6 @@ pub struct Watch<'a> {
     pub unannounced_bytes: &'a dyn Fn() -> u64,
     /// Flush after every drain (a terminal is reading) rather than every 100 ms.
     pub interactive: bool,
-    /// Work that waits for each drain (attaching files found while running).
-    pub between_drains: &'a dyn Fn(),
 }
 
 /// Drains the ring into the sink until `watch.stop` says so or output fails. Returns
@@ -139,7 +139,6 @@ pub fn drain(ring: &RingBuffer, sink: &RefCell<Sink>, watch: &Watch) -> Result<u
         let polled = ring.poll(DRAIN_INTERVAL);
         // The BPF side mostly submits without a wake-up: drain what poll did not.
         let _ = ring.consume();
-        (watch.between_drains)();
         let mut sink = sink.borrow_mut();
         if sink.error.is_some() {
             // The callback's -1 comes back from poll as a bogus errno; the output's own
@@ -178,21 +177,4 @@ pub fn report_undelivered(reported: u64, sink: &Sink, unannounced: u64) -> u64 {
         diag::undelivered(total - reported);
     }
     total
-}
-
-/// A clock in nanoseconds; the clocks read here cannot fail on Linux.
-fn clock_ns(id: ClockId) -> u64 {
-    clock_gettime(id).map_or(0, |ts| {
-        ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
-    })
-}
-
-/// bpf_ktime_get_ns()'s clock.
-pub fn monotonic_ns() -> u64 {
-    clock_ns(ClockId::CLOCK_MONOTONIC)
-}
-
-/// Wall-clock time minus the monotonic clock that event timestamps use.
-pub fn realtime_offset_ns() -> u64 {
-    clock_ns(ClockId::CLOCK_REALTIME).saturating_sub(monotonic_ns())
 }

@@ -1,26 +1,24 @@
-//! The BPF lifecycle: configure the programs, load them, attach them to the discovered
-//! targets, run the pump until told to stop, detach.
+//! The run, start to stop: find the files, load the programs, attach, drain the ring
+//! while the follower attaches what programs start or map, then detach and sum up. The
+//! steps are the modules'; this only puts them in order.
 
 use std::cell::RefCell;
 use std::io;
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{ProgramAttachType, RingBuffer, RingBufferBuilder};
+use anyhow::{bail, Context, Result};
+use libbpf_rs::{RingBuffer, RingBufferBuilder};
 
-use crate::attach::{self, Plan};
-use crate::bpf::types::{func_info, go_fd_path, stats};
-use crate::bpf::{OpenSslsniffSkel, SslsniffSkel, SslsniffSkelBuilder};
 use crate::config::Config;
-use crate::diag::{self, Summary};
-use crate::discover::Target;
-use crate::follower::{programs, Follower};
-use crate::golang;
-use crate::kernel;
-use crate::libs;
-use crate::output::Output;
+use crate::diag::{self, warning, Summary};
+use crate::discover::{self, Target};
+use crate::follow::Follower;
+use crate::kernel::{self, Features, Hook, Kernel, Load};
+use crate::output::{self, Output};
+use crate::probes::{Registry, Scope};
+use crate::procfs;
 use crate::pump::{self, Sink, Watch};
 
 /// The reader's scheduling priority. Busy traced programs run many threads, and the
@@ -28,87 +26,198 @@ use crate::pump::{self, Sink, Watch};
 /// little of it to drain what 64 busy threads write, and the ring buffer overflows.
 const READER_NICE: i32 = -10;
 
-/// How a run ended, when it ended well.
-pub struct Ended {
-    pub summary: Summary,
-    /// The reader of our output went away (`sslsniff | head`).
-    pub reader_gone: bool,
+/// Runs until `stop` is set (or the process of -p exits); the summary, or None when the
+/// reader of our output went away (`sslsniff | head`), which ends the run quietly.
+pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Option<Summary>> {
+    if !procfs::has_cap_sys_admin()? {
+        bail!("needs root (CAP_SYS_ADMIN) to attach uprobes; run it with sudo");
+    }
+    let watch = cfg.filter.pid.map(watch_process).transpose()?;
+    set_libbpf_log(cfg.debug);
+    let features = Features::probe()?;
+    diag::kernel(&features.mechanisms(), cfg.debug);
+    if cfg.check_kernel {
+        return check_kernel(features).map(|()| None);
+    }
+    let targets = discover::targets(&cfg.discovery, cfg.filter.pid)?;
+    let mut out = output::open(&cfg.output)?;
+    raise_priority(cfg.debug);
+    let mut storage = MaybeUninit::uninit();
+    let load = Load {
+        filter: &cfg.filter,
+        capture: &cfg.capture,
+        follow: cfg.follow,
+    };
+    let kernel = Kernel::load(&mut storage, &load, features)?;
+    say_capture_limit(&kernel, cfg.capture.max_bytes);
+    let registry = attach_at_start(&kernel, cfg, targets)?;
+    let mut follower = Follower::new(
+        &kernel,
+        registry,
+        cfg.discovery.libraries.clone(),
+        cfg.follow,
+    );
+    follower.examine_running(cfg.filter.pid);
+    if cfg.debug {
+        diag::notice(&format!(
+            "{} links attached",
+            follower.registry().link_count()
+        ));
+    }
+    let stopped = || {
+        let exited = watch.as_ref().is_some_and(procfs::Watch::exited);
+        if exited {
+            diag::notice(&format!(
+                "process {} exited; stopping",
+                cfg.filter.pid.unwrap_or_default()
+            ));
+        }
+        exited || stop.load(Ordering::Relaxed)
+    };
+    capture(&kernel, cfg, follower, &mut out, &stopped)
 }
 
-pub fn run(
+/// Drains the ring, with the follower on a thread of its own, until told to stop; then
+/// detaches everything and sums up.
+fn capture(
+    kernel: &Kernel,
     cfg: &Config,
-    targets: Vec<Target>,
+    follower: Follower,
     out: &mut dyn Output,
-    stop: &dyn Fn() -> bool,
-) -> Result<Ended> {
-    raise_priority(cfg.debug);
-    kernel::check_features()?;
-    let multi = kernel::uprobe_multi_supported();
-    let mmap_tracepoint = cfg
-        .follow
-        .then(|| kernel::syscall_tracepoint_id("sys_exit_mmap"))
-        .flatten();
-    let mut storage = MaybeUninit::uninit();
-    let mut open = SslsniffSkelBuilder::default()
-        .open(&mut storage)
-        .context("cannot open the BPF object")?;
-    configure(&mut open, cfg, multi, mmap_tracepoint.is_some())?;
-    let mut skel = open
-        .load()
-        .context("the kernel refused the BPF programs (run with -d for libbpf's log)")?;
-    // Held apart from the skeleton, which the loop's closures borrow.
-    let bss = skel.maps.bss_data.take();
-    let plan = Plan {
-        pid: cfg.pid.map_or(-1, |p| p as i32),
-        handshake: cfg.handshake,
-        multi,
-        debug: cfg.debug,
-        mmap_tracepoint,
-    };
-    let started = attach::attach_all(&programs(&skel), plan, targets)?;
-    let follower = RefCell::new(Follower::start(&skel, cfg, plan, started)?);
-    if cfg.debug {
-        let links = follower.borrow().attached.link_count();
-        diag::notice(&format!("{links} links attached"));
-    }
-    let sink = RefCell::new(Sink::new(out, cfg.http));
-    let ring = rings(&skel, &sink, &follower)?;
-    let unannounced = || kernel::stats(&skel).unannounced_bytes;
-    let follow = || follower.borrow_mut().work(&skel);
+    stopped: &dyn Fn() -> bool,
+) -> Result<Option<Summary>> {
+    let sink = RefCell::new(Sink::new(out, cfg.output.http));
+    let ring = events_ring(kernel, &sink)?;
+    let unannounced = || kernel.counters().unannounced_bytes;
     let watch = Watch {
-        stop,
+        stop: stopped,
         unannounced_bytes: &unannounced,
-        interactive: cfg.interactive,
-        between_drains: &follow,
+        interactive: cfg.output.interactive,
     };
-    diag::ready();
-    let drained = pump::drain(&ring, &sink, &watch);
+    let follower_stop = AtomicBool::new(false);
+    let (drained, registry) = std::thread::scope(|scope| {
+        let following = scope.spawn(|| follower.run(&follower_stop));
+        diag::ready();
+        let drained = pump::drain(&ring, &sink, &watch);
+        follower_stop.store(true, Ordering::Relaxed);
+        let registry = following
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("following the machine failed")));
+        (drained, registry)
+    });
     // Detach first so that nothing new arrives, then drain what is already queued.
     let detach_started = Instant::now();
-    if let Some(bss) = bss {
-        bss.stopped = true;
-    }
-    let mut follower = follower.borrow_mut();
-    // The hooks first: they run on every syscall of the machine, and must not wait
-    // behind the probes' slow release on older kernels. With multi-uprobe links every
-    // link closes within tens of milliseconds, so all close side by side.
-    let mut hooks = follower.attached.take_hooks();
-    let probes = follower.attached.take_links();
-    if multi {
-        hooks.extend(probes);
-        attach::detach(hooks, true);
-    } else {
-        attach::detach(hooks, true);
-        attach::detach(probes, false);
-    }
-    drop(follower);
+    kernel.stop_probes();
+    registry?.detach_all();
     if cfg.debug {
         diag::notice(&format!("detached in {:?}", detach_started.elapsed()));
     }
     let reported = drained?;
     let _ = ring.consume();
     drop(ring);
-    wind_up(sink.into_inner(), reported, &skel)
+    wind_up(sink.into_inner(), reported, kernel)
+}
+
+fn watch_process(pid: u32) -> Result<procfs::Watch> {
+    procfs::check(pid)?;
+    procfs::Watch::new(pid)
+}
+
+fn set_libbpf_log(debug: bool) {
+    if debug {
+        libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, |_, msg| {
+            eprint!("{msg}")
+        })));
+    } else {
+        libbpf_rs::set_print(None);
+    }
+}
+
+/// `--check-kernel`: every variant this kernel can take, loaded.
+fn check_kernel(features: Features) -> Result<()> {
+    let results = kernel::check_variants(features);
+    let failed = results.iter().filter(|r| r.error.is_some()).count();
+    for r in &results {
+        diag::variant(r);
+    }
+    if failed > 0 {
+        bail!(
+            "{failed} of {} program variants failed to load",
+            results.len()
+        );
+    }
+    Ok(())
+}
+
+/// On kernels without bpf_loop a call is captured up to a bound: say so, once.
+fn say_capture_limit(kernel: &Kernel, asked: u64) {
+    let limit = kernel.capture_limit();
+    if limit != asked {
+        warning!(
+            "this kernel lacks bpf_loop (Linux 5.17): at most {limit} bytes of a call are \
+             captured; the rest is counted as truncated"
+        );
+    }
+}
+
+/// Attaches to every target found at start, and the hooks; a target that fails is a
+/// warning, none attached an error.
+fn attach_at_start(kernel: &Kernel, cfg: &Config, targets: Vec<Target>) -> Result<Registry> {
+    let scope = Scope {
+        pid: cfg.filter.pid,
+        handshakes: cfg.capture.handshakes,
+    };
+    let features = kernel.features();
+    let mut registry = Registry::new(scope, features.uprobe_multi, cfg.debug);
+    let mut attached = 0;
+    let mut last_error = None;
+    for target in targets {
+        let keep = target.requested || !cfg.follow;
+        match registry.attach(kernel, target, None, keep) {
+            Ok(any) => attached += usize::from(any),
+            Err(e) => {
+                warning!("{e:#}");
+                last_error = Some(e);
+            }
+        }
+    }
+    if attached == 0 {
+        match last_error {
+            Some(e) => return Err(e.context("no TLS library could be traced")),
+            None => {
+                bail!("no TLS library to trace was found (name one with --extra-lib TYPE:PATH)")
+            }
+        }
+    }
+    attach_hooks(kernel, cfg, &mut registry)?;
+    Ok(registry)
+}
+
+fn attach_hooks(kernel: &Kernel, cfg: &Config, registry: &mut Registry) -> Result<()> {
+    let features = kernel.features();
+    if cfg.capture.connections {
+        registry.attach_hook(kernel, Hook::Connections, None)?;
+    }
+    if !features.task_storage {
+        registry.attach_hook(kernel, Hook::ThreadExit, None)?;
+    }
+    if cfg.follow {
+        registry
+            .attach_hook(kernel, Hook::Exec, None)
+            .context("cannot follow new programs")?;
+        // The tracepoint where it attaches, else the hook on every syscall exit.
+        let traced = features.mmap_tracepoint.is_some_and(|id| {
+            registry
+                .attach_hook(kernel, Hook::MmapTracepoint, Some(id))
+                .is_ok()
+        });
+        if !traced {
+            registry
+                .attach_hook(kernel, Hook::MmapSyscallExit, None)
+                .context("cannot follow new programs")?;
+        }
+    }
+    Ok(())
 }
 
 /// The reader runs at READER_NICE; failing that (no CAP_SYS_NICE) is not fatal.
@@ -122,126 +231,33 @@ fn raise_priority(debug: bool) {
     }
 }
 
-/// The data ring into the sink, the ring of files found into the follower.
-fn rings<'a>(
-    skel: &'a SslsniffSkel,
-    sink: &'a RefCell<Sink>,
-    follower: &'a RefCell<Follower>,
-) -> Result<RingBuffer<'a>> {
+fn events_ring<'a>(kernel: &'a Kernel, sink: &'a RefCell<Sink>) -> Result<RingBuffer<'a>> {
     let mut builder = RingBufferBuilder::new();
     builder
-        .add(&skel.maps.events, |data| sink.borrow_mut().record(data))
-        .context("cannot open the ring buffer")?
-        .add(&skel.maps.found, |data| follower.borrow_mut().record(data))
-        .context("cannot open the ring buffer of files found")?;
+        .add(kernel.events(), |data| sink.borrow_mut().record(data))
+        .context("cannot open the ring buffer")?;
     builder.build().context("cannot open the ring buffer")
 }
 
 /// Reports what is still held, the last undelivered bytes and the summary.
-fn wind_up(mut sink: Sink, reported: u64, skel: &SslsniffSkel) -> Result<Ended> {
+fn wind_up(mut sink: Sink, reported: u64, kernel: &Kernel) -> Result<Option<Summary>> {
     let error = sink.finish();
-    let kernel = kernel::stats(skel);
-    pump::report_undelivered(reported, &sink, kernel.unannounced_bytes);
-    let summary = sum_up(&kernel, &sink);
-    match error {
-        Some(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(Ended {
-            summary,
-            reader_gone: true,
-        }),
-        Some(e) => Err(e).context("cannot write the output"),
-        None => Ok(Ended {
-            summary,
-            reader_gone: false,
-        }),
-    }
-}
-
-/// Filters, limits and the function table go in as read-only data before load.
-fn configure(
-    open: &mut OpenSslsniffSkel,
-    cfg: &Config,
-    multi: bool,
-    mmap_tracepoint: bool,
-) -> Result<()> {
-    let rodata = open
-        .maps
-        .rodata_data
-        .as_deref_mut()
-        .context("the BPF object has no read-only data")?;
-    rodata.targ_pid = cfg.pid.unwrap_or(0);
-    rodata.targ_uid = cfg.uid.unwrap_or(u32::MAX);
-    if let Some(comm) = &cfg.comm {
-        rodata.filter_comm = true;
-        for (dst, src) in rodata.targ_comm.iter_mut().zip(comm.bytes()) {
-            *dst = src as i8;
-        }
-    }
-    rodata.max_capture = cfg.max_capture;
-    // The BPF side's default is its largest chunk; a quarter of a ring (a power of two
-    // of at least a page) is a power of two too.
-    rodata.chunk_size = rodata.chunk_size.min(cfg.ring_size / 4);
-    rodata.track_conn = cfg.conn;
-    rodata.trace_handshakes = cfg.handshake;
-    for (slot, path) in rodata.go_fd_paths.iter_mut().zip(golang::fd_paths()) {
-        *slot = go_fd_path {
-            conn: path.conn,
-            itab_hash: path.itab_hash,
-            tcp_conn_fd: path.tcp_conn_fd,
-            netfd_sysfd: path.netfd_sysfd,
-            tcp_conn_hash: path.tcp_conn_hash,
-            pad: 0,
-        };
-    }
-    // Wake the reader early only when the ring is a quarter full; otherwise it drains
-    // on its timer.
-    rodata.wakeup_watermark = u64::from(cfg.ring_size / 4);
-    for (id, lib, f) in libs::all_funcs() {
-        let slot = rodata
-            .funcs
-            .get_mut(id as usize)
-            .context("the function table outgrew the BPF side")?;
-        *slot = func_info {
-            dir: f.role.direction(),
-            ret: lib.ret_convention(f),
-            nspr_fd: lib.nspr_fd.into(),
-            ret_int: f.ret_int.into(),
-        };
-    }
-    open.maps
-        .events
-        .set_max_entries(cfg.ring_size)
-        .context("cannot size the ring buffer")?;
-    open.progs.conn_fd.set_autoload(cfg.conn);
-    open.progs.follow_exec.set_autoload(cfg.follow);
-    // The BTF hook is loaded even when the tracepoint may be used: it is the way back if
-    // attaching to the tracepoint fails.
-    open.progs.follow_mmap.set_autoload(cfg.follow);
-    open.progs
-        .follow_mmap_tp
-        .set_autoload(cfg.follow && mmap_tracepoint);
-    if multi {
-        let progs = &mut open.progs;
-        for prog in [
-            &mut progs.tls_enter,
-            &mut progs.tls_exit,
-            &mut progs.go_enter,
-            &mut progs.go_exit,
-        ] {
-            prog.set_attach_type(ProgramAttachType::TraceUprobeMulti);
-        }
-    }
-    Ok(())
-}
-
-fn sum_up(kernel: &stats, sink: &Sink) -> Summary {
+    let counters = kernel.counters();
+    pump::report_undelivered(reported, &sink, counters.unannounced_bytes);
     let counts = sink.counts();
-    Summary {
-        calls: kernel.calls,
+    let summary = Summary {
+        calls: counters.calls,
         events: counts.events,
         captured_bytes: counts.bytes,
         truncated_bytes: counts.truncated_bytes,
-        undelivered_bytes: counts.undelivered_bytes + kernel.unannounced_bytes,
-        unannounced_bytes: kernel.unannounced_bytes,
+        undelivered_bytes: counts.undelivered_bytes + counters.unannounced_bytes,
+        unannounced_bytes: counters.unannounced_bytes,
+        untracked_calls: counters.untracked_calls,
         malformed_records: counts.malformed,
+    };
+    match error {
+        Some(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(None),
+        Some(e) => Err(e).context("cannot write the output"),
+        None => Ok(Some(summary)),
     }
 }

@@ -40,7 +40,8 @@ fn one_link_per_probe_fallback_captures_too() {
     let (_server, port) = https_server(&work);
 
     // The path kernels before 6.6 take: perf-event uprobes, one link per probe.
-    let sniffer = Sniffer::start_with_env(&["-c", "python3"], &[("SSLSNIFF_NO_UPROBE_MULTI", "1")]);
+    let sniffer =
+        Sniffer::start_with_env(&["-c", "python3"], &[("SSLSNIFF_WITHOUT", "uprobe-multi")]);
     let payload = format!("b'{}'", request.replace("\r\n", "\\r\\n"));
     let client = run_client("python3", &mut python_client(port, &payload, false));
     let out = sniffer.stop();

@@ -167,7 +167,7 @@ fn a_library_replaced_on_disk_is_traced_for_later_processes() {
     let (_server, port) = https_server(&work);
     // Mappings seen from the BTF hook on every syscall exit, the path where the mmap
     // tracepoint cannot be used; the other tests see them from the tracepoint.
-    let sniffer = Sniffer::start_with_env(&[], &[("SSLSNIFF_NO_SYSCALL_TRACEPOINT", "1")]);
+    let sniffer = Sniffer::start_with_env(&[], &[("SSLSNIFF_WITHOUT", "syscall-tracepoint")]);
     // As dpkg does: a new file beside the old, renamed over it (a new inode).
     std::fs::copy(SYSTEM_LIBSSL, libdir.join("libssl.so.3.new")).unwrap();
     std::fs::rename(libdir.join("libssl.so.3.new"), libdir.join("libssl.so.3")).unwrap();

@@ -499,7 +499,7 @@ fn start_per_probe(args: &[String]) -> Running {
         Command::new(SNIFFER)
             .args(["--status", "json", "-c", "nosuchcomm"])
             .args(args)
-            .env("SSLSNIFF_NO_UPROBE_MULTI", "1")
+            .env("SSLSNIFF_WITHOUT", "uprobe-multi")
             .stdout(Stdio::null()),
         Duration::from_secs(600),
     )

@@ -166,7 +166,7 @@ pub fn print_scale(runs: &[(Scale, String)]) {
         &rows,
     );
     println!("ready: start to `ready`; stop: SIGINT to exit; released: SIGINT until the child left to release per-probe links is gone (-: none seen; >: still at work, not waited for).");
-    println!("per-probe: SSLSNIFF_NO_UPROBE_MULTI=1, one perf-event link per probe, as on kernels before 6.6.");
+    println!("per-probe: SSLSNIFF_WITHOUT=uprobe-multi, one perf-event link per probe, as on kernels before 6.6.");
     for (s, _) in runs {
         verdict(
             &format!(

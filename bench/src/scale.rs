@@ -46,7 +46,7 @@ pub fn run(sslsniff: &Path, n: usize, multi: bool) -> Result<Scale> {
             .arg(format!("openssl:{}", copy.display()));
     }
     if !multi {
-        cmd.env("SSLSNIFF_NO_UPROBE_MULTI", "1");
+        cmd.env("SSLSNIFF_WITHOUT", "uprobe-multi");
     }
     let started = Instant::now();
     let (mut sniffer, stdout) = Sniffer::spawn(&mut cmd)?;

@@ -15,6 +15,14 @@
  * program and one return program serve every library. */
 #define MAX_FUNCS 64
 
+/* Kernels without probe cookies (before 5.15) get one program per function instead,
+ * for the first MAX_FIXED_FUNCS functions of the table (generated in sslsniff.bpf.c). */
+#define MAX_FIXED_FUNCS 32
+
+/* Kernels without bpf_loop (before 5.17) send a call's records in a bounded loop: at
+ * most this many records, so at most this many chunks of a call are captured. */
+#define MAX_BOUNDED_CHUNKS 64
+
 enum direction {
 	DIR_READ = 0,
 	DIR_WRITE = 1,
@@ -110,6 +118,12 @@ struct stats {
 	/* Of those, bytes of calls whose end-of-call record did not fit either: user space
 	 * never hears of these calls, so only this counter reports them. */
 	__u64 unannounced_bytes;
+	/* Calls not traced because the per-thread table of kernels without task storage
+	 * was full. */
+	__u64 untracked_calls;
+	/* Files the kernel found but could not report (the ring of files found was full):
+	 * they are reported again at their next exec or mapping. */
+	__u64 unreported_files;
 };
 
 #endif

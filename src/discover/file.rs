@@ -4,11 +4,13 @@
 
 use std::fs::{File, FileType, Metadata, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use memmap2::{Mmap, MmapOptions};
+
+use crate::procfs::FileId;
 
 /// The largest file read for symbols. The largest statically linked TLS programs (Envoy,
 /// Chromium-based browsers) stay well under it; anything larger is refused rather than
@@ -22,9 +24,6 @@ pub struct Regular {
     id: FileId,
     size: u64,
 }
-
-/// Device and inode: the same file reached by two paths is one file.
-pub type FileId = (u64, u64);
 
 /// Opens `path` for reading if it is a regular file of at most MAX_SIZE bytes.
 ///
@@ -48,15 +47,9 @@ pub fn open(path: &Path) -> Result<Regular> {
     check(path, &meta)?;
     Ok(Regular {
         file,
-        id: (meta.dev(), meta.ino()),
+        id: FileId::of(&meta),
         size: meta.len(),
     })
-}
-
-/// The identity of the file `path` names, without opening it.
-pub fn id(path: &Path) -> Option<FileId> {
-    let meta = path.metadata().ok()?;
-    Some((meta.dev(), meta.ino()))
 }
 
 fn check(path: &Path, meta: &Metadata) -> Result<()> {
@@ -163,8 +156,8 @@ mod tests {
         std::fs::write(&path, b"contents").unwrap();
         let file = open(&path).unwrap();
         assert_eq!(&file.map().unwrap()[..], b"contents");
-        assert_eq!(id(&file.fd_path()), Some(file.id()));
-        assert_eq!(id(&path), Some(file.id()));
+        assert_eq!(FileId::of_path(&file.fd_path()), Some(file.id()));
+        assert_eq!(FileId::of_path(&path), Some(file.id()));
         let empty = dir.path().join("empty");
         File::create(&empty).unwrap();
         assert!(open(&empty).unwrap().map().unwrap().is_empty());

@@ -10,10 +10,11 @@ use std::net::SocketAddr;
 use base64::Engine;
 use serde::Serialize;
 
+use super::http_json;
+use super::Output;
 use crate::escape::{clean_run, first_char, is_bidi_control};
 use crate::event::Event;
-use crate::output::http;
-use crate::output::Output;
+use crate::proto::Http;
 
 pub struct Json<W: Write> {
     out: W,
@@ -151,7 +152,7 @@ impl serde_json::ser::Formatter for SafeStrings {
 
 impl<W: Write> Json<W> {
     /// Builds the event's line in `self.line`.
-    fn build(&mut self, ev: &Event) -> io::Result<()> {
+    fn build(&mut self, ev: &Event, http: Option<&Http>) -> io::Result<()> {
         let c = &ev.call;
         let line = &mut self.line;
         line.clear();
@@ -185,10 +186,10 @@ impl<W: Write> Json<W> {
             key(line, "data");
             base64_str(line, &ev.data);
         }
-        if let Some(decoded) = &ev.http {
+        if let Some(decoded) = http {
             key(line, "http");
             let mut ser = serde_json::Serializer::with_formatter(&mut *line, SafeStrings);
-            http::json(decoded).serialize(&mut ser)?;
+            http_json::json(decoded).serialize(&mut ser)?;
         }
         line.extend_from_slice(b"}\n");
         Ok(())
@@ -208,8 +209,8 @@ fn base64_str(line: &mut Vec<u8>, data: &[u8]) {
 }
 
 impl<W: Write> Output for Json<W> {
-    fn event(&mut self, ev: &Event) -> io::Result<()> {
-        self.build(ev)?;
+    fn event(&mut self, ev: &Event, http: Option<&Http>) -> io::Result<()> {
+        self.build(ev, http)?;
         self.out.write_all(&self.line)
     }
 
@@ -225,8 +226,12 @@ mod tests {
     use crate::event::{Comm, Handshake};
 
     fn render(ev: &Event) -> (String, serde_json::Value) {
+        render_http(ev, None)
+    }
+
+    fn render_http(ev: &Event, http: Option<&Http>) -> (String, serde_json::Value) {
         let mut json = Json::new(Vec::new());
-        json.event(ev).unwrap();
+        json.event(ev, http).unwrap();
         let out = String::from_utf8(json.into_inner()).unwrap();
         assert_eq!(out.matches('\n').count(), 1, "one line per event");
         let value = serde_json::from_str(&out).unwrap();
@@ -388,7 +393,7 @@ mod tests {
 
     #[test]
     fn http_calls_carry_an_http_object_with_unsafe_characters_escaped() {
-        use crate::proto::http2::tests::{literals, raw_frame};
+        use crate::proto::testing::{literals, raw_frame};
         let mut data = crate::proto::http2::PREFACE.to_vec();
         let block = literals(&[
             (":method", "GET"),
@@ -396,10 +401,10 @@ mod tests {
             ("a", "b\u{7f}\u{202e}"),
         ]);
         data.extend(raw_frame(1, 0x5, 1, &block));
-        let mut ev = event("SSL_write", &data);
+        let ev = event("SSL_write", &data);
         let key = crate::proto::ConnKey { pid: 1, conn: 2 };
-        ev.http = crate::proto::Decoders::new().decode(key, crate::proto::Dir::Write, &data);
-        let (line, v) = render(&ev);
+        let http = crate::proto::Decoders::new().decode(key, crate::proto::Dir::Write, &data);
+        let (line, v) = render_http(&ev, http.as_ref());
         let http = &v["http"];
         assert_eq!(http["network.protocol.version"], "2");
         assert_eq!(http["frames"][0]["http.request.method"], "GET");

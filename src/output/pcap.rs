@@ -93,7 +93,7 @@ struct Packet<'a> {
 }
 
 impl<W: Write> Output for Pcap<W> {
-    fn event(&mut self, ev: &Event) -> io::Result<()> {
+    fn event(&mut self, ev: &Event, http: Option<&Http>) -> io::Result<()> {
         if ev.data.is_empty() {
             return Ok(());
         }
@@ -126,7 +126,7 @@ impl<W: Write> Output for Pcap<W> {
             comment: &comment,
         };
         let conn = (c.pid, c.tls_conn);
-        match &ev.http {
+        match http {
             Some(Http::H2(call)) => self.http2(ev, call, (c.pid, c.tls_conn, outgoing), &packet),
             Some(Http::H1(_)) => {
                 bounded_insert(&mut self.http1, conn);
@@ -422,7 +422,7 @@ mod tests {
         ev.call.conn.local = Some("127.0.0.1:40000".parse().unwrap());
         ev.call.conn.remote = Some("127.0.0.1:443".parse().unwrap());
         let mut pcap = Pcap::new(Vec::new(), 0).unwrap();
-        pcap.event(&ev).unwrap();
+        pcap.event(&ev, None).unwrap();
         let out = pcap.into_inner();
         // Walk the blocks: section header, interface, then one packet per segment.
         let mut kinds = Vec::new();
@@ -467,7 +467,7 @@ mod tests {
 
     #[test]
     fn http2_records_hold_whole_frames_across_calls() {
-        use crate::proto::http2::tests::raw_frame;
+        use crate::proto::testing::raw_frame;
         use crate::proto::{ConnKey, Decoders, Dir};
         let mut stream = http2::PREFACE.to_vec();
         stream.extend(raw_frame(4, 0, 0, &[]));
@@ -486,8 +486,8 @@ mod tests {
             let mut ev = crate::event::testing::event("SSL_write", &stream[w[0]..w[1]]);
             ev.call.conn.local = Some("127.0.0.1:40000".parse().unwrap());
             ev.call.conn.remote = Some("127.0.0.2:443".parse().unwrap());
-            ev.http = decoders.decode(ConnKey { pid: 1, conn: 2 }, Dir::Write, &ev.data);
-            pcap.event(&ev).unwrap();
+            let http = decoders.decode(ConnKey { pid: 1, conn: 2 }, Dir::Write, &ev.data);
+            pcap.event(&ev, http.as_ref()).unwrap();
         }
         let packets = packets(&pcap.into_inner());
         assert_eq!(
@@ -509,7 +509,7 @@ mod tests {
 
     #[test]
     fn large_http2_calls_are_cut_on_frame_boundaries() {
-        use crate::proto::http2::tests::raw_frame;
+        use crate::proto::testing::raw_frame;
         let frame = raw_frame(0, 0, 1, &[b'y'; 16_000]);
         let buf = frame.repeat(10);
         let records = frame_records(&buf);

@@ -3,22 +3,13 @@
 
 use std::io::{self, Write};
 
+use super::hexdump::hexdump;
+use super::http_text;
+use super::Output;
+use crate::config::TextOptions as Options;
 use crate::escape::{escape, escape_inline};
 use crate::event::{Direction, Event, Handshake};
-use crate::output::hexdump::hexdump;
-use crate::output::http;
-use crate::output::Output;
-
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Options {
-    /// UID and TID columns.
-    pub ids: bool,
-    /// LAT(ms) column.
-    pub latency: bool,
-    /// FD, LADDR and RADDR columns.
-    pub conn: bool,
-    pub hexdump: bool,
-}
+use crate::proto::Http;
 
 pub struct Text<W: Write> {
     out: W,
@@ -201,7 +192,7 @@ impl<W: Write> Text<W> {
 }
 
 impl<W: Write> Output for Text<W> {
-    fn event(&mut self, ev: &Event) -> io::Result<()> {
+    fn event(&mut self, ev: &Event, http: Option<&Http>) -> io::Result<()> {
         self.row(ev);
         self.out.write_all(&self.line.0)?;
         if let Some(verdict) = ev.handshake {
@@ -210,8 +201,8 @@ impl<W: Write> Output for Text<W> {
         self.out.write_all(b"----- DATA -----\n")?;
         if self.opts.hexdump {
             hexdump(&mut self.out, &ev.data)?;
-        } else if let Some(decoded) = &ev.http {
-            http::write_text(&mut self.out, decoded, &ev.data)?;
+        } else if let Some(decoded) = http {
+            http_text::write_text(&mut self.out, decoded, &ev.data)?;
         } else {
             escape(&mut self.out, &ev.data)?;
             self.out.write_all(b"\n")?;
@@ -244,9 +235,13 @@ mod tests {
     }
 
     fn render(opts: Options, events: &[Event]) -> String {
+        render_http(opts, events, None)
+    }
+
+    fn render_http(opts: Options, events: &[Event], http: Option<&Http>) -> String {
         let mut text = Text::new(Vec::new(), opts).unwrap();
         for ev in events {
-            text.event(ev).unwrap();
+            text.event(ev, http).unwrap();
         }
         String::from_utf8(text.into_inner()).unwrap()
     }
@@ -354,16 +349,15 @@ mod tests {
     }
 
     /// An HTTP/2 request written by a client from the start of its connection.
-    fn http2_request(data: &[u8]) -> Event<'_> {
-        let mut ev = event("SSL_write", data);
+    fn http2_request(data: &[u8]) -> (Event<'_>, Option<Http>) {
         let key = crate::proto::ConnKey { pid: 1, conn: 2 };
         let mut decoders = crate::proto::Decoders::new();
-        ev.http = decoders.decode(key, crate::proto::Dir::Write, data);
-        ev
+        let http = decoders.decode(key, crate::proto::Dir::Write, data);
+        (event("SSL_write", data), http)
     }
 
     fn request_bytes() -> Vec<u8> {
-        use crate::proto::http2::tests::{literals, raw_frame};
+        use crate::proto::testing::{literals, raw_frame};
         let mut data = crate::proto::http2::PREFACE.to_vec();
         let block = literals(&[(":method", "GET"), (":path", "/x"), ("a", "\x1b[2J")]);
         data.extend(raw_frame(1, 0x5, 1, &block));
@@ -373,8 +367,8 @@ mod tests {
     #[test]
     fn http2_calls_show_their_frames_and_hexdump_their_bytes() {
         let data = request_bytes();
-        let ev = http2_request(&data);
-        let out = render(Options::default(), &[ev]);
+        let (ev, http) = http2_request(&data);
+        let out = render_http(Options::default(), &[ev], http.as_ref());
         assert!(
             out.contains("[PREFACE] PRI * HTTP/2.0\n[stream 1 HEADERS END_STREAM END_HEADERS] :method: GET  :path: /x  a: \\x1b[2J\n"),
             "{out}"
@@ -383,7 +377,8 @@ mod tests {
             hexdump: true,
             ..Options::default()
         };
-        let out = render(opts, &[http2_request(&data)]);
+        let (ev, http) = http2_request(&data);
+        let out = render_http(opts, &[ev], http.as_ref());
         assert!(out.contains("00000000  50 52 49 20"), "{out}");
         assert!(!out.contains("[PREFACE]"), "{out}");
     }

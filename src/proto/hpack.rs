@@ -172,6 +172,12 @@ enum Indexing {
     Never,
 }
 
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::new()
+    }
+}
+
 impl Decoder {
     /// A decoder that has seen the connection from its start.
     pub fn new() -> Self {

@@ -748,31 +748,10 @@ fn is_grpc(block: &hpack::Block) -> bool {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use crate::proto::hpack::{Field, Name};
-
-    pub fn raw_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-        f.push(kind);
-        f.push(flags);
-        f.extend_from_slice(&stream.to_be_bytes());
-        f.extend_from_slice(payload);
-        f
-    }
-
-    /// An HPACK block of literals without indexing (no table involved).
-    pub fn literals(fields: &[(&str, &str)]) -> Vec<u8> {
-        let mut b = Vec::new();
-        for (n, v) in fields {
-            b.push(0x00);
-            b.push(n.len() as u8);
-            b.extend_from_slice(n.as_bytes());
-            b.push(v.len() as u8);
-            b.extend_from_slice(v.as_bytes());
-        }
-        b
-    }
+    use crate::proto::testing::{literals, raw_frame};
 
     fn names(block: &hpack::Block) -> Vec<(String, String)> {
         block

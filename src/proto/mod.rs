@@ -11,6 +11,8 @@ pub mod hpack;
 pub mod http1;
 pub mod http2;
 mod huffman;
+#[cfg(test)]
+pub mod testing;
 
 use std::collections::HashMap;
 
@@ -226,8 +228,8 @@ fn h2(this: &mut Side, other: &mut Side, data: &[u8]) -> Option<Http> {
 
 #[cfg(test)]
 mod tests {
-    use super::http2::tests::{literals, raw_frame};
     use super::http2::{flag, kind, Payload, PREFACE};
+    use super::testing::{literals, raw_frame};
     use super::*;
 
     const KEY: ConnKey = ConnKey {

@@ -301,19 +301,41 @@ pub struct Row {
     pub end: String,
 }
 
+/// A row's columns, COMM as one, when `line` is a row: FUNC, TIME, COMM, then
+/// `after_comm` columns without spaces (PID, LEN, ...).
+fn split_row(line: &str, after_comm: usize) -> Option<Vec<String>> {
+    let mut words = line.split_whitespace();
+    let (func, time) = (words.next()?, words.next()?);
+    if !["READ/RECV", "WRITE/SEND", "HANDSHAKE"].contains(&func) {
+        return None;
+    }
+    let rest: Vec<&str> = words.collect();
+    let comm_words = rest.len().checked_sub(after_comm).filter(|&n| n > 0)?;
+    let tail = &rest[comm_words..];
+    tail.first()?.parse::<u32>().ok()?;
+    let mut columns = vec![
+        func.to_string(),
+        time.to_string(),
+        rest[..comm_words].join(" "),
+    ];
+    columns.extend(tail.iter().map(|w| w.to_string()));
+    Some(columns)
+}
+
 /// Parses bcc-style text output: a header, then rows, each followed by a DATA block
-/// (handshakes have none).
+/// (handshakes have none). Other programs on the machine may be traced too, with any
+/// command name (spaces included): a row's columns are read from both ends, FUNC and
+/// TIME from the left, the columns after COMM from the right.
 pub fn rows(stdout: &str) -> Vec<Row> {
     let mut rows = Vec::new();
     // Split on '\n' only: payload lines keep their '\r', so data compares exactly.
-    let mut lines = stdout.split('\n').skip(1).peekable();
+    let mut lines = stdout.split('\n').peekable();
+    let header = lines.next().unwrap_or_default();
+    let after_comm = header.split_whitespace().count().saturating_sub(3);
     while let Some(line) = lines.next() {
-        let columns: Vec<String> = line.split_whitespace().map(str::to_string).collect();
-        if columns.len() < 5
-            || !["READ/RECV", "WRITE/SEND", "HANDSHAKE"].contains(&columns[0].as_str())
-        {
+        let Some(columns) = split_row(line, after_comm) else {
             continue;
-        }
+        };
         let mut row = Row {
             func: columns[0].clone(),
             comm: columns[2].clone(),

@@ -6,19 +6,18 @@
 mod file;
 
 use std::collections::HashSet;
-use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
+use crate::config::Discovery;
 use crate::diag::warning;
 use crate::golang;
-use crate::libs::{self, Abi, Func, FuncId, Kind, Library, LIBRARIES};
-use crate::process;
+use crate::libs::{self, Abi, Func, FuncId, Library};
+use crate::procfs::{self, FileId};
 use crate::symbols::Symbols;
 
 /// One file to attach to, with the table functions it defines.
@@ -46,8 +45,8 @@ impl Target {
         self.file.fd_path()
     }
 
-    /// Device (as stat(2) gives it) and inode of the file that was checked.
-    pub fn file_id(&self) -> (u64, u64) {
+    /// The file that was checked.
+    pub fn file_id(&self) -> FileId {
         self.file.id()
     }
 }
@@ -62,17 +61,9 @@ pub struct Probe {
     pub returns: Vec<u64>,
 }
 
-/// What the user asked to be traced.
-pub struct Request<'a> {
-    pub kinds: &'a [Kind],
-    pub extra_libs: &'a [(&'static Library, PathBuf)],
-    pub binaries: &'a [PathBuf],
-    pub pid: Option<u32>,
-}
-
 #[derive(Default)]
 struct Found {
-    seen: HashSet<file::FileId>,
+    seen: HashSet<FileId>,
     targets: Vec<Target>,
 }
 
@@ -82,7 +73,7 @@ impl Found {
     /// added; says whether the file has any.
     fn add(&mut self, candidates: &[&'static Library], path: &Path, shown: &Path) -> Result<bool> {
         // Most mapped copies are one file seen by many processes: skip them unopened.
-        if file::id(path).is_some_and(|id| self.seen.contains(&id)) {
+        if FileId::of_path(path).is_some_and(|id| self.seen.contains(&id)) {
             return Ok(true);
         }
         let file = file::open(path).map_err(|e| {
@@ -113,18 +104,16 @@ impl Found {
 
 /// The targets in the file that `path` opens (named `shown` in messages): one for each
 /// of `candidates` whose functions it defines.
-/// None when the file opened is not the one expected (`is_expected` is given its
-/// device, as stat(2) gives it, and inode): a path through /proc can lead elsewhere
-/// once its process is gone.
+/// None when the file opened is not the one expected: a path through /proc can lead
+/// elsewhere once its process is gone.
 pub fn file_targets(
     candidates: &[&'static Library],
     path: &Path,
     shown: &Path,
-    is_expected: impl Fn(u64, u64) -> bool,
+    is_expected: impl Fn(FileId) -> bool,
 ) -> Result<Option<Vec<Target>>> {
     let file = file::open(path)?;
-    let (dev, ino) = file.id();
-    if !is_expected(dev, ino) {
+    if !is_expected(file.id()) {
         return Ok(None);
     }
     targets_in(candidates, Arc::new(file), shown).map(Some)
@@ -223,54 +212,44 @@ fn go_targets(
     }])
 }
 
-/// The libraries of these kinds.
-pub fn enabled(kinds: &[Kind]) -> Vec<&'static Library> {
-    LIBRARIES
-        .iter()
-        .filter(|l| kinds.contains(&l.kind))
-        .collect()
-}
-
-pub fn targets(req: &Request) -> Result<Vec<Target>> {
-    let enabled = enabled(req.kinds);
+/// The files to trace from the start (with `-p`, those of that process).
+pub fn targets(req: &Discovery, pid: Option<u32>) -> Result<Vec<Target>> {
+    let enabled = &req.libraries;
     let mut found = Found::default();
-    for &(lib, ref path) in req.extra_libs {
+    for &(lib, ref path) in &req.extra_libs {
         let what = format!("--extra-lib {}:{}", lib.name, path.display());
         if !found.add(&[lib], path, path).context(what.clone())? {
             bail!("{what}: the file defines none of {}", func_names(lib));
         }
     }
-    for path in req.binaries {
+    for path in &req.binaries {
         let what = format!("--binary {}", path.display());
-        if !found.add(&enabled, path, path).context(what.clone())? {
+        if !found.add(enabled, path, path).context(what.clone())? {
             bail!("{what}: the file defines none of the traced functions");
         }
     }
     for t in &mut found.targets {
         t.requested = true;
     }
-    if let Some(pid) = req.pid {
+    if let Some(pid) = pid {
         // The executable itself may carry a TLS library statically; most do not.
-        // `/proc/PID/exe` opens the very file the process runs, whatever its root.
-        let exe = PathBuf::from(format!("/proc/{pid}/exe"));
-        let shown = fs::read_link(&exe).map_or_else(|_| exe.clone(), |p| shown_path(pid, &p));
-        if let Err(e) = found.add(&enabled, &exe, &shown) {
+        let exe = procfs::exe(pid);
+        let shown =
+            procfs::exe_link(pid).map_or_else(|| exe.clone(), |p| procfs::shown_path(pid, &p));
+        if let Err(e) = found.add(enabled, &exe, &shown) {
             warning!("{e:#}");
         }
     }
     let system = system_libraries();
-    for lib in &enabled {
+    for lib in enabled {
         for path in system.iter().filter(|p| name_matches(lib, p)) {
             found.add_found(lib, path, path);
         }
     }
     // After the system's, so that a file both have is shown by its usual name.
-    for m in mapped_libraries(&enabled, req.pid) {
-        let path = PathBuf::from(format!(
-            "/proc/{}/map_files/{:x}-{:x}",
-            m.pid, m.start, m.end
-        ));
-        found.add_found(m.lib, &path, &shown_path(m.pid, &m.path));
+    for m in mapped_libraries(enabled, pid) {
+        let path = procfs::map_file(m.pid, m.start, m.end);
+        found.add_found(m.lib, &path, &procfs::shown_path(m.pid, &m.path));
     }
     // Go is in programs, not in a library file.
     for lib in enabled.iter().filter(|l| l.abi == Abi::C) {
@@ -299,76 +278,32 @@ struct Mapped {
 /// through `/proc/PID/map_files/START-END`, which names the inode mapped there: no path
 /// is resolved again, so neither a symlink planted in a process's root (which would
 /// resolve against ours) nor a chroot (whose maps paths already start at our root) can
-/// lead to another file.
+/// lead to another file. Unlinked files are left out: an upgrade's old copy is traced
+/// until its last process goes, but not found anew.
 fn mapped_libraries(enabled: &[&'static Library], pid: Option<u32>) -> Vec<Mapped> {
-    let pids = process::pids(pid);
-    let mut found = Vec::new();
-    for pid in pids {
-        let Ok(maps) = fs::read(format!("/proc/{pid}/maps")) else {
+    let mut found: Vec<Mapped> = Vec::new();
+    for pid in procfs::pids(pid) {
+        let Some(maps) = procfs::maps(pid) else {
             continue;
         };
-        for m in mappings(&maps) {
-            let path = Path::new(OsStr::from_bytes(m.path));
-            if let Some(&lib) = enabled.iter().find(|l| name_matches(l, path)) {
+        let mut last = None;
+        for m in procfs::mappings(&maps).filter(|m| !m.deleted) {
+            // A library is mapped in several runs, one after the other: the first will do.
+            if last.replace(m.file) == Some(m.file) {
+                continue;
+            }
+            if let Some(&lib) = enabled.iter().find(|l| name_matches(l, m.path())) {
                 found.push(Mapped {
                     lib,
                     pid,
                     start: m.start,
                     end: m.end,
-                    path: path.to_path_buf(),
+                    path: m.path().to_path_buf(),
                 });
             }
         }
     }
     found
-}
-
-/// How messages name a file that process `pid` names `path` in `/proc/PID/maps` or
-/// `/proc/PID/exe`. The kernel writes those paths from our root through the process's
-/// mounts: in our own mount namespace the path is ours as it stands (a chrooted
-/// process's included); in another it starts at that namespace's root, which is
-/// usually the process's root.
-fn shown_path(pid: u32, path: &Path) -> PathBuf {
-    let ns = |proc: &str| file::id(Path::new(&format!("/proc/{proc}/ns/mnt")));
-    if ns(&pid.to_string()).is_some_and(|id| Some(id) == ns("self")) {
-        return path.to_path_buf();
-    }
-    let mut shown = OsString::from(format!("/proc/{pid}/root"));
-    shown.push(path.as_os_str());
-    PathBuf::from(shown)
-}
-
-/// One file mapping of a `/proc/PID/maps` text.
-#[derive(Debug, PartialEq)]
-struct Mapping<'a> {
-    start: u64,
-    end: u64,
-    path: &'a [u8],
-}
-
-/// The file mappings of a `/proc/PID/maps` text, the first of each file's run only;
-/// deleted files are left out. Paths are bytes: file names need not be UTF-8.
-fn mappings(maps: &[u8]) -> Vec<Mapping<'_>> {
-    let mut found: Vec<Mapping> = maps.split(|&b| b == b'\n').filter_map(mapping).collect();
-    found.dedup_by(|a, b| a.path == b.path);
-    found
-}
-
-/// `START-END PERMS OFFSET DEV INODE   PATH`: the path is the rest of the line.
-fn mapping(line: &[u8]) -> Option<Mapping<'_>> {
-    let mut fields = line.splitn(6, |&b| b == b' ');
-    let range = fields.next()?;
-    let dash = range.iter().position(|&b| b == b'-')?;
-    let path = fields.nth(4)?.trim_ascii_start();
-    if !path.starts_with(b"/") || path.ends_with(b" (deleted)") {
-        return None;
-    }
-    let hex = |digits: &[u8]| u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok();
-    Some(Mapping {
-        start: hex(&range[..dash])?,
-        end: hex(&range[dash + 1..])?,
-        path,
-    })
 }
 
 fn func_names(lib: &Library) -> String {
@@ -440,39 +375,6 @@ mod tests {
                 PathBuf::from("/lib/x86_64-linux-gnu/libssl.so.3"),
                 PathBuf::from("/lib/x86_64-linux-gnu/libssl3.so")
             ]
-        );
-    }
-
-    #[test]
-    fn reads_mapped_files() {
-        let maps = b"7f00-7f01 r--p 00000000 fd:01 123 /usr/lib/x86_64-linux-gnu/libssl.so.3\n\
-            7f01-7f02 r-xp 00001000 fd:01 123 /usr/lib/x86_64-linux-gnu/libssl.so.3\n\
-            7f02-7f03 rw-p 00000000 00:00 0 \n\
-            00400000-00401000 r-xp 00000000 fd:01 9                  /opt/app/lib with space/libssl.so.3\n\
-            7f04-7f05 r-xp 00000000 fd:01 7 /tmp/libssl.so.3 (deleted)\n\
-            7f05-7f06 r-xp 00000000 fd:01 8 /tmp/\xff\\012/libssl.so.3\n\
-            7f06-zz r-xp 00000000 fd:01 8 /tmp/bad-range\n\
-            7ffd-7ffe rw-p 00000000 00:00 0 [stack]\n";
-        let m = |start, end, path: &'static [u8]| Mapping { start, end, path };
-        assert_eq!(
-            mappings(maps),
-            [
-                m(0x7f00, 0x7f01, b"/usr/lib/x86_64-linux-gnu/libssl.so.3"),
-                m(0x400000, 0x401000, b"/opt/app/lib with space/libssl.so.3"),
-                m(0x7f05, 0x7f06, b"/tmp/\xff\\012/libssl.so.3"),
-            ]
-        );
-    }
-
-    #[test]
-    fn shows_paths_of_other_mount_namespaces_under_the_process_root() {
-        let own = Path::new("/lib/libssl.so.3");
-        assert_eq!(shown_path(std::process::id(), own), own);
-        // No such process: no namespace to compare, so the path is shown as another root's.
-        let other = Path::new(OsStr::from_bytes(b"/lib/\xff"));
-        assert_eq!(
-            shown_path(u32::MAX, other).as_os_str().as_bytes(),
-            [format!("/proc/{}/root/lib/", u32::MAX).as_bytes(), b"\xff"].concat()
         );
     }
 

@@ -1,0 +1,363 @@
+//! The kernel side, and the only code that sees the skeleton: which mechanisms the
+//! kernel offers (`features`), loading the programs for them (`load`), the maps user
+//! space writes (files seen, Go layouts) and reads (counters), and the decoder of the
+//! records the programs send (`record`).
+
+pub mod features;
+mod load;
+pub mod record;
+mod skel;
+
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result};
+use libbpf_rs::skel::Skel;
+use libbpf_rs::{MapCore, MapFlags, MapMut, OpenObject, ProgramMut};
+
+pub use features::{Feature, Features};
+pub use load::Load;
+use skel::types::{file_id, stats};
+use skel::SslsniffSkel;
+
+use crate::libs::{self, Abi, Direction, FuncId};
+use crate::procfs::FileId;
+
+/// Where a probe sits in a function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Site {
+    Entry,
+    Return,
+}
+
+/// The hooks that are not probes on files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// Every syscall's entry: the socket under a call.
+    Connections,
+    /// Every exec: programs that start.
+    Exec,
+    /// The mmap syscall's exit: executable mappings (its own tracepoint).
+    MmapTracepoint,
+    /// Every syscall's exit, for mmap's (where the tracepoint cannot be had).
+    MmapSyscallExit,
+    /// Every thread's exit: frees per-thread call slots (kernels without task storage).
+    ThreadExit,
+}
+
+impl Hook {
+    fn program(self) -> &'static str {
+        match self {
+            Hook::Connections => "conn_fd",
+            Hook::Exec => "follow_exec",
+            Hook::MmapTracepoint => "follow_mmap_tp",
+            Hook::MmapSyscallExit => "follow_mmap",
+            Hook::ThreadExit => "thread_exit",
+        }
+    }
+}
+
+/// The program that serves a probe, and the probe's cookie.
+pub struct ProbeProgram<'a> {
+    pub prog: ProgramMut<'a>,
+    pub cookie: u64,
+}
+
+/// Which programs serve probes under the chosen mechanisms: one per role and site, told
+/// the function by the cookie; or, without cookies, one per function.
+#[derive(Debug, Clone, Copy)]
+struct Programs {
+    cookies: bool,
+    bpf_loop: bool,
+}
+
+impl Programs {
+    fn new(f: &Features) -> Programs {
+        Programs {
+            cookies: f.cookies,
+            bpf_loop: f.bpf_loop,
+        }
+    }
+
+    fn name(&self, abi: Abi, id: FuncId, site: Site) -> String {
+        let prefix = match abi {
+            Abi::C => "tls",
+            Abi::Go => "go",
+        };
+        let handshake =
+            libs::by_id(id).is_some_and(|(_, f)| f.role.direction() == Direction::Handshake);
+        match (site, self.cookies, self.bpf_loop) {
+            (Site::Entry, true, _) => format!("{prefix}_enter"),
+            (Site::Entry, false, _) => format!("{prefix}_enter_{id}"),
+            // C handshakes have a slot of their own, and move no data.
+            (Site::Return, _, _) if abi == Abi::C && handshake => "tls_exit_handshake".into(),
+            (Site::Return, _, true) => format!("{prefix}_exit"),
+            (Site::Return, _, false) => format!("{prefix}_exit_bounded"),
+        }
+    }
+
+    fn probe_programs(&self, abi: Abi, id: FuncId) -> [String; 2] {
+        [Site::Entry, Site::Return].map(|site| self.name(abi, id, site))
+    }
+}
+
+/// Probe programs (not hooks): these are attached to files, as uprobes.
+fn is_probe_program(name: &str) -> bool {
+    name.starts_with("tls_") || name.starts_with("go_")
+}
+
+/// What the kernel side counted, summed over CPUs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    /// Successful calls that passed the filters.
+    pub calls: u64,
+    /// Captured bytes that could not be sent.
+    pub undelivered_bytes: u64,
+    /// Of those, bytes of calls of which user space never heard.
+    pub unannounced_bytes: u64,
+    /// Calls not traced: the per-thread table (kernels without task storage) was full.
+    pub untracked_calls: u64,
+    /// Files found but not reported: the ring of files found was full.
+    pub unreported_files: u64,
+}
+
+/// The loaded programs and maps.
+pub struct Kernel<'obj> {
+    skel: SslsniffSkel<'obj>,
+    features: Features,
+    programs: Programs,
+    /// The programs' own off switch (in .bss).
+    stopped: Option<&'obj AtomicBool>,
+    /// Bytes of a call captured at most, after the kernel's own limit.
+    capture_limit: u64,
+}
+
+impl<'obj> Kernel<'obj> {
+    /// Loads the programs `what` needs with the mechanisms of `features`.
+    pub fn load(
+        storage: &'obj mut MaybeUninit<OpenObject>,
+        what: &Load,
+        features: Features,
+    ) -> Result<Kernel<'obj>> {
+        let mut skel = load::load(storage, what, &features)?;
+        let rodata = skel
+            .maps
+            .rodata_data
+            .as_ref()
+            .context("no read-only data")?;
+        let capture_limit = load::capture_limit(rodata, what.capture.max_bytes, &features);
+        let stopped = skel.maps.bss_data.take().map(|bss| {
+            // SAFETY: the .bss map is mapped for the object's life ('obj); a bool and an
+            // AtomicBool have the same size and alignment; user space writes it only
+            // through this reference, and the kernel only reads it.
+            unsafe { AtomicBool::from_ptr(&mut bss.stopped) }
+        });
+        Ok(Kernel {
+            skel,
+            programs: Programs::new(&features),
+            features,
+            stopped,
+            capture_limit,
+        })
+    }
+
+    pub fn features(&self) -> &Features {
+        &self.features
+    }
+
+    /// Bytes of a call captured at most (0: no limit): --max-buffer-size, or less on a
+    /// kernel whose programs send a call in a bounded number of records.
+    pub fn capture_limit(&self) -> u64 {
+        self.capture_limit
+    }
+
+    /// The program for the probe of function `id` at `site`, and the probe's cookie: the
+    /// function's id, and for a Go entry the program's struct layout in the upper half.
+    pub fn probe_program(
+        &self,
+        abi: Abi,
+        id: FuncId,
+        site: Site,
+        go_layout: u32,
+    ) -> Result<ProbeProgram<'_>> {
+        let name = self.programs.name(abi, id, site);
+        let prog = self.program(&name)?;
+        let cookie = match (self.programs.cookies, abi, site) {
+            (false, _, _) => 0,
+            (true, Abi::Go, Site::Entry) => u64::from(id) | u64::from(go_layout) << 32,
+            (true, _, _) => u64::from(id),
+        };
+        Ok(ProbeProgram { prog, cookie })
+    }
+
+    pub fn hook(&self, hook: Hook) -> Result<ProgramMut<'_>> {
+        self.program(hook.program())
+    }
+
+    fn program(&self, name: &str) -> Result<ProgramMut<'_>> {
+        self.skel
+            .object()
+            .progs_mut()
+            .find(|p| p.name() == name)
+            .with_context(|| format!("the BPF object has no program {name}"))
+    }
+
+    /// The ring of call records.
+    pub fn events(&self) -> &MapMut<'obj> {
+        &self.skel.maps.events
+    }
+
+    /// The ring of files found.
+    pub fn found(&self) -> &MapMut<'obj> {
+        &self.skel.maps.found
+    }
+
+    /// Tells the kernel not to report the file again. A full table only means more
+    /// reports; never a reason to stop.
+    pub fn mark_seen(&self, file: FileId) {
+        let _ = self
+            .skel
+            .maps
+            .seen_files
+            .update(&key(file), &[1], MapFlags::ANY);
+    }
+
+    /// The next exec or mapping of the file is reported again.
+    pub fn forget_seen(&self, file: FileId) {
+        let _ = self.skel.maps.seen_files.delete(&key(file));
+    }
+
+    /// Kernels without cookies: the struct layout of the Go program in `exe`.
+    pub fn set_go_layout(&self, exe: FileId, layout: u32) {
+        if !self.features.cookies && layout > 0 {
+            let _ =
+                self.skel
+                    .maps
+                    .go_layouts
+                    .update(&key(exe), &layout.to_ne_bytes(), MapFlags::ANY);
+        }
+    }
+
+    /// Tells the programs to return at once: their probes may outlive us a while.
+    pub fn stop_probes(&self) {
+        if let Some(stopped) = self.stopped {
+            stopped.store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub fn counters(&self) -> Counters {
+        let mut total = Counters::default();
+        let Ok(Some(per_cpu)) = self
+            .skel
+            .maps
+            .counters
+            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+        else {
+            return total;
+        };
+        for bytes in per_cpu {
+            let mut s = stats::default();
+            if plain::copy_from_bytes(&mut s, &bytes).is_ok() {
+                total.calls += s.calls;
+                total.undelivered_bytes += s.undelivered_bytes;
+                total.unannounced_bytes += s.unannounced_bytes;
+                total.untracked_calls += s.untracked_calls;
+                total.unreported_files += s.unreported_files;
+            }
+        }
+        total
+    }
+}
+
+/// One set of mechanisms that `check_variants` loaded, or could not.
+#[derive(Debug, Clone)]
+pub struct VariantCheck {
+    pub name: String,
+    pub error: Option<String>,
+    pub millis: u64,
+}
+
+/// Loads the programs of every set of mechanisms this kernel can run (its own, each
+/// fallback alone, every fallback at once), each with every program a run may use: what
+/// the verifier accepts here, variant by variant.
+pub fn check_variants(native: Features) -> Vec<VariantCheck> {
+    let mut sets = vec![("native".to_string(), native)];
+    for f in Feature::ALL.into_iter().filter(|&f| native.has(f)) {
+        sets.push((format!("without {}", f.name()), native.without(&[f])));
+    }
+    sets.push(("without all".to_string(), native.without(&Feature::ALL)));
+    let mut checked: Vec<Features> = Vec::new();
+    let mut results = Vec::new();
+    for (name, features) in sets {
+        if checked.contains(&features) {
+            continue;
+        }
+        checked.push(features);
+        let started = std::time::Instant::now();
+        let error = load_everything(features).err().map(|e| format!("{e:#}"));
+        results.push(VariantCheck {
+            name,
+            error,
+            millis: started.elapsed().as_millis() as u64,
+        });
+    }
+    results
+}
+
+/// Loads, and drops, every program a run with `features` may use.
+fn load_everything(features: Features) -> Result<()> {
+    let capture = crate::config::Capture {
+        max_bytes: 1 << 20,
+        ring_size: 1 << 16,
+        handshakes: true,
+        connections: true,
+    };
+    let what = Load {
+        filter: &crate::config::Filter::default(),
+        capture: &capture,
+        follow: true,
+    };
+    let mut storage = MaybeUninit::uninit();
+    Kernel::load(&mut storage, &what, features).map(drop)
+}
+
+fn key(file: FileId) -> Vec<u8> {
+    let key = file_id {
+        dev: file.dev,
+        ino: file.ino,
+    };
+    // SAFETY: file_id is two u64s with no padding.
+    unsafe { plain::as_bytes(&key) }.to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_are_chosen_by_mechanism() {
+        let all = Features {
+            task_storage: true,
+            cookies: true,
+            bpf_loop: true,
+            uprobe_multi: true,
+            mmap_tracepoint: None,
+        };
+        // Function 1 is SSL_write.
+        let name = |f: Features, abi, site| Programs::new(&f).name(abi, 1, site);
+        assert_eq!(name(all, Abi::C, Site::Entry), "tls_enter");
+        assert_eq!(name(all, Abi::Go, Site::Return), "go_exit");
+        let no_loop = all.without(&[Feature::BpfLoop]);
+        assert_eq!(name(no_loop, Abi::C, Site::Entry), "tls_enter");
+        assert_eq!(name(no_loop, Abi::C, Site::Return), "tls_exit_bounded");
+        let no_cookies = all.without(&[Feature::Cookies]);
+        assert_eq!(name(no_cookies, Abi::Go, Site::Entry), "go_enter_1");
+        assert_eq!(name(no_cookies, Abi::C, Site::Return), "tls_exit_bounded");
+        let handshake = libs::all_funcs()
+            .find(|(_, _, f)| f.name == "SSL_do_handshake")
+            .unwrap()
+            .0;
+        let program = Programs::new(&no_cookies).name(Abi::C, handshake, Site::Return);
+        assert_eq!(program, "tls_exit_handshake");
+    }
+}
