@@ -164,6 +164,25 @@ fn go_clients_of_debian_releases_are_captured_with_their_socket() {
     }
 }
 
+/// esbuild serving `dir` over HTTPS with the work directory's certificate, while its
+/// standard input stays open; returns when it accepts connections.
+fn esbuild_serve(esbuild: &Path, work: &Workdir, dir: &Path) -> (Proc, u16) {
+    let port = free_port();
+    let server = Proc::spawn(
+        "esbuild",
+        Command::new(esbuild)
+            .arg(format!("--serve=127.0.0.1:{port}"))
+            .arg(format!("--servedir={}", dir.display()))
+            .args(["--certfile=cert.pem", "--keyfile=key.pem"])
+            .current_dir(work.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_port(port);
+    (server, port)
+}
+
 /// esbuild 0.28.2 from npm, Go 1.26.5, stripped and without build information, serving
 /// HTTPS to curl: its reads and writes carry the served socket.
 #[test]
@@ -178,21 +197,8 @@ fn a_go_1_26_server_from_npm_is_captured_with_its_socket() {
     let path = marker("esbuild");
     let body = marker("esbuild-body");
     std::fs::write(www.join(&path), &body).unwrap();
-    let port = free_port();
-    // esbuild serves while its standard input stays open. It runs before sslsniff
-    // starts, so that its file is traced before the first request.
-    let server = Proc::spawn(
-        "esbuild",
-        Command::new(&esbuild)
-            .arg(format!("--serve=127.0.0.1:{port}"))
-            .arg(format!("--servedir={}", www.display()))
-            .args(["--certfile=cert.pem", "--keyfile=key.pem"])
-            .current_dir(work.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    wait_for_port(port);
+    // It runs before sslsniff starts, so that its file is traced before the first request.
+    let (server, port) = esbuild_serve(&esbuild, &work, &www);
     let sniffer = Sniffer::start(&["--format", "json"]);
     let mut get = curl(port, &path);
     let client = run_client("curl", get.arg("--http1.1"));
@@ -230,17 +236,7 @@ fn a_go_1_26_client_from_npm_is_captured_with_its_socket() {
     let buf = fetch(&["npm", "@bufbuild/buf-linux-x64", "1.70.0"]).join("bin/buf");
     let work = Workdir::new();
     let echo = build(Path::new("go"), &work, "go-echo", &[]);
-    let mut server = Proc::spawn(
-        "go echo server",
-        Command::new(&echo)
-            .args(["server", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped()),
-    );
-    let mut addr = String::new();
-    let stdout = server.child.stdout.take().unwrap();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut addr).unwrap();
-    let addr = addr.trim().to_string();
+    let (_server, addr) = go_server(&echo);
     std::fs::create_dir(work.path().join("proto")).unwrap();
     work.file(
         "proto/echo.proto",
@@ -319,4 +315,58 @@ fn wait_for_connection(listener: &TcpListener) -> TcpStream {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A copy of `exe` with `from` replaced by `to` everywhere, made executable.
+fn patched_copy(work: &Workdir, exe: &Path, name: &str, from: &[u8], to: &[u8]) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let mut bytes = std::fs::read(exe).unwrap();
+    let places: Vec<usize> = (0..bytes.len() - from.len())
+        .filter(|&at| &bytes[at..at + from.len()] == from)
+        .collect();
+    assert!(!places.is_empty(), "{from:?} not in {}", exe.display());
+    for at in places {
+        bytes[at..at + to.len()].copy_from_slice(to);
+    }
+    let path = work.file(name, &bytes);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// esbuild as a later Go release would build it: its plaintext is captured and its
+/// socket stays unknown (no layout is guessed); and with no Go version at all, one
+/// notice says why it is not traced.
+#[test]
+fn unknown_go_releases_are_never_guessed() {
+    if !root_or_skip("unknown_go_releases_are_never_guessed") {
+        return;
+    }
+    let esbuild = fetch(&["npm", "@esbuild/linux-x64", "0.28.2"]).join("bin/esbuild");
+    let work = Workdir::new();
+    let later = patched_copy(&work, &esbuild, "esbuild-go199", b"go1.26.5", b"go1.99.5");
+    let unknown = patched_copy(&work, &esbuild, "esbuild-nover", b"go1.26.5", b"go1.26.x");
+    let path = marker("esbuild-later");
+    let body = marker("esbuild-later-body");
+    std::fs::write(work.path().join(&path), &body).unwrap();
+    // Both run before sslsniff starts: examined (and the second refused) before it is ready.
+    let (server, port) = esbuild_serve(&later, &work, work.path());
+    let (_refused, _) = esbuild_serve(&unknown, &work, work.path());
+    let sniffer = Sniffer::start(&["--format", "json"]);
+    run_client("curl", curl(port, &path).arg("--http1.1"));
+    let out = sniffer.stop();
+    let events = events_of(&out, server.pid());
+    let answer = exactly(&events, "write", |d| d.contains(&body), &out);
+    assert_eq!(
+        (&answer["fd"], &answer["laddr"]),
+        (&Value::Null, &Value::Null)
+    );
+    let notices: Vec<String> = out
+        .status_lines("notice")
+        .iter()
+        .chain(&out.status_lines("warning"))
+        .filter_map(|n| n["message"].as_str().map(str::to_string))
+        .filter(|m| m.contains("esbuild-nover"))
+        .collect();
+    assert_eq!(notices.len(), 1, "{notices:?}\n{}", out.stderr);
+    assert!(notices[0].contains("Go version"), "{notices:?}");
 }

@@ -444,7 +444,7 @@ fn dwarf_fd_path(exe: &Path) -> FdPath {
     let exe_arg = exe.to_str().unwrap();
     let fields = tool_lines("dwarf_offsets", &[&[exe_arg], FIELDS].concat())
         .unwrap_or_else(|e| panic!("{}: {e}", exe.display()));
-    // The itab moved from the runtime to internal/abi in Go 1.22... under another name.
+    // From Go 1.23 the DWARF names the itab internal/abi.ITab, its hash Hash.
     let itab_hash = ["runtime.itab.hash", "internal/abi.ITab.Hash"]
         .iter()
         .find_map(|field| tool_lines("dwarf_offsets", &[exe_arg, field]).ok())
