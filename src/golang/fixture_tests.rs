@@ -621,3 +621,36 @@ fn a_missing_or_unclear_runtime_version_is_never_guessed() {
     listed.sort();
     assert_eq!(listed, ["go1.26", "go1.26.5"], "{why}");
 }
+
+/// Flips bytes where a program without build information is read differently: the
+/// runtime's version string and its header, the function table header (with Go 1.26's
+/// zero text start) and the module data. It may succeed or fail, never panic.
+#[test]
+fn mutated_programs_without_build_information_never_panic() {
+    let path = fetch(&["npm", "@esbuild/linux-x64", "0.28.2"]).join("bin/esbuild");
+    let original = fs::read(path).unwrap();
+    let file = object::File::parse(&*original).unwrap();
+    let start = |name| file.section_by_name(name).unwrap().file_range().unwrap().0 as usize;
+    let version = original.windows(8).position(|w| w == b"go1.26.5").unwrap();
+    let regions = [
+        (version, 8),
+        (start(".data"), 0x4000),
+        (start(".gopclntab"), 0x48),
+        (start(".go.module"), 0x100),
+    ];
+    let mut data = original.clone();
+    let mut state = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..200 {
+        let (region, len) = regions[xorshift(&mut state) as usize % regions.len()];
+        let at = region + xorshift(&mut state) as usize % len;
+        data[at] = xorshift(&mut state) as u8;
+        if let Ok(Some(program)) = inspect_bytes(&data) {
+            let mut offsets = program
+                .funcs
+                .iter()
+                .flat_map(|f| f.returns.iter().chain([&f.entry]));
+            assert!(offsets.all(|&o| o < data.len() as u64));
+        }
+        data[at] = original[at];
+    }
+}
