@@ -33,8 +33,7 @@ impl Symbols {
                 .find(|&&(start, size, _)| addr.checked_sub(start).is_some_and(|d| d < size))
                 .and_then(|&(start, _, offset)| offset.checked_add(addr - start))
         };
-        // Go binaries record their build in this section, stripped or not.
-        let go = file.section_by_name(".go.buildinfo").is_some();
+        let go = crate::golang::has_go_sections(&file);
         let mut map = HashMap::new();
         for sym in file.dynamic_symbols().chain(file.symbols()) {
             if sym.kind() != SymbolKind::Text || sym.is_undefined() || sym.address() == 0 {

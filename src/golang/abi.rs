@@ -40,33 +40,64 @@ pub struct FdPath {
     pub netfd_sysfd: u64,
 }
 
-/// Struct layouts by Go minor release, each entry checked against the DWARF and itab of
-/// a real build of that release (`fixture_tests`): never guessed. Releases not listed
-/// get no descriptor; only Go 1.19 can be built here.
-static FD_PATHS: &[(u32, FdPath)] = &[(
-    19,
+/// Struct layouts by Go minor release, first and last: every release from 1.17 to 1.27
+/// puts the fields at the same offsets; the hash of `*net.TCPConn` changed with the
+/// compiler's type hash (MD5, then inverted SHA-256 from 1.19, SHA-256 bytes 8-11 in 1.24,
+/// inverted first byte from 1.25). Each entry is checked against a real build of each
+/// release in it (`fixture_tests`): DWARF for the releases Debian builds, the type
+/// descriptors the executable carries for those the registries ship. Never guessed.
+static FD_PATHS: &[(u32, u32, FdPath)] = &[
+    (17, 18, layout(0xb954_d952)),
+    (19, 23, layout(0xbc02_0cb9)),
+    (24, 24, layout(0x425e_a6e6)),
+    (25, 27, layout(0x43fd_f3b9)),
+];
+
+const fn layout(tcp_conn_hash: u32) -> FdPath {
     FdPath {
         conn: 0,
         itab_hash: 16,
-        tcp_conn_hash: 0xbc02_0cb9,
+        tcp_conn_hash,
         tcp_conn_fd: 0,
         netfd_sysfd: 16,
-    },
-)];
+    }
+}
 
 /// Every known layout, in a fixed order (the BPF side's table).
 pub fn fd_paths() -> impl Iterator<Item = &'static FdPath> {
-    FD_PATHS.iter().map(|(_, path)| path)
+    FD_PATHS.iter().map(|(_, _, path)| path)
 }
 
 pub fn fd_path(minor: u32) -> Option<&'static FdPath> {
     FD_PATHS
         .iter()
-        .find(|(m, _)| *m == minor)
-        .map(|(_, path)| path)
+        .find(|(first, last, _)| (*first..=*last).contains(&minor))
+        .map(|(_, _, path)| path)
+}
+
+/// The releases with a layout.
+#[cfg(test)]
+pub fn fd_path_releases() -> impl Iterator<Item = u32> {
+    FD_PATHS.iter().flat_map(|(first, last, _)| *first..=*last)
 }
 
 #[cfg(test)]
-pub fn fd_path_releases() -> impl Iterator<Item = u32> {
-    FD_PATHS.iter().map(|(minor, _)| *minor)
+mod tests {
+    use super::*;
+    use crate::bpf::types::rodata;
+
+    /// The array's length, read from its type: `MAX_GO_FD_PATHS` on the BPF side.
+    fn slots<T, const N: usize>(_: fn(&rodata) -> &[T; N]) -> usize {
+        N
+    }
+
+    #[test]
+    fn every_layout_has_a_bpf_slot_and_each_release_one_layout() {
+        assert!(fd_paths().count() <= slots(|r| &r.go_fd_paths));
+        let releases: Vec<u32> = fd_path_releases().collect();
+        assert_eq!(releases, (17..=27).collect::<Vec<_>>());
+        assert_eq!(fd_path(16), None);
+        assert_eq!(fd_path(28), None);
+        assert_eq!(fd_path(21).map(|p| p.tcp_conn_hash), Some(0xbc02_0cb9));
+    }
 }

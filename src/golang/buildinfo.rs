@@ -1,5 +1,7 @@
 //! The Go version recorded in `.go.buildinfo` (Go 1.13+), in both layouts: strings inline
-//! after the header (Go 1.18+), or pointers to Go string headers (before).
+//! after the header (Go 1.18+), or pointers to Go string headers (before). Some packagers
+//! remove the build information (esbuild's releases since 0.27, Go 1.25 and 1.26); the
+//! version is then read from the runtime's own `runtime.buildVersion` string.
 
 use object::{Object, ObjectSection};
 
@@ -24,7 +26,7 @@ pub fn find<'a>(file: &object::File<'a>, image: &Image<'a>) -> Option<&'a [u8]> 
     if let Some(found) = section.and_then(|s| s.data().ok()).and_then(search) {
         return Some(found);
     }
-    image.writable().find_map(search)
+    image.writable().find_map(|(_, data)| search(data))
 }
 
 fn search(data: &[u8]) -> Option<&[u8]> {
@@ -83,6 +85,71 @@ fn pointed_string<'a>(header: &[u8], read: Read<'_, 'a>) -> Option<&'a [u8]> {
         return None;
     }
     read(ptr, len)
+}
+
+/// The longest `runtime.buildVersion` taken: a release and a few experiments.
+const MAX_RUNTIME_VERSION: u64 = 64;
+
+/// The version in `runtime.buildVersion`, for a Go executable without build information:
+/// a Go string header (data pointer, length) in the writable data, 8-aligned, pointing to
+/// read-only bytes that spell a Go release (`go1.26.5`, `go1.25rc2`, `go1.24.1
+/// X:boringcrypto`). A program may hold other such strings: then the release is unclear
+/// and nothing is taken.
+pub fn runtime_version(image: &Image) -> Result<String, GoError> {
+    let mut found: Vec<&str> = Vec::new();
+    for (_, data) in image.writable() {
+        for at in (0..data.len().saturating_sub(15)).step_by(8) {
+            let (Some(ptr), Some(len)) = (u64_at(data, at), u64_at(data, at + 8)) else {
+                continue;
+            };
+            if !(6..=MAX_RUNTIME_VERSION).contains(&len) {
+                continue;
+            }
+            let Some(text) = image.read_only(ptr, len).and_then(release_text) else {
+                continue;
+            };
+            if !found.contains(&text) {
+                found.push(text);
+            }
+        }
+    }
+    match found[..] {
+        [version] => Ok(version.to_string()),
+        [] => Err(GoError::Unsupported(
+            "Go executable without build information or a Go version in it".into(),
+        )),
+        _ => Err(GoError::Unsupported(format!(
+            "Go executable without build information, whose Go release is unclear: {}",
+            found.join(", ")
+        ))),
+    }
+}
+
+/// The bytes as text when they are a release's version: `go1.N`, then `.M`, `rcM` or
+/// `betaM` or nothing, then nothing or ` X:` and experiment names.
+fn release_text(bytes: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let (release, experiments) = match text.split_once(" X:") {
+        Some((release, names)) => (release, Some(names)),
+        None => (text, None),
+    };
+    let rest = release.strip_prefix("go1.")?;
+    let minor_len = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let tail = &rest[minor_len..];
+    let number = tail
+        .strip_prefix('.')
+        .or_else(|| tail.strip_prefix("rc"))
+        .or_else(|| tail.strip_prefix("beta"))
+        .unwrap_or(tail);
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let names_ok = experiments.is_none_or(|names| {
+        !names.is_empty()
+            && names
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b',')
+    });
+    let number_ok = number.is_empty() && tail.is_empty() || digits(number);
+    (minor_len > 0 && number_ok && names_ok).then_some(text)
 }
 
 /// The minor release of a version string: 19 for `go1.19.8`, `go1.19`, `go1.19rc2`,
@@ -203,6 +270,35 @@ mod tests {
         for text in ["", "go2.0", "go1.", "gccgo", "go1.x"] {
             assert!(matches!(super::minor(text), Err(GoError::Unsupported(_))));
         }
+    }
+
+    #[test]
+    fn takes_only_release_versions_from_the_runtime() {
+        for text in [
+            "go1.26.5",
+            "go1.25",
+            "go1.25rc2",
+            "go1.21beta1",
+            "go1.24.1 X:boringcrypto",
+            "go1.24.1 X:nocoverageredesign,loopvar",
+        ] {
+            assert_eq!(release_text(text.as_bytes()), Some(text), "{text}");
+        }
+        for text in [
+            "go1.",
+            "go1.26.",
+            "go1.26x",
+            "go1.26.5 ",
+            "go1.26.5\0",
+            "go1.26 X:",
+            "go1.26 X:Loop",
+            "devel go1.26-abc",
+            "fips140only_go1.26",
+            "go2.0",
+        ] {
+            assert_eq!(release_text(text.as_bytes()), None, "{text}");
+        }
+        assert_eq!(release_text(b"go1.2\xff"), None);
     }
 
     #[test]

@@ -86,10 +86,16 @@ impl<'a> Image<'a> {
         Some((offset, tail.get(..usize::try_from(len).ok()?)?))
     }
 
-    /// The file parts of the writable segments (where `.go.buildinfo` lives).
-    pub fn writable(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+    /// The file parts of the writable segments, with their addresses (where
+    /// `.go.buildinfo` and `runtime.buildVersion` live).
+    pub fn writable(&self) -> impl Iterator<Item = (u64, &'a [u8])> + '_ {
         self.file_parts(|flags| flags & PF_W != 0)
-            .map(|(_, bytes)| bytes)
+    }
+
+    /// `len` bytes at `vaddr` in a segment that is neither writable nor executable.
+    pub fn read_only(&self, vaddr: u64, len: u64) -> Option<&'a [u8]> {
+        let (_, tail) = self.tail(vaddr, |flags| flags & (PF_W | PF_X) == 0)?;
+        tail.get(..usize::try_from(len).ok()?)
     }
 
     /// The file parts of the data segments, with their addresses (where `.gopclntab`

@@ -5,7 +5,8 @@
 //! return address on a goroutine stack that Go later moves). So the return side is a plain
 //! uprobe on each `RET` found by decoding the function's instructions. Functions are found
 //! by `.symtab` when the file has one, else by Go's own table `.gopclntab`, which survives
-//! `-ldflags=-s -w` and PIE builds. The Go version comes from `.go.buildinfo`.
+//! `-ldflags=-s -w` and PIE builds. The Go version comes from `.go.buildinfo`, or from
+//! the runtime's version string where a packager removed the build information.
 
 mod abi;
 mod buildinfo;
@@ -13,6 +14,7 @@ mod disasm;
 #[cfg(test)]
 mod fixture_tests;
 mod image;
+mod moduledata;
 mod pclntab;
 
 use std::fmt;
@@ -114,17 +116,15 @@ pub fn inspect_bytes(data: &[u8]) -> Result<Option<GoProgram>, GoError> {
     let file =
         object::File::parse(data).map_err(|e| malformed(format!("not a readable ELF: {e}")))?;
     let image = Image::new(data, &file)?;
-    let Some(header) = buildinfo::find(&file, &image) else {
-        return if looks_like_go(&file) {
-            Err(GoError::Unsupported(
-                "Go executable without .go.buildinfo (Go before 1.13?)".into(),
-            ))
-        } else {
-            Ok(None)
-        };
-    };
+    let header = buildinfo::find(&file, &image);
+    if header.is_none() && !has_go_sections(&file) {
+        return Ok(None);
+    }
     let arch = arch_of(&file)?;
-    let version = buildinfo::version(header, &|addr, len| image.bytes(addr, len))?;
+    let version = match header {
+        Some(header) => buildinfo::version(header, &|addr, len| image.bytes(addr, len))?,
+        None => buildinfo::runtime_version(&image)?,
+    };
     let minor = buildinfo::minor(&version)?;
     if minor < arch.first_register_abi() {
         return Err(GoError::Unsupported(format!(
@@ -145,11 +145,13 @@ pub fn inspect_bytes(data: &[u8]) -> Result<Option<GoProgram>, GoError> {
     }))
 }
 
-/// Other marks of a Go executable, for one whose build information is missing.
-fn looks_like_go(file: &object::File) -> bool {
+/// Whether the file has a section only Go's linkers write: its build information, its
+/// function table (kept by `-s -w`), its build id note (kept by external linking), its
+/// module data (Go 1.26+). Build information alone is not enough: packagers remove it.
+pub fn has_go_sections(file: &object::File) -> bool {
     pclntab::SECTIONS
         .iter()
-        .chain(&[".note.go.buildid"])
+        .chain(&[".go.buildinfo", ".note.go.buildid", ".go.module"])
         .any(|name| file.section_by_name(name).is_some())
 }
 

@@ -2,13 +2,14 @@
 //! (`-s -w`) and PIE builds because the runtime needs it for stack traces. Layouts:
 //! Go 1.16-1.17 (magic 0xfffffffa, absolute entries), 1.18-1.19 (0xfffffff0, entries as
 //! 32-bit offsets from the text start) and 1.20+ (0xfffffff1, same fields as 1.18 for
-//! what is read here). Every read is bounds-checked: the table comes from a traced file.
+//! what is read here; from 1.26 the header's text start is zero and the function names
+//! follow the header without padding). Every read is bounds-checked: the table comes from a traced file.
 
 use object::{Object, ObjectSection};
 
 use super::buildinfo::{u64_at, uvarint};
 use super::image::Image;
-use super::{malformed, GoError};
+use super::{malformed, moduledata, GoError};
 
 const MAGIC_116: u32 = 0xffff_fffa;
 const MAGIC_118: u32 = 0xffff_fff0;
@@ -24,8 +25,9 @@ pub type Span = (u64, u64);
 /// The value a load-time relocation writes at a virtual address, if the file has one.
 pub type Relocated<'r> = &'r dyn Fn(u64) -> Option<u64>;
 
-/// Where the text start sits in the 1.18+ header.
+/// Where the text start and the offset of the function names sit in the 1.18+ header.
 const TEXT_START: usize = 24;
+const FUNCNAMES: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Layout {
@@ -48,9 +50,9 @@ pub struct Table<'a> {
 
 /// The spans of `names` (`None` for those the program lacks), from the table of a Go
 /// 1.`minor` program.
-pub fn lookup(
-    file: &object::File,
-    image: &Image,
+pub fn lookup<'a>(
+    file: &object::File<'a>,
+    image: &Image<'a>,
     quantum: u8,
     minor: u32,
     relocated: Relocated,
@@ -61,8 +63,10 @@ pub fn lookup(
         18 | 19 => MAGIC_118,
         _ => MAGIC_120,
     };
-    let parse = |data, vaddr| {
-        let text = Table::text_start(data, vaddr, relocated);
+    let parse = |data: &'a [u8], vaddr| {
+        let text = Table::text_start(data, vaddr, relocated).or_else(|| {
+            moduledata::text(image, vaddr, vaddr.checked_add(u64_at(data, FUNCNAMES)?)?)
+        });
         Table::parse(data, magic, quantum, text)?.lookup(names)
     };
     if let Some(section) = SECTIONS.iter().find_map(|name| file.section_by_name(name)) {
@@ -107,6 +111,7 @@ fn cut() -> GoError {
 impl<'a> Table<'a> {
     /// The 1.18+ text start: as written in the file, or, where the linker left the field
     /// to a load-time relocation (PIE by some linkers), the value that relocation writes.
+    /// Go 1.26 leaves it zero, and the module data says it instead ([`moduledata::text`]).
     /// Never the `.text` address: external linkers put C runtime code before Go's text.
     fn text_start(data: &[u8], vaddr: u64, relocated: Relocated) -> Option<u64> {
         match u64_at(data, TEXT_START)? {
