@@ -145,7 +145,9 @@ fn matrix(kernel: Kernel) {
     if !root_or_skip(&test) {
         return;
     }
+    let started = Instant::now();
     let fetched = kernel::fetch(&kernel);
+    let fetch_time = started.elapsed();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("kernels")
         .join(kernel.series);
@@ -157,7 +159,7 @@ fn matrix(kernel: Kernel) {
     let initrd = dir.join("initrd.cpio");
     let size = initramfs(&work, &pages).write(&initrd);
     eprintln!(
-        "{test}: {} {}, initramfs {:.1} MB in {:.1?}, qemu accel={}; outputs in {}",
+        "{test}: {} {} (resolved in {fetch_time:.1?}), initramfs {:.1} MB in {:.1?}, qemu accel={}; outputs in {}",
         fetched.package,
         fetched.version,
         size as f64 / 1e6,
@@ -167,7 +169,11 @@ fn matrix(kernel: Kernel) {
     );
     let boot = vm::boot(&fetched.vmlinuz, &initrd, &dir, BOOT_LIMIT);
     let (failed, mut failures) = check_all(&boot, &pages);
-    eprintln!("{test}: booted, ran and powered off in {:.1?}", boot.took);
+    eprintln!(
+        "{test}: the VM ran for {:.1?}; {:.1?} in all",
+        boot.took,
+        started.elapsed()
+    );
     if !boot.finished {
         failures.insert(
             0,
@@ -449,6 +455,14 @@ fn check_common(run: &Run) {
         assert!(
             run.time("released").is_some(),
             "sslsniff's probes were still being released a minute after it exited"
+        );
+    }
+    if run.case.kind != Alone {
+        let loaded = bpf_ids(run, "progs.running");
+        assert!(
+            loaded.difference(&bpf_ids(run, "progs.before")).count() > 0,
+            "bpftool saw no program of sslsniff while it ran:\n{}",
+            run.text("progs.running")
         );
     }
     for what in ["progs", "links"] {

@@ -15,7 +15,8 @@
 #   The commands see $PAGE, $REQUEST (an HTTP/1.0 GET of it), $OUT (the case's
 #   directory) and $CLIENT. Each case's directory holds what it printed (sniff.out,
 #   sniff.err, client.out, ...), exit codes (*.rc), PIDs (*.pid), times from
-#   /proc/uptime (times), BPF programs and links (bpftool) and the kernel log.
+#   /proc/uptime (times), BPF programs and links before, while sslsniff runs and after
+#   (bpftool), and the kernel log.
 export PATH=/usr/sbin:/usr/bin HOME=/root
 
 mount -t proc proc /proc
@@ -81,7 +82,10 @@ start_sniffer() {
 	sniffer=$!
 	echo $sniffer >sniff.pid
 	poll 60 ready_or_gone
-	grep -q '"type":"ready"' sniff.err && stamp ready
+	grep -q '"type":"ready"' sniff.err || return
+	stamp ready
+	# What sslsniff has loaded: the listing that must be empty of it in the end.
+	bpftool -j prog show >progs.running 2>&1
 }
 
 stop_sniffer() {
