@@ -8,9 +8,10 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo -E)
 
 BUILD_DEPS := clang llvm libelf-dev zlib1g-dev pkg-config make libssl-dev
 TEST_DEPS := openssl curl python3 gnutls-bin libnss3-tools util-linux gcc binutils time \
-	android-libboringssl-dev libwolfssl-dev libmbedtls-dev tshark nodejs golang-go
+	android-libboringssl-dev libwolfssl-dev libmbedtls-dev tshark nodejs golang-go \
+	qemu-system-x86 busybox-static cpio bpftool
 
-.PHONY: all build deps run test bench lint clean
+.PHONY: all build deps run test test-kernels bench lint clean
 
 all: build
 
@@ -39,6 +40,10 @@ lint: deps
 # Release build: the tests measure a tracer that must keep up with busy programs.
 test: lint
 	$(if $(SUDO),CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$(SUDO)") $(CARGO) test --release -- --test-threads=1
+
+# The kernel matrix alone (part of `make test`): Debian's 5.10, 6.1 and 6.12 under qemu.
+test-kernels: deps
+	$(if $(SUDO),CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$(SUDO)") $(CARGO) test --release --test kernels -- --test-threads=1 --nocapture
 
 # Temporary files of the bench and of the tools it runs (go build) go to /dev/shm, memory
 # rather than this machine's disk, whose speed would otherwise be part of what is measured.

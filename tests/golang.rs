@@ -5,33 +5,12 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/go/https.go");
-
-/// Builds the Go fixture with Debian's Go into the work directory.
-fn build_go(work: &Workdir, name: &str, flags: &[&str]) -> PathBuf {
-    let exe = work.path().join(name);
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-cache");
-    let status = Command::new("go")
-        .arg("build")
-        .args(flags)
-        .arg("-o")
-        .arg(&exe)
-        .arg(FIXTURE)
-        .env("GOCACHE", &cache)
-        .env("GOPATH", cache.join("path"))
-        .env("HOME", work.path())
-        .status()
-        .expect("go is installed (Debian's golang-go)");
-    assert!(status.success(), "cannot build {name} with {flags:?}");
-    exe
-}
 
 /// The fixture serving HTTPS on 127.0.0.1, and its URL.
 fn go_server(exe: &Path) -> (Proc, String) {
@@ -71,7 +50,7 @@ fn go_client_and_server_are_captured_in_every_build() {
         ("go-pie", &["-buildmode=pie", "-ldflags=-s -w"][..]),
     ];
     for (name, flags) in builds {
-        let exe = build_go(&work, name, flags);
+        let exe = build_go(&work, name, flags, &[]);
         let sniffer = Sniffer::start(&["--handshake"]);
         let (server, url) = go_server(&exe);
         let path = marker(name);
@@ -128,7 +107,7 @@ fn a_thousand_concurrent_go_requests_are_each_captured_whole() {
         return;
     }
     let work = Workdir::new();
-    let exe = build_go(&work, "go-load", &[]);
+    let exe = build_go(&work, "go-load", &[], &[]);
     let (n, max, tag) = (1000, 64 * 1024, marker("go-load"));
     let sniffer = Sniffer::start(&["--format", "json", "-c", "go-load"]);
     let (server, url) = go_server(&exe);
@@ -232,7 +211,7 @@ fn a_go_program_survives_sslsniff_coming_and_going() {
         return;
     }
     let work = Workdir::new();
-    let exe = build_go(&work, "go-churn", &[]);
+    let exe = build_go(&work, "go-churn", &[], &[]);
     let (mut server, url) = go_server(&exe);
     // The server lives through every restart; clients of 10,000 checked requests each
     // follow one another, so that Go code runs under every attach and detach.
@@ -279,7 +258,7 @@ fn unsupported_or_fake_go_programs_get_a_notice_and_run_on() {
         return;
     }
     let work = Workdir::new();
-    let exe = build_go(&work, "go-old", &[]);
+    let exe = build_go(&work, "go-old", &[], &[]);
     // The same program, labelled Go 1.16: arguments on the stack, not supported.
     let mut bytes = std::fs::read(&exe).unwrap();
     let (from, to) = (b"go1.19", b"go1.16");

@@ -406,16 +406,20 @@ pub fn sink_server(work: &Workdir) -> (Proc, u16) {
 /// Python's HTTPS file server for the work directory: unlike `s_server -WWW` it sends
 /// Content-Length, so a capture's responses are whole HTTP messages to Wireshark.
 pub fn python_https_server(work: &Workdir) -> (Proc, u16) {
-    python_server("python3 https server", work, |port| {
-        format!(
-            "import http.server, ssl\n\
-             srv = http.server.HTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler)\n\
-             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
-             ctx.load_cert_chain('cert.pem', 'key.pem')\n\
-             srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n\
-             srv.serve_forever()\n"
-        )
-    })
+    python_server("python3 https server", work, https_server_script)
+}
+
+/// The script of python_https_server: serves its working directory, where cert.pem and
+/// key.pem are, on 127.0.0.1 at `port`.
+pub fn https_server_script(port: u16) -> String {
+    format!(
+        "import http.server, ssl\n\
+         srv = http.server.HTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler)\n\
+         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+         ctx.load_cert_chain('cert.pem', 'key.pem')\n\
+         srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n\
+         srv.serve_forever()\n"
+    )
 }
 
 /// The start of every python3 client script: a TLS context that accepts the test
@@ -610,4 +614,29 @@ pub fn build_static_client(work: &Workdir, out: &str) -> PathBuf {
         out,
         &["-static", "-lssl", "-lcrypto"],
     )
+}
+
+/// The Go fixture (tests/fixtures/go/https.go), built with Debian's Go into the work
+/// directory with `flags` and `env` (CGO_ENABLED=0: a static executable).
+pub fn build_go(work: &Workdir, name: &str, flags: &[&str], env: &[(&str, &str)]) -> PathBuf {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/go/https.go");
+    let exe = work.path().join(name);
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-cache");
+    let status = Command::new("go")
+        .arg("build")
+        .args(flags)
+        .arg("-o")
+        .arg(&exe)
+        .arg(fixture)
+        .env("GOCACHE", &cache)
+        .env("GOPATH", cache.join("path"))
+        .env("HOME", work.path())
+        .envs(env.iter().copied())
+        .status()
+        .expect("go is installed (Debian's golang-go)");
+    assert!(
+        status.success(),
+        "cannot build {name} with {flags:?} {env:?}"
+    );
+    exe
 }
