@@ -58,15 +58,6 @@ impl Running {
     }
 }
 
-/// The `--status json` lines of one kind.
-fn status_lines(stderr: &str, kind: &str) -> Vec<Value> {
-    stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["type"] == kind)
-        .collect()
-}
-
 /// Runs sslsniff to its end (it must refuse to start) and returns (exit code, stderr).
 fn refused(args: &[&str]) -> (Option<i32>, String) {
     let start = Instant::now();

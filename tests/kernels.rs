@@ -103,7 +103,7 @@ const CASES: &[Case] = &[
     case("pid", Before, TRACEFS, "-p $CLIENT", "python3 /srv/$PAGE.py", pid_only),
     // libbpf's log (-d): where the kernel refuses a program, the verifier's verdict.
     case("load-log", After, TRACEFS, "-d -c none", "true", |_| {}),
-    case("check-kernel", Alone, TRACEFS, "", "sslsniff --check-kernel", check_kernel),
+    case("check-kernel", Alone, TRACEFS, "", "sslsniff --check-kernel --status json", check_kernel),
 ];
 
 /// The servers the cases talk to, started in /srv of the VM: PORT and command.
@@ -693,16 +693,18 @@ fn pid_only(run: &Run) {
     );
 }
 
-/// Printed whether it passes or not: it says what each feature uses on this kernel.
+/// The verifier's test: every program variant this kernel can take (its own mechanisms,
+/// each fallback alone, all of them) loads. Printed whether it passes or not: it says
+/// what each feature uses on this kernel.
 fn check_kernel(run: &Run) {
-    eprintln!(
-        "sslsniff --check-kernel:\n{}{}",
-        run.text("client.out"),
-        run.text("client.err")
-    );
+    let stderr = run.text("client.err");
+    eprintln!("sslsniff --check-kernel:\n{stderr}");
+    let lines = status_lines(&stderr, "variant");
+    let failed: Vec<_> = lines.iter().filter(|v| v["loaded"] != true).collect();
+    assert!(failed.is_empty(), "variants the kernel refused: {failed:?}");
+    // Where the kernel lacks every feature, its own set is the all-fallback one.
     assert!(
-        !run.text("client.out").is_empty(),
-        "--check-kernel printed nothing; stderr:\n{}",
-        run.text("client.err")
+        lines.iter().any(|v| v["name"] == "native"),
+        "--check-kernel did not load the kernel's own variant:\n{stderr}"
     );
 }

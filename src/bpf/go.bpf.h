@@ -104,6 +104,14 @@ static __always_inline int go_enter_body(struct pt_regs *ctx, __u64 fixed)
 	return 0;
 }
 
+/* The current goroutine's call slot. */
+static __always_inline struct call *go_slot(struct pt_regs *ctx)
+{
+	struct go_key key = { .pid = bpf_get_current_pid_tgid() >> 32, .goroutine = GO_G(ctx) };
+
+	return bpf_map_lookup_elem(&go_calls, &key);
+}
+
 /* A Go function's return: the function is the one whose entry this goroutine made. */
 static __always_inline int go_exit_body(struct pt_regs *ctx, enum sending how)
 {
@@ -127,7 +135,7 @@ static __always_inline int go_exit_body(struct pt_regs *ctx, enum sending how)
 		ret = ret ? -1 : 0;
 	len = moved(f, ret, 0);
 	if (len || f->ret == RET_ERR_IFACE)
-		emit_call(f, id, call, len, ret, how);
+		emit_call(ctx, f, id, call, len, ret, how, true);
 	bpf_map_delete_elem(&go_calls, &key);
 	return 0;
 }

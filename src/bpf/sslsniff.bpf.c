@@ -59,6 +59,8 @@ struct call {
 	struct conn conn;
 	__u32 active; /* a call is in flight; cleared on every return path */
 	__u32 func;   /* the function's index, for returns that have no cookie to tell */
+	/* Kernels without bpf_loop: the header of the call's records, for send_slot_chunk. */
+	struct event_hdr hdr;
 };
 
 /* Per-thread state lives with the thread (task storage): the kernel frees it when the
@@ -207,6 +209,10 @@ static __always_inline void count_loss(__u64 bytes, bool announced)
 	if (!s)
 		return;
 	__sync_fetch_and_add(&s->lost_records, 1);
+	/* Not an atomic add of 0: clang makes that an atomic or, which kernels before
+	 * 5.12 cannot parse even where it is never run. */
+	if (!bytes)
+		return;
 	__sync_fetch_and_add(&s->undelivered_bytes, bytes);
 	if (!announced)
 		__sync_fetch_and_add(&s->unannounced_bytes, bytes);
@@ -309,27 +315,12 @@ static long send_next_chunk(__u64 i, struct chunk_ctx *c)
 	return send_chunk(i + 1, c);
 }
 
-/* Kernels without bpf_loop: the whole chunks in a bounded loop, then the partial last
- * one. Every chunk in the loop has the size chunk_size, which the verifier knows, so it
- * walks one size class per turn rather than all of them; and the variable-sized chunk
- * comes last, so that its size classes do not each lead into a walk of the loop. */
-static __always_inline void send_bounded(struct chunk_ctx *c)
-{
-	__u64 whole = c->hdr.captured / chunk_size;
-
-	for (__u32 i = 0; i < bounded_chunks; i++) {
-		if (i >= whole)
-			break;
-		if (send_sized(i, c, chunk_size))
-			return;
-	}
-	/* Computed afresh (volatile: clang would reuse the loop's), so that the verifier
-	 * walks the last chunk once, not once for each turn the loop may have ended at.
-	 * captured is at most bounded_chunks whole chunks (emit_call clamps it). */
-	whole = *(volatile __u64 *)&c->hdr.captured / chunk_size;
-	if (whole < bounded_chunks)
-		send_chunk(whole, c);
-}
+/* Kernels without bpf_loop: chunk i of a call whose return program left its header in
+ * the call's slot (the thread's, or for Go the goroutine's). A global function: the
+ * verifier checks it once, on its own, where it would walk a loop that sends chunks
+ * inline once for every turn, more than old verifiers can (6.1's gives up). Defined
+ * after the Go slots it reads. Returns 1 to stop. */
+int send_slot_chunk(struct pt_regs *ctx, __u32 i, __u32 go);
 
 /* How a return program sends a call's payload; a constant in each program, so that
  * each holds only its own way: programs for kernels without bpf_loop hold only the
@@ -341,10 +332,11 @@ enum sending {
 	SEND_BOUNDED,
 };
 
-/* Reports a call that returned: its header, then its payload in chunks. */
-static __always_inline void emit_call(const volatile struct func_info *f, __u32 id,
-				      struct call *call, __u64 len, long ret,
-				      enum sending how)
+/* Reports a call that returned: its header, then its payload in chunks. `go` says
+ * whose slot `call` is (a constant in each caller). */
+static __always_inline void emit_call(struct pt_regs *ctx, const volatile struct func_info *f,
+				      __u32 id, struct call *call, __u64 len, long ret,
+				      enum sending how, bool go)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct chunk_ctx c = {};
@@ -376,11 +368,17 @@ static __always_inline void emit_call(const volatile struct func_info *f, __u32 
 		return;
 	}
 	/* Most calls fit one chunk: spare them the loop. */
-	if (how == SEND_BOUNDED)
-		send_bounded(&c);
-	else if (!send_chunk(0, &c) && c.hdr.captured > chunk_size)
+	if (send_chunk(0, &c) || c.hdr.captured <= chunk_size)
+		return;
+	if (how == SEND_BPF_LOOP) {
 		bpf_loop((c.hdr.captured + chunk_size - 1) / chunk_size - 1, send_next_chunk, &c,
 			 0);
+		return;
+	}
+	call->hdr = c.hdr;
+	for (__u32 i = 1; i < bounded_chunks; i++)
+		if (send_slot_chunk(ctx, i, go))
+			break;
 }
 
 /* The byte count a call moved, from its return value; 0 for failures and would-block
@@ -448,7 +446,7 @@ static __always_inline int tls_exit_body(struct pt_regs *ctx, enum sending how)
 	len = moved(f, ret, call->out);
 	/* Only a handshake reports a call that moved nothing. */
 	if (len || f->ret == RET_RAW)
-		emit_call(f, id, call, len, ret, how);
+		emit_call(ctx, f, id, call, len, ret, how, false);
 	end_call(map, call);
 	return 0;
 }
@@ -482,6 +480,18 @@ int tls_exit_handshake(struct pt_regs *ctx)
 #include "conn.bpf.h"
 #include "go.bpf.h"
 #include "follow.bpf.h"
+
+__noinline int send_slot_chunk(struct pt_regs *ctx, __u32 i, __u32 go)
+{
+	struct call *call = go ? go_slot(ctx) : call_slot(&calls, false);
+	struct chunk_ctx c;
+
+	if (!call)
+		return 1;
+	c.hdr = call->hdr;
+	c.buf = call->buf;
+	return send_chunk(i, &c);
+}
 
 /* Kernels without cookies: one small entry program per function of the table, each
  * passing its index; the body is one subprogram that all of them share. The returns

@@ -197,14 +197,20 @@ pub struct Output {
     pub status: std::process::ExitStatus,
 }
 
+/// sslsniff's status lines (`--status json`) of one kind, each a JSON object with a
+/// `type`.
+pub fn status_lines(stderr: &str, kind: &str) -> Vec<serde_json::Value> {
+    stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == kind)
+        .collect()
+}
+
 impl Output {
-    /// sslsniff's status lines (`--status json`), each a JSON object with a `type`.
+    /// sslsniff's status lines of one kind.
     pub fn status_lines(&self, kind: &str) -> Vec<serde_json::Value> {
-        self.stderr
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["type"] == kind)
-            .collect()
+        status_lines(&self.stderr, kind)
     }
 
     /// The exit summary.
