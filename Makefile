@@ -11,7 +11,7 @@ TEST_DEPS := openssl curl python3 gnutls-bin libnss3-tools util-linux gcc binuti
 	android-libboringssl-dev libwolfssl-dev libmbedtls-dev tshark nodejs golang-go \
 	qemu-system-x86 busybox-static cpio bpftool
 
-.PHONY: all build deps run test test-kernels bench lint clean
+.PHONY: all build deps run test test-kernels test-fallbacks bench lint clean
 
 all: build
 
@@ -33,23 +33,36 @@ run: build
 	$(SUDO) target/release/sslsniff $(ARGS)
 
 lint: deps
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+RUNNER := $(if $(SUDO),CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$(SUDO)")
+# The kernel features sslsniff can do without (see `sslsniff -d`).
+FALLBACKS := task-storage cookies bpf-loop uprobe-multi syscall-tracepoint
 
 # End-to-end tests share the machine's TLS libraries and probes: run them one at a time.
-# Release build: the tests measure a tracer that must keep up with busy programs.
+# Release build: the tests measure a tracer that must keep up with busy programs. Then
+# the end-to-end suite again with every fallback forced, as on the oldest kernel of the
+# matrix (the matrix itself runs in the first pass).
 test: lint
-	$(if $(SUDO),CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$(SUDO)") $(CARGO) test --release -- --test-threads=1
+	$(RUNNER) $(CARGO) test --workspace --release -- --test-threads=1
+	SSLSNIFF_WITHOUT=all $(RUNNER) $(CARGO) test --release --tests -- --test-threads=1 --skip debian_
+
+# The end-to-end suite once for each fallback alone (longer than `make test`).
+test-fallbacks: deps
+	for f in $(FALLBACKS); do \
+		SSLSNIFF_WITHOUT=$$f $(RUNNER) $(CARGO) test --release --tests -- --test-threads=1 --skip debian_ || exit 1; \
+	done
 
 # The kernel matrix alone (part of `make test`): Debian's 5.10, 6.1 and 6.12 under qemu.
 test-kernels: deps
-	$(if $(SUDO),CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$(SUDO)") $(CARGO) test --release --test kernels -- --test-threads=1 --nocapture
+	$(RUNNER) $(CARGO) test --release --test kernels -- --test-threads=1 --nocapture
 
 # Temporary files of the bench and of the tools it runs (go build) go to /dev/shm, memory
 # rather than this machine's disk, whose speed would otherwise be part of what is measured.
 bench: build
-	$(CARGO) build --release --manifest-path bench/Cargo.toml
-	$(SUDO) env TMPDIR=/dev/shm bench/target/release/sslsniff-bench --sslsniff target/release/sslsniff $(ARGS)
+	$(CARGO) build --release -p sslsniff-bench
+	$(SUDO) env TMPDIR=/dev/shm target/release/sslsniff-bench --sslsniff target/release/sslsniff $(ARGS)
 
 clean:
 	$(CARGO) clean

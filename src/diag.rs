@@ -199,6 +199,43 @@ pub struct Summary {
     pub malformed_records: u64,
 }
 
+/// A status line as programs read it back (the bench, the tests): the schema of
+/// `--status json`, in one place. Kinds and fields a reader does not use are left out.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum StatusLine {
+    Tracing {
+        path: String,
+        library: String,
+        #[serde(default)]
+        pid: Option<u32>,
+        #[serde(default)]
+        latency_us: Option<u64>,
+    },
+    Ready,
+    Warning {
+        message: String,
+        #[serde(default)]
+        undelivered_bytes: Option<u64>,
+    },
+    Notice {
+        message: String,
+    },
+    Error {
+        message: String,
+    },
+    Summary(Summary),
+    #[serde(other)]
+    Other,
+}
+
+impl StatusLine {
+    /// One line of stderr, or None when it is not a status line.
+    pub fn parse(line: &str) -> Option<StatusLine> {
+        serde_json::from_str(line).ok()
+    }
+}
+
 pub fn summary(s: &Summary) {
     emit(
         "summary",
@@ -234,6 +271,45 @@ pub fn summary(s: &Summary) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_lines_read_back() {
+        let s = StatusLine::parse(
+            r#"{"calls":200,"events":199,"captured_bytes":20000,"truncated_bytes":0,"undelivered_bytes":100,"unannounced_bytes":0,"untracked_calls":0,"malformed_records":0,"type":"summary"}"#,
+        );
+        let Some(StatusLine::Summary(s)) = s else {
+            panic!("{s:?}")
+        };
+        assert_eq!((s.calls, s.events, s.undelivered_bytes), (200, 199, 100));
+        let tracing = StatusLine::parse(
+            r#"{"type":"tracing","path":"/usr/lib/libssl.so.3","library":"openssl","functions":[]}"#,
+        );
+        assert!(matches!(
+            tracing,
+            Some(StatusLine::Tracing {
+                latency_us: None,
+                ..
+            })
+        ));
+        assert_eq!(
+            StatusLine::parse(r#"{"type":"ready"}"#),
+            Some(StatusLine::Ready)
+        );
+        let warning =
+            StatusLine::parse(r#"{"type":"warning","message":"x","undelivered_bytes":5}"#);
+        assert!(matches!(
+            warning,
+            Some(StatusLine::Warning {
+                undelivered_bytes: Some(5),
+                ..
+            })
+        ));
+        assert_eq!(
+            StatusLine::parse(r#"{"type":"kernel","features":[]}"#),
+            Some(StatusLine::Other)
+        );
+        assert_eq!(StatusLine::parse("sslsniff: ready"), None);
+    }
 
     #[test]
     fn hostile_names_stay_on_one_safe_line() {

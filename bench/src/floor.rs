@@ -2,14 +2,13 @@
 //! the way sslsniff attaches on this kernel (multi-uprobe links filtered by PID). What
 //! they cost, any uprobe tracer costs; sslsniff is judged on what it adds to it.
 
-use std::fs;
 use std::mem::MaybeUninit;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, ProgramMut, UprobeMultiOpts};
-use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
+use sslsniff::{discover, libs};
 
 #[allow(
     clippy::all,
@@ -75,30 +74,23 @@ fn attach(prog: &ProgramMut, pid: u32, offsets: &[usize], retprobe: bool) -> Res
         })
 }
 
-/// The file offsets of FUNCS. libbpf could resolve the names itself, but libbpf 1.7
-/// fails with ENOENT on a library that has .dynsym and no .symtab, as Debian ships them
-/// (libbpf/libbpf#953).
+/// The file offsets of FUNCS, found as sslsniff finds them. libbpf could resolve the
+/// names itself, but libbpf 1.7 fails with ENOENT on a library that has .dynsym and no
+/// .symtab, as Debian ships them (libbpf/libbpf#953).
 fn offsets() -> Result<Vec<usize>> {
-    let data = fs::read(LIBSSL).with_context(|| format!("cannot read {LIBSSL}"))?;
-    let elf = object::File::parse(&*data)
-        .with_context(|| format!("{LIBSSL} is not a readable ELF file"))?;
+    let openssl = libs::by_name("openssl").context("no openssl in the support table")?;
+    let path = Path::new(LIBSSL);
+    let targets = discover::file_targets(&[openssl], path, path, |_| true)?
+        .with_context(|| format!("{LIBSSL} changed while it was read"))?;
     FUNCS
         .iter()
         .map(|&name| {
-            elf.dynamic_symbols()
-                .find(|s| s.kind() == SymbolKind::Text && !s.is_undefined() && s.name() == Ok(name))
-                .and_then(|s| file_offset(&elf, s.address()))
+            targets
+                .iter()
+                .flat_map(|t| &t.probes)
+                .find(|p| p.func.name == name)
+                .map(|p| p.offset as usize)
                 .with_context(|| format!("{LIBSSL} does not define {name}"))
         })
         .collect()
-}
-
-/// Symbols give virtual addresses; uprobes take offsets in the file.
-pub fn file_offset(elf: &object::File, addr: u64) -> Option<usize> {
-    elf.segments().find_map(|seg| {
-        let (start, size) = (seg.address(), seg.size());
-        (start..start + size)
-            .contains(&addr)
-            .then(|| (addr - start + seg.file_range().0) as usize)
-    })
 }

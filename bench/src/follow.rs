@@ -67,6 +67,7 @@ fn announced(sniffer: &mut Sniffer, path: &str) -> Result<Option<u64>> {
             Ok(Some(Status::Tracing {
                 path: p,
                 latency_us,
+                ..
             })) if p == path => {
                 return latency_us
                     .map(Some)

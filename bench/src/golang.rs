@@ -10,8 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
-use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic};
-use object::{Object, ObjectSection, ObjectSymbol};
+use sslsniff::golang;
 
 use crate::floor;
 use crate::proc::Proc;
@@ -55,54 +54,28 @@ pub fn build() -> Result<Fixture> {
     })
 }
 
-/// Entry and return-instruction file offsets of FUNCS, from .symtab (the fixture is
-/// not stripped) and a real disassembler: a probe on a byte that only looks like RET
-/// would corrupt the program.
+/// Entry and return-instruction file offsets of FUNCS, found as sslsniff finds them
+/// (a probe on a byte that only looks like RET would corrupt the program).
 fn probe_offsets(exe: &Path) -> Result<Vec<usize>> {
     let data = fs::read(exe).with_context(|| format!("cannot read {}", exe.display()))?;
-    let elf = object::File::parse(&*data).context("the Go fixture is not a readable ELF")?;
-    let text = elf
-        .section_by_name(".text")
-        .context("the Go fixture has no .text")?;
-    let code = text.data()?;
+    let program = golang::inspect_bytes(&data)
+        .map_err(|e| anyhow::anyhow!("the Go fixture cannot be traced: {e}"))?
+        .context("the Go fixture is not a Go program")?;
     let mut offsets = Vec::new();
     for name in FUNCS {
-        let sym = elf
-            .symbols()
-            .find(|s| s.name() == Ok(name))
-            .with_context(|| format!("the Go fixture has no symbol {name}"))?;
-        let start = usize::try_from(sym.address() - text.address())?;
-        let body = code
-            .get(start..start.saturating_add(sym.size() as usize))
-            .with_context(|| format!("{name} lies outside .text"))?;
-        let rets = returns(body).with_context(|| format!("cannot decode {name}"))?;
-        ensure!(!rets.is_empty(), "{name} has no return instruction");
-        for at in std::iter::once(0).chain(rets) {
-            offsets.push(
-                floor::file_offset(&elf, sym.address() + at)
-                    .with_context(|| format!("{name} is in no segment"))?,
-            );
-        }
+        let f = program
+            .funcs
+            .iter()
+            .find(|f| f.name == name)
+            .with_context(|| format!("the Go fixture has no {name}"))?;
+        ensure!(!f.returns.is_empty(), "{name} has no return instruction");
+        offsets.extend(
+            std::iter::once(f.entry)
+                .chain(f.returns.iter().copied())
+                .map(|o| o as usize),
+        );
     }
     Ok(offsets)
-}
-
-/// Offsets of the RET instructions in `code`, decoded from its start (Go puts no data
-/// inside amd64 functions, so a linear sweep meets every instruction).
-fn returns(code: &[u8]) -> Result<Vec<u64>> {
-    let mut decoder = Decoder::with_ip(64, code, 0, DecoderOptions::NONE);
-    let mut instr = Instruction::default();
-    let mut found = Vec::new();
-    while decoder.can_decode() {
-        decoder.decode_out(&mut instr);
-        if instr.is_invalid() {
-            bail!("no valid instruction at +{:#x}", instr.ip());
-        }
-        if instr.mnemonic() == Mnemonic::Ret {
-            found.push(instr.ip());
-        }
-    }
-    Ok(found)
 }
 
 pub struct GoRun {
@@ -186,19 +159,4 @@ fn client(fx: &Fixture, url: &str, n: u32) -> Result<f64> {
         .context("cannot start the Go client")?;
     ensure!(status.success(), "the Go load failed ({status})");
     Ok(started.elapsed().as_secs_f64())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_returns_only_at_instruction_starts() {
-        // mov eax, 0xc3 (a RET byte inside an operand); ret; endbr64; ret 8.
-        let code = [
-            0xb8, 0xc3, 0x00, 0x00, 0x00, 0xc3, 0xf3, 0x0f, 0x1e, 0xfa, 0xc2, 0x08, 0x00,
-        ];
-        assert_eq!(returns(&code).unwrap(), vec![5, 10]);
-        assert!(returns(&[0x0f, 0xff]).is_err());
-    }
 }

@@ -44,7 +44,7 @@ const HEADERS: [&str; 16] = [
 /// One size and mode's runs boiled down: medians of the timings and of the CPU time,
 /// the run that captured fewest calls for the checks, the largest RSS and the slowest
 /// stop.
-struct Summary<'a> {
+struct ModeSummary<'a> {
     untraced: f64,
     floor: f64,
     sslsniff: f64,
@@ -65,7 +65,7 @@ fn sniffed(run: &Run, mode: Mode) -> &Sniffed {
         .expect("every run measures every mode")
 }
 
-impl<'a> Summary<'a> {
+impl<'a> ModeSummary<'a> {
     fn of(r: &'a SizeResult, mode: Mode) -> Self {
         let med = |f: &dyn Fn(&'a Run) -> f64| median(r.runs.iter().map(f).collect());
         let min = |f: &dyn Fn(&'a Run) -> f64| r.runs.iter().map(f).fold(f64::INFINITY, f64::min);
@@ -76,7 +76,7 @@ impl<'a> Summary<'a> {
             .map(of_mode)
             .min_by_key(|s| s.capture.captured)
             .expect("runs >= 1");
-        Summary {
+        ModeSummary {
             untraced: med(&|run| run.untraced.elapsed_s),
             floor: med(&|run| run.floor.elapsed_s),
             sslsniff: med(&|run| of_mode(run).outcome.elapsed_s),
@@ -117,7 +117,7 @@ impl<'a> Summary<'a> {
 /// tracers running are only named (print_others): which library they probe is not
 /// visible from outside, and one on another library costs these runs nothing.
 fn invalid(r: &SizeResult) -> Option<String> {
-    let s = Summary::of(r, MODES[0]);
+    let s = ModeSummary::of(r, MODES[0]);
     if s.floor <= s.untraced {
         return Some(format!(
             "the floor adds nothing over untraced ({:.3} s vs {:.3} s): uprobes already on libssl.so.3 (a tracer left attached?) or a noisy machine",
@@ -125,7 +125,7 @@ fn invalid(r: &SizeResult) -> Option<String> {
         ));
     }
     MODES.iter().find_map(|&mode| {
-        let s = Summary::of(r, mode);
+        let s = ModeSummary::of(r, mode);
         (s.sslsniff < s.untraced).then(|| {
             format!(
                 "{} ran faster under sslsniff than untraced ({:.3} s vs {:.3} s): noise larger than the cost",
@@ -251,7 +251,7 @@ fn anomalies(s: &Sniffed, n: u64, size: usize) -> Vec<String> {
 }
 
 fn row(r: &SizeResult, mode: Mode) -> Vec<String> {
-    let s = Summary::of(r, mode);
+    let s = ModeSummary::of(r, mode);
     let c = &s.worst.capture;
     let (ratio, best) = match invalid(r) {
         Some(_) => ("invalid".to_string(), "invalid".to_string()),
@@ -317,7 +317,7 @@ fn print_targets(results: &[SizeResult]) {
                 .runs
                 .iter()
                 .all(|run| sniffed(run, mode).capture.all_whole());
-            let c = Summary::of(r, mode).worst.capture;
+            let c = ModeSummary::of(r, mode).worst.capture;
             let detail = format!("{}/{} in the worst run", c.captured, c.made);
             verdict(
                 &format!("every call captured whole, {}, {label}", mode_label(mode)),
@@ -329,7 +329,7 @@ fn print_targets(results: &[SizeResult]) {
             Some(reason) => Err(reason.clone()),
             None => Ok((pass, detail)),
         };
-        let text = Summary::of(r, BOTH_TEXT);
+        let text = ModeSummary::of(r, BOTH_TEXT);
         if let Some(&(_, target)) = RATIO_TARGETS.iter().find(|&&(size, _)| size == r.size) {
             let o = text.ratio();
             verdict(
@@ -337,7 +337,7 @@ fn print_targets(results: &[SizeResult]) {
                 judged(o <= target, format!("{o:.2}x")),
             );
         }
-        let json = Summary::of(r, BOTH_JSON);
+        let json = ModeSummary::of(r, BOTH_JSON);
         let over = (json.sslsniff - json.untraced) / (text.sslsniff - text.untraced);
         verdict(
             &format!("json's added time <= {JSON_OVER_TEXT:.1}x text's, both, {label}"),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
-use serde_json::Value;
+pub use sslsniff::diag::{StatusLine as Status, Summary};
 
 use crate::proc::{Proc, Usage};
 use crate::verify::Format;
@@ -76,17 +76,6 @@ pub struct Sniffer {
     proc: Proc,
     stderr: Receiver<String>,
     lines: Vec<String>,
-}
-
-/// sslsniff's closing `summary` status line (`--status json`).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Summary {
-    pub calls: u64,
-    pub events: u64,
-    pub captured_bytes: u64,
-    pub truncated_bytes: u64,
-    pub undelivered_bytes: u64,
-    pub malformed_records: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -256,7 +245,15 @@ impl Sniffer {
         let loss_warnings = self
             .lines
             .iter()
-            .filter(|l| matches!(Status::parse(l), Some(Status::Undelivered)))
+            .filter(|l| {
+                matches!(
+                    Status::parse(l),
+                    Some(Status::Warning {
+                        undelivered_bytes: Some(_),
+                        ..
+                    })
+                )
+            })
             .count();
         Ok(Report {
             summary,
@@ -264,86 +261,5 @@ impl Sniffer {
             stop_s,
             loss_warnings,
         })
-    }
-}
-
-/// The status lines the bench acts on; the others are kept for error messages only.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Status {
-    /// A file now traced, with the time from its revealing event to attached (`-d`).
-    Tracing {
-        path: String,
-        latency_us: Option<u64>,
-    },
-    Ready,
-    Undelivered,
-    Summary(Summary),
-}
-
-impl Status {
-    fn parse(line: &str) -> Option<Self> {
-        let v: Value = serde_json::from_str(line).ok()?;
-        let num = |key: &str| v.get(key).and_then(Value::as_u64);
-        match v.get("type")?.as_str()? {
-            "tracing" => Some(Status::Tracing {
-                path: v.get("path")?.as_str()?.to_string(),
-                latency_us: num("latency_us"),
-            }),
-            "ready" => Some(Status::Ready),
-            "warning" => num("undelivered_bytes").map(|_| Status::Undelivered),
-            "summary" => Some(Status::Summary(Summary {
-                calls: num("calls")?,
-                events: num("events")?,
-                captured_bytes: num("captured_bytes")?,
-                truncated_bytes: num("truncated_bytes")?,
-                undelivered_bytes: num("undelivered_bytes")?,
-                malformed_records: num("malformed_records")?,
-            })),
-            _ => None,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_the_status_lines() {
-        let s = Status::parse(
-            r#"{"calls":200,"events":199,"captured_bytes":20000,"truncated_bytes":0,"undelivered_bytes":100,"unannounced_bytes":0,"malformed_records":0,"type":"summary"}"#,
-        );
-        let Some(Status::Summary(s)) = s else {
-            panic!("{s:?}")
-        };
-        assert_eq!(
-            (s.calls, s.events, s.captured_bytes, s.undelivered_bytes),
-            (200, 199, 20000, 100)
-        );
-        assert_eq!(
-            Status::parse(
-                r#"{"type":"tracing","path":"/usr/lib/libssl.so.3","library":"openssl","functions":[]}"#
-            ),
-            Some(Status::Tracing {
-                path: "/usr/lib/libssl.so.3".into(),
-                latency_us: None
-            })
-        );
-        assert_eq!(
-            Status::parse(
-                r#"{"type":"tracing","path":"/x/libssl.so.3","library":"openssl","functions":[],"pid":7,"comm":"sleep","latency_us":433}"#
-            ),
-            Some(Status::Tracing {
-                path: "/x/libssl.so.3".into(),
-                latency_us: Some(433)
-            })
-        );
-        assert_eq!(Status::parse(r#"{"type":"ready"}"#), Some(Status::Ready));
-        assert_eq!(
-            Status::parse(r#"{"type":"warning","message":"x","undelivered_bytes":5}"#),
-            Some(Status::Undelivered)
-        );
-        assert_eq!(Status::parse(r#"{"type":"warning","message":"x"}"#), None);
-        assert_eq!(Status::parse("sslsniff: ready"), None);
     }
 }
