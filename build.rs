@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use libbpf_cargo::SkeletonBuilder;
 
 const SRC: &str = "src/bpf/sslsniff.bpf.c";
-const HEADER: &str = "src/bpf/sslsniff.h";
+const HEADERS: [&str; 2] = ["src/bpf/sslsniff.h", "src/bpf/aead.bpf.h"];
 
 fn main() {
     let out =
@@ -28,7 +28,9 @@ fn main() {
         .build_and_generate(&out)
         .expect("failed to build and generate the BPF skeleton");
     println!("cargo:rerun-if-changed={SRC}");
-    println!("cargo:rerun-if-changed={HEADER}");
+    for header in HEADERS {
+        println!("cargo:rerun-if-changed={header}");
+    }
     println!("cargo:rerun-if-env-changed=BPF_CFLAGS");
     println!("cargo:rerun-if-env-changed=CLANG");
 }

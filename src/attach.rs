@@ -9,7 +9,7 @@ use libbpf_rs::{ErrorKind, Link, ProgramMut, UprobeMultiOpts, UprobeOpts};
 
 use crate::diag::{self, warning};
 use crate::discover::{Probe, Target};
-use crate::libs::{Abi, Role};
+use crate::libs::{Abi, AeadArgs, Role};
 
 /// How to attach: one multi-uprobe link per file and program where the kernel has them.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +31,17 @@ pub struct Programs<'a> {
     pub exit: &'a ProgramMut<'a>,
     pub go_enter: &'a ProgramMut<'a>,
     pub go_exit: &'a ProgramMut<'a>,
+    pub aead: AeadPrograms<'a>,
+}
+
+/// aws-lc's AEAD functions: an entry program for each argument list, one return program
+/// for both opens.
+pub struct AeadPrograms<'a> {
+    pub seal: &'a ProgramMut<'a>,
+    pub seal_scatter: &'a ProgramMut<'a>,
+    pub open: &'a ProgramMut<'a>,
+    pub open_gather: &'a ProgramMut<'a>,
+    pub open_exit: &'a ProgramMut<'a>,
 }
 
 /// Attaches to every target, returning each with its links; a target that fails is a
@@ -134,6 +145,7 @@ fn sites<'a>(progs: &'a Programs, target: &Target, probes: &[&Probe]) -> Vec<Sit
     let (mut entries, mut returns) = match target.lib.abi {
         Abi::C => (group(progs.enter, false), group(progs.exit, true)),
         Abi::Go => (group(progs.go_enter, false), group(progs.go_exit, false)),
+        Abi::Aead => return aead_sites(&progs.aead, probes),
     };
     for p in probes {
         let id = u64::from(p.id);
@@ -141,14 +153,49 @@ fn sites<'a>(progs: &'a Programs, target: &Target, probes: &[&Probe]) -> Vec<Sit
         entries.cookies.push(id | u64::from(target.go_layout) << 32);
         entries.names.push(p.func.name);
         let rets: Vec<usize> = match target.lib.abi {
-            Abi::C => vec![p.offset as usize],
             Abi::Go => p.returns.iter().map(|&r| r as usize).collect(),
+            _ => vec![p.offset as usize],
         };
         returns.cookies.extend(rets.iter().map(|_| id));
         returns.names.extend(rets.iter().map(|_| p.func.name));
         returns.offsets.extend(rets);
     }
     vec![entries, returns]
+}
+
+/// aws-lc's AEAD functions, grouped by program: seals at entry only (the plaintext is
+/// their input), opens at entry and return (it is their output).
+fn aead_sites<'a>(progs: &AeadPrograms<'a>, probes: &[&Probe]) -> Vec<Sites<'a>> {
+    let mut sites: Vec<Sites<'a>> = Vec::new();
+    for p in probes {
+        let (enter, exit) = match p.func.aead {
+            Some(AeadArgs::Seal) => (progs.seal, None),
+            Some(AeadArgs::SealScatter) => (progs.seal_scatter, None),
+            Some(AeadArgs::Open) => (progs.open, Some(progs.open_exit)),
+            Some(AeadArgs::OpenGather) => (progs.open_gather, Some(progs.open_exit)),
+            None => continue,
+        };
+        for (prog, retprobe) in [(Some(enter), false), (exit, true)] {
+            let Some(prog) = prog else { continue };
+            let at = sites
+                .iter()
+                .position(|s| std::ptr::eq(s.prog, prog) && s.retprobe == retprobe)
+                .unwrap_or_else(|| {
+                    sites.push(Sites {
+                        prog,
+                        retprobe,
+                        offsets: Vec::new(),
+                        cookies: Vec::new(),
+                        names: Vec::new(),
+                    });
+                    sites.len() - 1
+                });
+            sites[at].offsets.push(p.offset as usize);
+            sites[at].cookies.push(u64::from(p.id));
+            sites[at].names.push(p.func.name);
+        }
+    }
+    sites
 }
 
 /// One link per program and file: detaching a few multi-links is fast, where one

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use libbpf_rs::{MapCore, MapFlags};
 
-use crate::attach::{self, Origin, Plan, Programs};
+use crate::attach::{self, AeadPrograms, Origin, Plan, Programs};
 use crate::attached::Registry;
 use crate::bpf::types::file_id;
 use crate::bpf::SslsniffSkel;
@@ -154,5 +154,12 @@ pub fn programs<'a>(skel: &'a SslsniffSkel<'_>) -> Programs<'a> {
         exit: &skel.progs.tls_exit,
         go_enter: &skel.progs.go_enter,
         go_exit: &skel.progs.go_exit,
+        aead: AeadPrograms {
+            seal: &skel.progs.aead_seal,
+            seal_scatter: &skel.progs.aead_seal_scatter,
+            open: &skel.progs.aead_open,
+            open_gather: &skel.progs.aead_open_gather,
+            open_exit: &skel.progs.aead_open_exit,
+        },
     }
 }

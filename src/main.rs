@@ -22,6 +22,8 @@ mod output;
 mod process;
 mod proto;
 mod pump;
+mod signatures;
+mod symbolless;
 mod symbols;
 mod tracer;
 

@@ -226,6 +226,11 @@ fn configure(
             &mut progs.tls_exit,
             &mut progs.go_enter,
             &mut progs.go_exit,
+            &mut progs.aead_seal,
+            &mut progs.aead_seal_scatter,
+            &mut progs.aead_open,
+            &mut progs.aead_open_gather,
+            &mut progs.aead_open_exit,
         ] {
             prog.set_attach_type(ProgramAttachType::TraceUprobeMulti);
         }

@@ -339,6 +339,8 @@ int BPF_URETPROBE(tls_exit, long ret)
 	return 0;
 }
 
+#include "aead.bpf.h"
+
 /* Connection tracking: while a TLS call is in flight on a thread, the socket I/O it does
  * names the fd, and through the task's file table, the socket. Loaded only when asked
  * for: this hook sees every syscall on the machine. */
