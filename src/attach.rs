@@ -119,6 +119,7 @@ pub fn attach_target(
         latency_us: origin
             .filter(|o| plan.debug && o.ts_ns > 0)
             .map(|o| crate::pump::monotonic_ns().saturating_sub(o.ts_ns) / 1000),
+        found_by: target.found_by.clone(),
     });
     Ok(links)
 }

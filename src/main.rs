@@ -116,6 +116,7 @@ fn run(cli: &Cli) -> Result<()> {
     } else {
         libbpf_rs::set_print(None);
     }
+    discover::set_debug_files(&cli.symbols)?;
     let kinds = cli.kinds();
     let targets = discover::targets(&discover::Request {
         kinds: &kinds,
