@@ -325,3 +325,33 @@ fn uv_pip_install_is_captured() {
         );
     }
 }
+
+#[test]
+fn imitations_get_nothing_attached_and_a_notice() {
+    if !root_or_skip("imitations_get_nothing_attached_and_a_notice") {
+        return;
+    }
+    let work = Workdir::new();
+    let cases = [
+        ("TWO_MATCHES", "BoringSSL: 2 functions match SSL_write ("),
+        ("INSIDE", "BoringSSL: no function matches SSL_write"),
+    ];
+    for (define, why) in cases {
+        let exe = build_fixture(&work, "fake_boringssl.S", define, &[&format!("-D{define}")]);
+        let client = Gated::start(define, &mut Command::new(&exe));
+        let sniffer = Sniffer::start(&[]);
+        let shown = exe.display().to_string();
+        let notice = sniffer.wait_for_stderr(Duration::from_secs(30), |l| {
+            l.contains(r#""type":"notice""#) && l.contains(&shown)
+        });
+        assert!(
+            notice.contains(&format!("not traced: {shown} [pid {}]", client.0.pid()))
+                && notice.contains("not recognised, so nothing is attached")
+                && notice.contains(why),
+            "{notice}"
+        );
+        client.run();
+        let out = sniffer.stop();
+        assert!(!out.traced(&shown, "openssl"), "{}", out.stderr);
+    }
+}

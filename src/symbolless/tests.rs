@@ -81,3 +81,60 @@ fn recognises_uv_aws_lc() {
         ],
     );
 }
+
+/// tests/fixtures/fake_boringssl.S built with `define`, scanned.
+fn scan_fake(define: &str) -> Report {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("fake");
+    let src = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/fake_boringssl.S"
+    );
+    let built = Command::new("cc")
+        .arg(format!("-D{define}"))
+        .arg("-o")
+        .arg(&exe)
+        .arg(src)
+        .status()
+        .expect("cc runs");
+    assert!(built.success(), "cannot build the fixture with {define}");
+    let report = scan(&std::fs::read(&exe).unwrap());
+    show(define, &report);
+    report
+}
+
+#[test]
+fn accepts_a_faithful_imitation() {
+    let report = scan_fake("SINGLE");
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    let names: Vec<_> = report.found[0].funcs.iter().map(|f| f.name).collect();
+    assert_eq!(names, ["SSL_write", "SSL_read"]);
+}
+
+#[test]
+fn refuses_two_matches() {
+    let report = scan_fake("TWO_MATCHES");
+    assert!(report.found.is_empty());
+    assert_eq!(report.refused.len(), 1);
+    assert!(
+        report.refused[0].starts_with("BoringSSL: 2 functions match SSL_write ("),
+        "{:?}",
+        report.refused
+    );
+}
+
+#[test]
+fn refuses_a_start_inside_an_instruction() {
+    let report = scan_fake("INSIDE");
+    assert!(report.found.is_empty());
+    assert_eq!(report.refused, ["BoringSSL: no function matches SSL_write"]);
+}
+
+#[test]
+fn finds_nothing_in_an_ordinary_program_cheaply() {
+    let data = std::fs::read("/bin/ls").unwrap();
+    let report = scan(&data);
+    eprintln!("/bin/ls: {:?}", report.elapsed);
+    assert!(report.found.is_empty() && report.refused.is_empty());
+    assert!(scan(b"not an ELF file").found.is_empty());
+}
