@@ -2,6 +2,7 @@
 //! (decoded by following its jumps from that start, never by guessing where an
 //! instruction begins), and the error calls it makes.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use iced_x86::{
@@ -17,6 +18,30 @@ pub const MAX_FUNC: u64 = 64 << 10;
 const MAX_INSTRUCTIONS: usize = 32 << 10;
 /// Earlier starts tried when decoding up to a candidate start.
 const BOUNDARY_TRIES: usize = 4;
+
+/// Instructions one scan may decode in all: what a hostile file can cost, whatever it
+/// holds. Bun's whole scan decodes about 41,000 (0.3% of it).
+const DECODE_BUDGET: u64 = 1 << 24;
+
+/// What is left of the decoding budget of one scan.
+pub struct Budget(Cell<u64>);
+
+impl Budget {
+    pub fn new() -> Budget {
+        Budget(Cell::new(DECODE_BUDGET))
+    }
+
+    /// Takes one instruction's worth; false once there is none left.
+    fn spend(&self) -> bool {
+        let left = self.0.get();
+        self.0.set(left.saturating_sub(1));
+        left > 0
+    }
+
+    pub fn exhausted(&self) -> bool {
+        self.0.get() == 0
+    }
+}
 
 /// Addresses the file gives as function starts, each sorted.
 pub struct Starts {
@@ -57,7 +82,7 @@ const RESYNC_FROM: [u64; 4] = [40, 32, 24, 16];
 
 /// Whether the `call rel32` bytes at `site` are an instruction, not the inside of one:
 /// decoding from several points before it must land on it.
-pub fn genuine_call(image: &Image, site: u64) -> bool {
+pub fn genuine_call(image: &Image, budget: &Budget, site: u64) -> bool {
     let landed = RESYNC_FROM
         .iter()
         .filter(|&&back| {
@@ -70,10 +95,10 @@ pub fn genuine_call(image: &Image, site: u64) -> bool {
             let code = &code[..(back as usize).min(code.len())];
             let mut decoder = Decoder::with_ip(64, code, from, DecoderOptions::NONE);
             let mut instr = Instruction::default();
-            while decoder.can_decode() {
+            while decoder.can_decode() && budget.spend() {
                 decoder.decode_out(&mut instr);
             }
-            !instr.is_invalid() && instr.next_ip() == site
+            !decoder.can_decode() && !instr.is_invalid() && instr.next_ip() == site
         })
         .count();
     landed >= 3
@@ -89,7 +114,7 @@ pub struct Proof {
 /// file, and decoding from an earlier start landing on it right after the end of a
 /// function; the unwind table or that decoding must be one of the two, so that the
 /// start is an instruction boundary and not merely a value found somewhere.
-pub fn prove(image: &Image, starts: &Starts, at: u64) -> Option<Proof> {
+pub fn prove(image: &Image, budget: &Budget, starts: &Starts, at: u64) -> Option<Proof> {
     let mut ways = Vec::new();
     let fde = starts.fde.binary_search(&at).is_ok();
     if fde {
@@ -101,7 +126,7 @@ pub fn prove(image: &Image, starts: &Starts, at: u64) -> Option<Proof> {
     if starts.pointers.binary_search(&at).is_ok() {
         ways.push("pointer");
     }
-    let after = after_function_end(image, starts, at);
+    let after = after_function_end(image, budget, starts, at);
     if let Some(way) = after {
         ways.push(way);
     }
@@ -110,7 +135,12 @@ pub fn prove(image: &Image, starts: &Starts, at: u64) -> Option<Proof> {
 
 /// Decodes linearly from the earlier starts up to `at`: it must land on `at` exactly,
 /// right after an instruction that ends a function (and any padding).
-fn after_function_end(image: &Image, starts: &Starts, at: u64) -> Option<&'static str> {
+fn after_function_end(
+    image: &Image,
+    budget: &Budget,
+    starts: &Starts,
+    at: u64,
+) -> Option<&'static str> {
     let earlier = starts.all.partition_point(|&s| s < at);
     let tries = starts.all[..earlier]
         .iter()
@@ -127,6 +157,9 @@ fn after_function_end(image: &Image, starts: &Starts, at: u64) -> Option<&'stati
         let mut last = None;
         let mut padded = false;
         while decoder.can_decode() {
+            if !budget.spend() {
+                return None;
+            }
             decoder.decode_out(&mut instr);
             if instr.is_invalid() {
                 break;
@@ -165,7 +198,7 @@ pub struct Body {
 /// Decodes the function at `start`. A jump or fall-through to another known start is a
 /// tail call, not followed; so is a jump outside MAX_FUNC. None when any reached byte
 /// does not decode: such a function is not understood well enough to be probed.
-pub fn body(image: &Image, starts: &Starts, start: u64) -> Option<Body> {
+pub fn body(image: &Image, budget: &Budget, starts: &Starts, start: u64) -> Option<Body> {
     let end = start.saturating_add(MAX_FUNC);
     let mut instrs = BTreeMap::new();
     let mut callees = Vec::new();
@@ -179,6 +212,9 @@ pub fn body(image: &Image, starts: &Starts, start: u64) -> Option<Body> {
             let at = decoder.ip();
             if instrs.contains_key(&at) || (at != start && starts.is_other_function(at)) {
                 break;
+            }
+            if !budget.spend() {
+                return None;
             }
             decoder.decode_out(&mut instr);
             if instr.is_invalid() || instrs.len() >= MAX_INSTRUCTIONS {

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::signatures::{Family, Signature, FAMILIES};
-use func::{Proof, Starts, MAX_FUNC};
+use func::{Budget, Proof, Starts, MAX_FUNC};
 use image::Image;
 
 /// A function recognised, with what proves it.
@@ -75,6 +75,14 @@ struct Facts {
     callees: Vec<u64>,
 }
 
+/// More references to a family's file than any build has (Bun has 31) are a hostile
+/// file's, and are not examined.
+const MAX_REFERENCES: usize = 1024;
+/// Direct calls into the windows around the references, at most; and the calls tried
+/// for each target before it is taken for bytes that only look like calls.
+const MAX_CALLS: usize = 1 << 20;
+const CALLS_TRIED: usize = 8;
+
 /// None when the family's strings are not in the file.
 fn recognise(image: &Image, family: &Family) -> Option<Result<Vec<Recognised>, String>> {
     let anchors = scan::anchors(image, family.file);
@@ -86,8 +94,25 @@ fn recognise(image: &Image, family: &Family) -> Option<Result<Vec<Recognised>, S
     if refs.is_empty() {
         return Some(Err(format!("no code references {}", family.file)));
     }
-    let starts = starts_near(image, &refs);
-    let funcs = functions(image, &starts, &refs, &targets, family.err_lib);
+    if refs.len() > MAX_REFERENCES {
+        return Some(Err(format!(
+            "{} references to {}, more than any build has",
+            refs.len(),
+            family.file
+        )));
+    }
+    let budget = Budget::new();
+    let Some(starts) = starts_near(image, &budget, &refs) else {
+        return Some(Err(
+            "more direct calls near its code than any build has".into()
+        ));
+    };
+    let funcs = functions(image, &budget, &starts, &refs, &targets, family.err_lib);
+    if budget.exhausted() {
+        return Some(Err(
+            "too much code to examine within the scan's bounds".into()
+        ));
+    }
     let matched: Result<Vec<_>, String> = family
         .signatures
         .iter()
@@ -98,16 +123,18 @@ fn recognise(image: &Image, family: &Family) -> Option<Result<Vec<Recognised>, S
 
 /// The function starts the file gives around the references: unwind-table entries,
 /// targets of genuine direct calls, pointers.
-fn starts_near(image: &Image, refs: &[u64]) -> Starts {
+fn starts_near(image: &Image, budget: &Budget, refs: &[u64]) -> Option<Starts> {
     let windows = scan::Ranges::new(
         refs.iter()
             .map(|&r| (r.saturating_sub(2 * MAX_FUNC), r.saturating_add(MAX_FUNC)))
             .collect(),
     );
+    let sites = scan::calls_into(image, &windows, MAX_CALLS)?;
     let mut calls: Vec<u64> = Vec::new();
-    for (target, site) in scan::calls_into(image, &windows) {
-        if calls.last() != Some(&target) && func::genuine_call(image, site) {
-            calls.push(target);
+    for same in sites.chunk_by(|a, b| a.0 == b.0) {
+        let mut tried = same.iter().take(CALLS_TRIED);
+        if tried.any(|&(_, site)| func::genuine_call(image, budget, site)) {
+            calls.push(same[0].0);
         }
     }
     let keep = |a: u64| windows.contains(a) && image.is_code(a);
@@ -122,7 +149,7 @@ fn starts_near(image: &Image, refs: &[u64]) -> Starts {
         .filter(|&a| windows.contains(a));
     let mut fde: Vec<u64> = fde.collect();
     fde.sort_unstable();
-    Starts::new(image, fde, calls, pointers)
+    Some(Starts::new(image, fde, calls, pointers))
 }
 
 /// Every function that contains one of the references, by proven start: the nearest
@@ -130,6 +157,7 @@ fn starts_near(image: &Image, refs: &[u64]) -> Starts {
 /// start reaches are left out.
 fn functions(
     image: &Image,
+    budget: &Budget,
     starts: &Starts,
     refs: &[u64],
     targets: &[u64],
@@ -146,14 +174,14 @@ fn functions(
         for &start in near {
             let proof = proofs
                 .entry(start)
-                .or_insert_with(|| func::prove(image, starts, start));
+                .or_insert_with(|| func::prove(image, budget, starts, start));
             let Some(proof) = proof.clone() else {
                 continue;
             };
             if funcs.contains_key(&start) {
                 break;
             }
-            let Some(body) = func::body(image, starts, start) else {
+            let Some(body) = func::body(image, budget, starts, start) else {
                 break;
             };
             if body.instrs.contains_key(&r) {

@@ -131,8 +131,9 @@ impl Ranges {
 
 /// Direct calls (`call rel32`) anywhere in the code whose target falls in `within`:
 /// (target, address of the call), sorted by target. Bytes that only look like a call
-/// (inside another instruction) are among them, for the caller to weed out.
-pub fn calls_into(image: &Image, within: &Ranges) -> Vec<(u64, u64)> {
+/// (inside another instruction) are among them, for the caller to weed out. None past
+/// `max` of them: no real program has that many calls into a few windows.
+pub fn calls_into(image: &Image, within: &Ranges, max: usize) -> Option<Vec<(u64, u64)>> {
     let mut found = Vec::new();
     for s in image.segments.iter().filter(|s| s.exec) {
         let code = image.bytes(s);
@@ -144,10 +145,13 @@ pub fn calls_into(image: &Image, within: &Ranges) -> Vec<(u64, u64)> {
             let site = s.va + at as u64;
             let target = (site + 5).wrapping_add_signed(i64::from(rel));
             if within.contains(target) {
+                if found.len() == max {
+                    return None;
+                }
                 found.push((target, site));
             }
         }
     }
     found.sort_unstable();
-    found
+    Some(found)
 }

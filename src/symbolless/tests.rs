@@ -131,6 +131,16 @@ fn refuses_a_start_inside_an_instruction() {
 }
 
 #[test]
+fn refuses_to_examine_more_references_than_any_build_has() {
+    let report = scan_fake("MANY_REFERENCES");
+    assert!(report.found.is_empty());
+    assert_eq!(
+        report.refused,
+        ["BoringSSL: 1103 references to ssl/ssl_lib.cc, more than any build has"]
+    );
+}
+
+#[test]
 fn finds_nothing_in_an_ordinary_program_cheaply() {
     let data = std::fs::read("/bin/ls").unwrap();
     let report = scan(&data);
