@@ -355,3 +355,62 @@ fn imitations_get_nothing_attached_and_a_notice() {
         assert!(!out.traced(&shown, "openssl"), "{}", out.stderr);
     }
 }
+
+#[test]
+fn a_stripped_program_is_traced_through_its_debug_symbols() {
+    if !root_or_skip("a_stripped_program_is_traced_through_its_debug_symbols") {
+        return;
+    }
+    let work = Workdir::new();
+    let exe = build_static_client(&work, "stripped_client");
+    let debug = work.path().join("stripped_client.debug");
+    for args in [&["--only-keep-debug"][..], &["--strip-all"][..]] {
+        let mut cmd = Command::new("objcopy");
+        cmd.args(args).arg(&exe);
+        if args[0] == "--only-keep-debug" {
+            cmd.arg(&debug);
+        }
+        assert!(cmd.status().expect("objcopy runs").success());
+    }
+    let (_server, port) = https_server(&work);
+    let (request, body) = page(&work, "debug-symbols");
+    let mut client = Proc::spawn(
+        "stripped client",
+        Command::new(&exe)
+            .arg(port.to_string())
+            .arg(&request)
+            .env("SSLSNIFF_GATE", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null()),
+    );
+    let sniffer = Sniffer::start(&["--symbols", debug.to_str().unwrap()]);
+    let shown = exe.display().to_string();
+    let line = sniffer.wait_for_stderr(Duration::from_secs(30), |l| {
+        l.contains(r#""type":"tracing""#) && l.contains(&shown)
+    });
+    assert!(
+        line.contains("stripped_client.debug (same build-id)"),
+        "{line}"
+    );
+    drop(client.child.stdin.take());
+    assert!(client.wait_timeout(Duration::from_secs(20)).success());
+    let out = sniffer.stop();
+    assert_both_directions(&out, &rows(&out.stdout), client.pid(), &request, &body);
+
+    // A file that names no build can match no program.
+    let text = work.file("not-elf", b"no build here");
+    let refused = Command::new(SNIFFER)
+        .arg("--symbols")
+        .arg(&text)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "--symbols {}: not an ELF file with a build-id",
+            text.display()
+        )),
+        "{stderr}"
+    );
+}
