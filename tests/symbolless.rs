@@ -144,23 +144,25 @@ fn bun_fetch_is_captured_over_tls13_and_tls12() {
     }
 }
 
-/// node's HTTPS server: HTTP/2 (with HTTP/1.1 by ALPN) for "h2", HTTP/1.1 only for "h1".
-/// Every path is answered with a body naming it and the HTTP version used.
+/// node's HTTPS server: HTTP/2 (with HTTP/1.1 by ALPN) for "h2", HTTP/1.1 only for "h1",
+/// HTTP/1.1 over TLS 1.2 only for "h1-tls12". Every path is answered with a body naming
+/// it and the HTTP version used.
 const NODE_SERVER: &str = "const fs = require('fs');\n\
      const [mode, port] = [process.argv[1], +process.argv[2]];\n\
-     const opts = {key: fs.readFileSync('key.pem'), cert: fs.readFileSync('cert.pem'), allowHTTP1: true};\n\
+     const opts = {key: fs.readFileSync('key.pem'), cert: fs.readFileSync('cert.pem'), allowHTTP1: true,\n\
+       maxVersion: mode === 'h1-tls12' ? 'TLSv1.2' : 'TLSv1.3'};\n\
      const serve = (req, res) => { res.setHeader('content-type', 'text/plain');\n\
        res.end('body of ' + req.url + ' over HTTP/' + req.httpVersion); };\n\
      (mode === 'h2' ? require('http2').createSecureServer(opts, serve)\n\
        : require('https').createServer(opts, serve)).listen(port, '127.0.0.1');\n";
 
 #[test]
-fn deno_fetch_is_captured_over_http1_and_http2() {
-    if !root_or_skip("deno_fetch_is_captured_over_http1_and_http2") {
+fn deno_fetch_is_captured_over_http1_and_http2_and_tls12() {
+    if !root_or_skip("deno_fetch_is_captured_over_http1_and_http2_and_tls12") {
         return;
     }
     let deno = subject("deno");
-    for (mode, version) in [("h1", "1.1"), ("h2", "2.0")] {
+    for (mode, version) in [("h1", "1.1"), ("h2", "2.0"), ("h1-tls12", "1.1")] {
         let work = Workdir::new();
         let (_server, port) = server("node https server", &work, |port| {
             let mut cmd = Command::new("node");
@@ -193,8 +195,8 @@ fn deno_fetch_is_captured_over_http1_and_http2() {
         let rows = rows(&out.stdout);
         let mine = of_pid(&rows, pid);
         let request = match mode {
-            "h1" => format!("GET /{path} HTTP/1.1\r\n"),
-            _ => format!(":path: /{path}"),
+            "h2" => format!(":path: /{path}"),
+            _ => format!("GET /{path} HTTP/1.1\r\n"),
         };
         let writes: Vec<&&Row> = mine.iter().filter(|r| r.data.contains(&request)).collect();
         assert_eq!(writes.len(), 1, "{mode}: request not once:\n{}", out.stdout);
@@ -202,7 +204,7 @@ fn deno_fetch_is_captured_over_http1_and_http2() {
         let reads: Vec<&&Row> = mine.iter().filter(|r| r.data.contains(&body)).collect();
         assert_eq!(reads.len(), 1, "{mode}: response not once:\n{}", out.stdout);
         assert_eq!(reads[0].func, "READ/RECV");
-        if mode == "h1" {
+        if mode != "h2" {
             let writes: Vec<&str> = mine
                 .iter()
                 .filter(|r| r.func == "WRITE/SEND")
