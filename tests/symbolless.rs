@@ -262,18 +262,18 @@ fn uv_pip_install_is_captured() {
         .expect("python3 runs");
     assert!(made.success(), "cannot make the index");
     let (server, port) = python_https_server(&work);
-    let sniffer = Sniffer::start(&[]);
-    // uv runs for a moment only: its first run has the file examined and attached, the
-    // second is traced from its first instruction.
-    run_client(
-        "uv --version",
-        Command::new(&uv).arg("--version").stdout(Stdio::null()),
+    // `uv pip install` runs for a moment only: a uv that waits (for the python it runs)
+    // has the file examined and attached when the sniffer starts, and the install that
+    // follows is traced from its first instruction.
+    let waiting = Gated::start(
+        "uv run",
+        Command::new(&uv)
+            .args(["run", "--no-project", "--python", "python3", "--"])
+            .args(["python3", "-c", "import sys; sys.stdin.read()"])
+            .env("HOME", work.path()),
     );
-    let shown = uv.display().to_string();
-    let line = sniffer.wait_for_stderr(Duration::from_secs(30), |l| {
-        l.contains(r#""type":"tracing""#) && l.contains(&shown)
-    });
-    assert!(line.contains("error reasons"), "{line}");
+    let sniffer = sniff(&waiting, &uv);
+    waiting.run();
     let target = work.path().join("installed");
     let client = run_client(
         "uv pip install",
