@@ -11,7 +11,7 @@ use object::Object;
 use super::{file, probes, Probe, Target};
 use crate::diag;
 use crate::libs::{self, Abi, Library};
-use crate::signatures::FAMILIES;
+use crate::signatures::{Family, FAMILIES};
 use crate::symbolless::{self, Found, Recognised};
 use crate::symbols::Symbols;
 
@@ -84,10 +84,14 @@ pub fn targets(
         }
     }
     let enabled = |kind| candidates.iter().find(|l| l.kind == kind).copied();
-    if !FAMILIES.iter().any(|f| enabled(f.kind).is_some()) {
+    let families: Vec<&Family> = FAMILIES
+        .iter()
+        .filter(|f| enabled(f.kind).is_some())
+        .collect();
+    if families.is_empty() {
         return Ok(Vec::new());
     }
-    let report = symbolless::scan(map);
+    let report = symbolless::scan(map, &families);
     let mut found = Vec::new();
     for f in &report.found {
         if let Some(lib) = enabled(f.family.kind) {

@@ -19,7 +19,7 @@ mod tests;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use crate::signatures::{Family, Signature, FAMILIES};
+use crate::signatures::{Family, Signature};
 use func::{Budget, Proof, Starts, MAX_FUNC};
 use image::Image;
 
@@ -50,13 +50,13 @@ pub struct Report {
     pub elapsed: Duration,
 }
 
-/// Scans an ELF image for the functions of every family. A file that is not an x86-64
+/// Scans an ELF image for the functions of `families`. A file that is not an x86-64
 /// ELF program has none.
-pub fn scan(data: &[u8]) -> Report {
+pub fn scan(data: &[u8], families: &[&'static Family]) -> Report {
     let started = Instant::now();
     let mut report = Report::default();
     if let Ok(image) = Image::parse(data) {
-        for family in FAMILIES {
+        for &family in families {
             match recognise(&image, family) {
                 None => {}
                 Some(Ok(funcs)) => report.found.push(Found { family, funcs }),

@@ -6,6 +6,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::*;
+use crate::signatures::FAMILIES;
+
+/// Every family.
+fn all() -> Vec<&'static Family> {
+    FAMILIES.iter().collect()
+}
 
 fn subject(name: &str) -> Vec<u8> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/subjects/fetch.sh");
@@ -39,7 +45,7 @@ fn show(name: &str, report: &Report) {
 
 fn assert_found(name: &str, family: &str, funcs: &[&str]) {
     let data = subject(name);
-    let report = scan(&data);
+    let report = scan(&data, &all());
     show(name, &report);
     assert!(report.refused.is_empty(), "{name}: {:?}", report.refused);
     let [found] = &report.found[..] else {
@@ -99,7 +105,7 @@ fn scan_fake(define: &str) -> Report {
         .status()
         .expect("cc runs");
     assert!(built.success(), "cannot build the fixture with {define}");
-    let report = scan(&std::fs::read(&exe).unwrap());
+    let report = scan(&std::fs::read(&exe).unwrap(), &all());
     show(define, &report);
     report
 }
@@ -144,10 +150,10 @@ fn refuses_to_examine_more_references_than_any_build_has() {
 #[test]
 fn finds_nothing_in_an_ordinary_program_cheaply() {
     let data = std::fs::read("/bin/ls").unwrap();
-    let report = scan(&data);
+    let report = scan(&data, &all());
     eprintln!("/bin/ls: {:?}", report.elapsed);
     assert!(report.found.is_empty() && report.refused.is_empty());
-    assert!(scan(b"not an ELF file").found.is_empty());
+    assert!(scan(b"not an ELF file", &all()).found.is_empty());
 }
 
 /// Every program and library of this machine: none may draw a notice (a family's strings
@@ -173,7 +179,7 @@ fn scans_this_machines_programs_without_a_false_notice() {
             if !data.starts_with(b"\x7fELF") {
                 continue;
             }
-            let report = scan(&data);
+            let report = scan(&data, &all());
             assert!(
                 report.refused.is_empty(),
                 "{}: {:?}",
