@@ -91,6 +91,13 @@ fn recognises_uv_aws_lc() {
 
 /// tests/fixtures/fake_boringssl.S built with `define`, scanned.
 fn scan_fake(define: &str) -> Report {
+    let report = scan(&build_fake(define), &all());
+    show(define, &report);
+    report
+}
+
+/// The bytes of tests/fixtures/fake_boringssl.S built with `define`.
+fn build_fake(define: &str) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("fake");
     let src = concat!(
@@ -105,9 +112,38 @@ fn scan_fake(define: &str) -> Report {
         .status()
         .expect("cc runs");
     assert!(built.success(), "cannot build the fixture with {define}");
-    let report = scan(&std::fs::read(&exe).unwrap(), &all());
-    show(define, &report);
-    report
+    std::fs::read(&exe).unwrap()
+}
+
+#[test]
+fn survives_damaged_files() {
+    let good = build_fake("SINGLE");
+    // xorshift: the same damage on every run.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for round in 0..3000 {
+        let mut bad = good.clone();
+        // Half the rounds damage the headers (ELF, program and section headers' area).
+        let span = if round % 2 == 0 { 1024 } else { bad.len() };
+        for _ in 0..1 + round % 16 {
+            let at = next() as usize % span.min(bad.len());
+            bad[at] = next() as u8;
+        }
+        if round % 7 == 0 {
+            bad.truncate(next() as usize % good.len());
+        }
+        let report = scan(&bad, &all());
+        assert!(
+            report.elapsed < Duration::from_secs(1),
+            "round {round}: {:?}",
+            report.elapsed
+        );
+    }
 }
 
 #[test]
