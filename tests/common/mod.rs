@@ -368,12 +368,17 @@ pub fn rows(stdout: &str) -> Vec<Row> {
     rows
 }
 
-/// A row's columns. COMM is a fixed-width column that may hold spaces (Bun names a
-/// thread "HTTP Client"): it is cut where the header puts it.
+/// A row's columns. COMM may hold spaces (Bun names a thread "HTTP Client"): when the
+/// words do not put a number where PID goes, COMM is cut where the header puts it (an
+/// escaped COMM may be wider than its column, so the words come first).
 fn row_columns(header: &str, line: &str) -> Vec<String> {
     let words = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    let plain = words(line);
+    if plain.get(3).is_none_or(|pid| pid.parse::<u32>().is_ok()) {
+        return plain;
+    }
     let (Some(comm), Some(pid)) = (header.find(" COMM "), header.find(" PID ")) else {
-        return words(line);
+        return plain;
     };
     match (
         line.get(..comm + 1),
@@ -386,7 +391,7 @@ fn row_columns(header: &str, line: &str) -> Vec<String> {
             columns.extend(words(after));
             columns
         }
-        _ => words(line),
+        _ => plain,
     }
 }
 
