@@ -11,6 +11,9 @@ use object::Endianness;
 /// More relocations than this are not read: the largest programs seen have a few
 /// hundred thousand.
 const MAX_RELOCATIONS: usize = 1 << 22;
+/// Function starts kept from one of the file's tables at most; past it the rest is
+/// left unread (fewer proofs, never a wrong one).
+const MAX_KEPT: usize = 1 << 20;
 
 pub struct Segment {
     pub va: u64,
@@ -95,10 +98,10 @@ impl<'a> Image<'a> {
         self.code_at(va).is_some()
     }
 
-    /// Function starts as the unwind table lists them (`.eh_frame_hdr`, sorted by
-    /// address), when it is in the one encoding compilers write: 4-byte entries
-    /// relative to the table itself.
-    pub fn fde_starts(&self) -> Vec<u64> {
+    /// Function starts as the unwind table lists them (`.eh_frame_hdr`), within `keep`,
+    /// when it is in the one encoding compilers write: 4-byte entries relative to the
+    /// table itself.
+    pub fn fde_starts(&self, keep: impl Fn(u64) -> bool) -> Vec<u64> {
         let Some((va, hdr)) = self.eh_frame_hdr else {
             return Vec::new();
         };
@@ -124,6 +127,8 @@ impl<'a> Image<'a> {
                 let rel = i32::from_le_bytes([e[0], e[1], e[2], e[3]]);
                 va.checked_add_signed(i64::from(rel))
             })
+            .filter(|&a| keep(a))
+            .take(MAX_KEPT)
             .collect()
     }
 
@@ -150,7 +155,7 @@ impl<'a> Image<'a> {
                 }
                 if rela.r_type(endian, false) == elf::R_X86_64_RELATIVE {
                     let addend = rela.r_addend(endian) as u64;
-                    if keep(addend) {
+                    if keep(addend) && found.len() < MAX_KEPT {
                         found.push(addend);
                     }
                 }
@@ -169,7 +174,7 @@ impl<'a> Image<'a> {
             let bytes = self.bytes(s).get(skip as usize..).unwrap_or_default();
             for word in bytes.chunks_exact(8) {
                 let value = u64::from_le_bytes(word.try_into().unwrap_or_default());
-                if keep(value) {
+                if keep(value) && found.len() < MAX_KEPT {
                     found.push(value);
                 }
             }

@@ -90,14 +90,13 @@ fn recognise(image: &Image, family: &Family) -> Option<Result<Vec<Recognised>, S
         return None;
     }
     let targets: Vec<u64> = anchors.iter().flat_map(|a| a.targets.clone()).collect();
-    let refs = scan::references(image, &targets);
+    let refs = scan::references(image, &targets, MAX_REFERENCES);
     if refs.is_empty() {
         return Some(Err(format!("no code references {}", family.file)));
     }
     if refs.len() > MAX_REFERENCES {
         return Some(Err(format!(
-            "{} references to {}, more than any build has",
-            refs.len(),
+            "over {MAX_REFERENCES} references to {}, more than any build has",
             family.file
         )));
     }
@@ -143,11 +142,7 @@ fn starts_near(image: &Image, budget: &Budget, refs: &[u64]) -> Option<Starts> {
     } else {
         image.stored_pointers(keep)
     };
-    let fde = image
-        .fde_starts()
-        .into_iter()
-        .filter(|&a| windows.contains(a));
-    let mut fde: Vec<u64> = fde.collect();
+    let mut fde = image.fde_starts(|a| windows.contains(a));
     fde.sort_unstable();
     Some(Starts::new(image, fde, calls, pointers))
 }

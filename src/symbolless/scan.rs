@@ -51,8 +51,9 @@ pub fn anchors(image: &Image, suffix: &str) -> Vec<Anchor> {
 }
 
 /// Instructions that may load one of `targets`: `lea reg, [rip+disp32]` everywhere, and
-/// in a program at a fixed address also `mov r32, imm32`. Addresses of their first byte.
-pub fn references(image: &Image, targets: &[u64]) -> Vec<u64> {
+/// in a program at a fixed address also `mov r32, imm32`. Addresses of their first byte;
+/// the search stops past `max` of them.
+pub fn references(image: &Image, targets: &[u64], max: usize) -> Vec<u64> {
     let (Some(&lo), Some(&hi)) = (targets.iter().min(), targets.iter().max()) else {
         return Vec::new();
     };
@@ -76,10 +77,13 @@ pub fn references(image: &Image, targets: &[u64]) -> Vec<u64> {
             let next = s.va + at as u64 + 7;
             if hit(next.wrapping_add_signed(i64::from(disp))) {
                 found.push(s.va + at as u64);
+                if found.len() > max {
+                    return found;
+                }
             }
         }
         if !image.pie {
-            found.extend(immediates(code, s.va, targets));
+            found.extend(immediates(code, s.va, targets, max + 1));
         }
     }
     found.sort_unstable();
@@ -88,7 +92,7 @@ pub fn references(image: &Image, targets: &[u64]) -> Vec<u64> {
 }
 
 /// `mov r32, imm32` (0xb8+r, with or without REX.B) loading one of `targets`.
-fn immediates(code: &[u8], va: u64, targets: &[u64]) -> Vec<u64> {
+fn immediates(code: &[u8], va: u64, targets: &[u64], max: usize) -> Vec<u64> {
     let mut found = Vec::new();
     for &t in targets {
         let Ok(imm) = u32::try_from(t) else {
@@ -101,6 +105,9 @@ fn immediates(code: &[u8], va: u64, targets: &[u64]) -> Vec<u64> {
             if (0xb8..=0xbf).contains(&op) {
                 let rex = at >= 2 && code[at - 2] == 0x41;
                 found.push(va + (at - 1 - usize::from(rex)) as u64);
+                if found.len() == max {
+                    return found;
+                }
             }
         }
     }
