@@ -3,11 +3,15 @@
  * _seal_scatter, its plaintext their input (read at entry), and opened by
  * EVP_AEAD_CTX_open or _open_gather, its plaintext their output (read at return). The
  * record header is the additional data, and says what the record is:
- *  - 5 bytes 17 03 03 LEN: TLS 1.3. The real content type is the plaintext's last
- *    non-zero byte (zero padding may follow it): application data (23) is kept without
- *    its type and padding, handshake (22) and alerts are dropped.
- *  - 13 bytes (sequence, type, version, length): TLS 1.2, kept when the type is 23.
+ *  - 5 bytes 17 03 03 LEN: TLS 1.3, LEN being the plaintext's length and the 16-byte
+ *    tag's. The real content type is the plaintext's last non-zero byte (zero padding
+ *    may follow it): application data (23) is kept without its type and padding,
+ *    handshake (22) and alerts are dropped.
+ *  - 13 bytes (sequence, type, version, length): TLS 1.2, kept when the type is 23 and
+ *    the length the plaintext's.
  *  - anything else (QUIC packets, WebCrypto) is not TLS traffic, and is dropped.
+ * Every TLS cipher suite rustls and aws-lc-rs offer (AES-GCM, ChaCha20-Poly1305) has a
+ * 16-byte tag.
  * A connection is named by the EVP_AEAD_CTX (one per direction); the AEAD calls do no
  * socket I/O, so the socket stays unknown ("-").
  *
@@ -25,6 +29,7 @@
 /* An open that finds the thread inside another open, deeper on its stack, started this
  * recently, is the inner call of the same record (open calls open_gather). */
 #define AEAD_NESTED_NS 1000000000ULL
+#define AEAD_TAG_LEN 16
 
 enum aad_kind {
 	AAD_NONE = 0,
@@ -35,7 +40,7 @@ enum aad_kind {
 struct aead_call {
 	struct call call; /* buf is the output */
 	__u64 out_len;    /* EVP_AEAD_CTX_open: where it stores the length; 0 otherwise */
-	__u64 len;        /* EVP_AEAD_CTX_open_gather: the length, its in_len */
+	__u64 len;        /* the plaintext's length as the input says (open_gather's in_len) */
 	__u64 sp;         /* the stack pointer at the outermost open's entry */
 	__u32 kind;       /* enum aad_kind */
 	__u32 pad;
@@ -48,19 +53,24 @@ struct {
 	__type(value, struct aead_call);
 } aead_calls SEC(".maps");
 
-static __always_inline __u32 aad_kind(__u64 ad, __u64 ad_len)
+/* What the additional data of a record whose plaintext is `len` bytes says it is. */
+static __always_inline __u32 aad_kind(__u64 ad, __u64 ad_len, __u64 len)
 {
 	__u8 b[13] = {};
 
 	if (ad_len == 5) {
 		if (bpf_probe_read_user(b, 5, (void *)ad))
 			return AAD_NONE;
-		return b[0] == 0x17 && b[1] == 3 && b[2] == 3 ? AAD_TLS13 : AAD_NONE;
+		if (b[0] != 0x17 || b[1] != 3 || b[2] != 3)
+			return AAD_NONE;
+		return ((__u64)b[3] << 8 | b[4]) == len + AEAD_TAG_LEN ? AAD_TLS13 : AAD_NONE;
 	}
 	if (ad_len == 13) {
 		if (bpf_probe_read_user(b, 13, (void *)ad))
 			return AAD_NONE;
-		return b[8] == TLS_APPLICATION_DATA && b[9] == 3 ? AAD_TLS12 : AAD_NONE;
+		if (b[8] != TLS_APPLICATION_DATA || b[9] != 3)
+			return AAD_NONE;
+		return ((__u64)b[11] << 8 | b[12]) == len ? AAD_TLS12 : AAD_NONE;
 	}
 	return AAD_NONE;
 }
@@ -126,7 +136,8 @@ int BPF_UPROBE(aead_seal, __u64 aead_ctx)
 		return 0;
 	if (bpf_probe_read_user(st, sizeof(st), STACK_ARGS(ctx)))
 		return 0;
-	aead_report(ctx, aead_ctx, st[0], record_content(aad_kind(st[2], st[3]), st[0], st[1]));
+	aead_report(ctx, aead_ctx, st[0],
+		    record_content(aad_kind(st[2], st[3], st[1]), st[0], st[1]));
 	return 0;
 }
 
@@ -144,7 +155,7 @@ int BPF_UPROBE(aead_seal_scatter, __u64 aead_ctx)
 		return 0;
 	if (bpf_probe_read_user(st, sizeof(st), STACK_ARGS(ctx)))
 		return 0;
-	kind = aad_kind(st[5], st[6]);
+	kind = aad_kind(st[5], st[6], st[2] + st[4]);
 	if (kind == AAD_TLS13 && st[4])
 		len = tls13_content(st[3], st[4]) == 0 ? st[2] : 0;
 	else
@@ -153,8 +164,8 @@ int BPF_UPROBE(aead_seal_scatter, __u64 aead_ctx)
 	return 0;
 }
 
-/* An open's entry: the record's kind and where its plaintext goes, unless this is the
- * inner call of an open already in flight on the thread. */
+/* An open's entry: the record's kind and where its plaintext of `len` bytes goes, unless
+ * this is the inner call of an open already in flight on the thread. */
 static __always_inline void open_enter(struct pt_regs *ctx, __u64 aead_ctx, __u64 out,
 				       __u64 out_len, __u64 len, __u64 ad, __u64 ad_len)
 {
@@ -169,7 +180,7 @@ static __always_inline void open_enter(struct pt_regs *ctx, __u64 aead_ctx, __u6
 		return;
 	if (a->call.active && sp < a->sp && now - a->call.ts_ns < AEAD_NESTED_NS)
 		return;
-	a->kind = aad_kind(ad, ad_len);
+	a->kind = aad_kind(ad, ad_len, len);
 	a->call.active = a->kind != AAD_NONE;
 	a->call.buf = out;
 	a->call.tls_conn = aead_ctx;
@@ -189,7 +200,7 @@ int BPF_UPROBE(aead_open, __u64 aead_ctx, __u64 out, __u64 out_len)
 	__u64 st[4] = {};
 
 	if (!bpf_probe_read_user(st, sizeof(st), STACK_ARGS(ctx)))
-		open_enter(ctx, aead_ctx, out, out_len, 0, st[2], st[3]);
+		open_enter(ctx, aead_ctx, out, out_len, st[1] - AEAD_TAG_LEN, st[2], st[3]);
 	return 0;
 }
 
