@@ -69,6 +69,10 @@ pub struct Cli {
     #[arg(long)]
     pub no_go: bool,
 
+    /// Do not trace rustls over aws-lc (Deno, uv), which is found by its code
+    #[arg(long)]
+    pub no_rustls: bool,
+
     /// Show the latency of each call (LAT(ms) column)
     #[arg(short, long)]
     pub latency: bool,
@@ -108,7 +112,7 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = Status::Text)]
     pub status: Status,
 
-    /// Also trace this library file; TYPE is openssl, gnutls, nss, wolfssl, mbedtls or go
+    /// Also trace this library file; TYPE is openssl, gnutls, nss, wolfssl, mbedtls, go or rustls
     #[arg(long, value_name = "TYPE:PATH", value_parser = parse_extra_lib)]
     pub extra_lib: Vec<(&'static Library, PathBuf)>,
 
@@ -116,6 +120,11 @@ pub struct Cli {
     /// read from its symbols)
     #[arg(long, value_name = "PATH")]
     pub binary: Vec<PathBuf>,
+
+    /// The debug symbols of a program whose TLS functions have none (a `.debug` file):
+    /// used for the program with the same build-id
+    #[arg(long, value_name = "FILE")]
+    pub symbols: Vec<PathBuf>,
 
     /// Capture at most this many bytes of each call (0: no limit)
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
@@ -172,6 +181,7 @@ impl Cli {
                 libraries: libs::of_kinds(&self.kinds()),
                 extra_libs: self.extra_lib.clone(),
                 binaries: self.binary.clone(),
+                debug_files: self.symbols.clone(),
             },
             follow: !self.no_follow,
             output: self.output(),
@@ -209,6 +219,7 @@ impl Cli {
             (Kind::WolfSsl, self.no_wolfssl),
             (Kind::MbedTls, self.no_mbedtls),
             (Kind::Go, self.no_go),
+            (Kind::Rustls, self.no_rustls),
         ];
         off.iter()
             .filter(|(_, off)| !off)
@@ -288,11 +299,20 @@ mod tests {
             (Some(7), Some(0), Some("curl"))
         );
         assert!(cli.ids && cli.latency && cli.handshake && cli.hexdump);
-        assert_eq!(cli.kinds(), [Kind::WolfSsl, Kind::MbedTls, Kind::Go]);
+        assert_eq!(
+            cli.kinds(),
+            [Kind::WolfSsl, Kind::MbedTls, Kind::Go, Kind::Rustls]
+        );
         let cli = Cli::try_parse_from(["sslsniff", "--no-wolfssl", "--no-mbedtls"]).unwrap();
         assert_eq!(
             cli.kinds(),
-            [Kind::OpenSsl, Kind::GnuTls, Kind::Nss, Kind::Go]
+            [
+                Kind::OpenSsl,
+                Kind::GnuTls,
+                Kind::Nss,
+                Kind::Go,
+                Kind::Rustls
+            ]
         );
     }
 
@@ -301,7 +321,7 @@ mod tests {
         let cli =
             Cli::try_parse_from(["sslsniff", "--extra-lib", "gnutls:/x/libgnutls.so.30"]).unwrap();
         assert_eq!(cli.extra_lib[0].0.kind, Kind::GnuTls);
-        assert!(Cli::try_parse_from(["sslsniff", "--extra-lib", "rustls:/x"]).is_err());
+        assert!(Cli::try_parse_from(["sslsniff", "--extra-lib", "schannel:/x"]).is_err());
         assert!(Cli::try_parse_from(["sslsniff", "--extra-lib", "/x"]).is_err());
     }
 

@@ -48,6 +48,8 @@ pub struct Discovery {
     pub extra_libs: Vec<(&'static Library, PathBuf)>,
     /// Files named with `--binary PATH`.
     pub binaries: Vec<PathBuf>,
+    /// Debug-symbol files named with `--symbols FILE`, for programs without TLS symbols.
+    pub debug_files: Vec<PathBuf>,
 }
 
 /// Where events go and how they look.

@@ -123,6 +123,9 @@ pub struct Tracing {
     /// Time from the revealing event to attached, with -d.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_us: Option<u64>,
+    /// How the functions of a file without TLS symbols were found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub found_by: Option<String>,
 }
 
 pub fn tracing(t: &Tracing) {
@@ -140,6 +143,9 @@ pub fn tracing(t: &Tracing) {
             }
             if let Some(us) = t.latency_us {
                 s.push_str(&format!(" (attached {us} us after it was seen)"));
+            }
+            if let Some(how) = &t.found_by {
+                s.push_str(&format!("; found by {how}"));
             }
             s
         },

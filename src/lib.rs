@@ -23,5 +23,7 @@ pub mod probes;
 pub mod procfs;
 pub mod proto;
 pub mod pump;
+pub mod signatures;
+pub mod symbolless;
 pub mod symbols;
 pub mod tracer;

@@ -95,6 +95,17 @@ pub struct Func {
     pub role: Role,
     /// The C return type is `int` (else `ssize_t`): its sign is in bit 31, not 63.
     pub ret_int: bool,
+    /// An aws-lc AEAD function: how its arguments are laid out.
+    pub aead: Option<AeadArgs>,
+}
+
+/// The argument lists of aws-lc's `EVP_AEAD_CTX_*`, each read by its own program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AeadArgs {
+    Seal,
+    SealScatter,
+    Open,
+    OpenGather,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -105,6 +116,7 @@ pub enum Kind {
     WolfSsl,
     MbedTls,
     Go,
+    Rustls,
 }
 
 /// How a library's functions are called, and so how they are probed.
@@ -115,6 +127,9 @@ pub enum Abi {
     /// Go's register ABI: uprobes on the entry and on every return instruction (a
     /// uretprobe crashes Go), calls tied to returns by goroutine.
     Go,
+    /// aws-lc's `EVP_AEAD_CTX_*`: each function has its own programs, which read its
+    /// arguments (some on the stack) and keep only TLS records' application data.
+    Aead,
 }
 
 #[derive(Debug)]
@@ -137,6 +152,7 @@ const fn func(name: &'static str, role: Role) -> Func {
         name,
         role,
         ret_int: true,
+        aead: None,
     }
 }
 
@@ -145,6 +161,16 @@ const fn func_ssize_t(name: &'static str, role: Role) -> Func {
         name,
         role,
         ret_int: false,
+        aead: None,
+    }
+}
+
+const fn aead(name: &'static str, role: Role, args: AeadArgs) -> Func {
+    Func {
+        name,
+        role,
+        ret_int: true,
+        aead: Some(args),
     }
 }
 
@@ -234,6 +260,30 @@ pub static LIBRARIES: &[Library] = &[
             func("mbedtls_ssl_read", Role::Read(COUNT)),
             func("mbedtls_ssl_write", Role::Write(COUNT)),
             func("mbedtls_ssl_handshake", Role::Handshake(MBEDTLS_HANDSHAKE)),
+        ],
+    },
+    // rustls over aws-lc, inside stripped programs (Deno, uv): found by its code
+    // (src/symbolless/), never by a file name. Records are sealed with their plaintext
+    // as input and opened with it as output; the record header is the additional data.
+    Library {
+        kind: Kind::Rustls,
+        name: "rustls",
+        sonames: &[],
+        nspr_fd: false,
+        abi: Abi::Aead,
+        funcs: &[
+            aead("EVP_AEAD_CTX_seal", Role::Write(COUNT), AeadArgs::Seal),
+            aead(
+                "EVP_AEAD_CTX_seal_scatter",
+                Role::Write(COUNT),
+                AeadArgs::SealScatter,
+            ),
+            aead("EVP_AEAD_CTX_open", Role::Read(COUNT), AeadArgs::Open),
+            aead(
+                "EVP_AEAD_CTX_open_gather",
+                Role::Read(COUNT),
+                AeadArgs::OpenGather,
+            ),
         ],
     },
     // Go's crypto/tls, linked into each Go program: found by what an executable is, not

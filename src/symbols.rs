@@ -18,11 +18,17 @@ impl Symbols {
     /// symbol tables are touched) and keeps the symbols named in `wanted`, so that a
     /// large executable's hundred thousand other names cost nothing.
     pub fn parse(data: &[u8], wanted: &[&'static str]) -> Result<Self> {
+        Self::parse_apart(data, data, wanted)
+    }
+
+    /// The symbols of `symbols`, a program's separate debug file, placed in the file
+    /// offsets of the program `program` (a debug file keeps addresses, not code).
+    pub fn parse_apart(program: &[u8], symbols: &[u8], wanted: &[&'static str]) -> Result<Self> {
         let wanted: HashSet<&'static str> = wanted.iter().copied().collect();
-        let file = object::File::parse(data)?;
+        let file = object::File::parse(symbols)?;
         // Uprobes take file offsets; symbols give virtual addresses: map through the
         // loadable segment that holds each address.
-        let segments: Vec<(u64, u64, u64)> = file
+        let segments: Vec<(u64, u64, u64)> = object::File::parse(program)?
             .segments()
             .map(|s| (s.address(), s.size(), s.file_range().0))
             .collect();

@@ -39,6 +39,7 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Option<Summary>> {
     if cfg.check_kernel {
         return check_kernel(features).map(|()| None);
     }
+    discover::set_debug_files(&cfg.discovery.debug_files)?;
     let targets = discover::targets(&cfg.discovery, cfg.filter.pid)?;
     let mut out = output::open(&cfg.output)?;
     raise_priority(cfg.debug);

@@ -36,8 +36,8 @@ fn assert_one_line_error(args: &[&str], needle: &str) {
 fn unknown_flag_and_bad_values() {
     assert_one_line_error(&["--no-such-flag"], "--no-such-flag");
     assert_one_line_error(
-        &["--extra-lib", "rustls:/tmp/x"],
-        "unknown library type 'rustls'",
+        &["--extra-lib", "schannel:/tmp/x"],
+        "unknown library type 'schannel'",
     );
     assert_one_line_error(&["-p", "notapid"], "notapid");
 }

@@ -101,5 +101,6 @@ int thread_exit(void *ctx)
 
 	bpf_map_delete_elem(&calls, &tid);
 	bpf_map_delete_elem(&handshakes, &tid);
+	bpf_map_delete_elem(&aead_calls, &tid);
 	return 0;
 }

@@ -104,25 +104,32 @@ static __always_inline struct stats *stats(void)
 			__sync_fetch_and_add(&s->field, n);                        \
 	} while (0)
 
-/* The current thread's call slot in `map` (calls or handshakes), created if asked. */
-static __always_inline struct call *call_slot(void *map, bool create)
+/* The current thread's slot in `map` (calls, handshakes, aead_calls), created from
+ * `empty` if asked. */
+static __always_inline void *thread_slot(void *map, const void *empty, bool create)
 {
-	static const struct call empty;
 	__u32 tid;
-	struct call *c;
+	void *slot;
 
 	if (use_task_storage)
 		return bpf_task_storage_get(map, bpf_get_current_task_btf(), 0,
 					    create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
 	tid = (__u32)bpf_get_current_pid_tgid();
-	c = bpf_map_lookup_elem(map, &tid);
-	if (c || !create)
-		return c;
-	if (bpf_map_update_elem(map, &tid, &empty, BPF_NOEXIST)) {
+	slot = bpf_map_lookup_elem(map, &tid);
+	if (slot || !create)
+		return slot;
+	if (bpf_map_update_elem(map, &tid, empty, BPF_NOEXIST)) {
 		COUNT(untracked_calls, 1);
 		return 0;
 	}
 	return bpf_map_lookup_elem(map, &tid);
+}
+
+static __always_inline struct call *call_slot(void *map, bool create)
+{
+	static const struct call empty;
+
+	return thread_slot(map, &empty, create);
 }
 
 /* The call is over: task storage keeps the slot for the thread's next call; a hash
@@ -330,6 +337,9 @@ enum sending {
 	SEND_HEADER_ONLY,
 	SEND_BPF_LOOP,
 	SEND_BOUNDED,
+	/* One record at most: TLS records (rustls) are at most 16 KiB, one chunk unless
+	 * the ring is small, and then the rest is truncated, as --max-buffer-size does. */
+	SEND_ONE_CHUNK,
 };
 
 /* Reports a call that returned: its header, then its payload in chunks. `go` says
@@ -346,6 +356,8 @@ static __always_inline void emit_call(struct pt_regs *ctx, const volatile struct
 	 * call is truncated, as --max-buffer-size truncates (user space says so at start). */
 	if (how == SEND_BOUNDED && (!limit || limit > (__u64)bounded_chunks * chunk_size))
 		limit = (__u64)bounded_chunks * chunk_size;
+	if (how == SEND_ONE_CHUNK && (!limit || limit > chunk_size))
+		limit = chunk_size;
 	c.buf = call->buf;
 	c.hdr.ts_ns = call->ts_ns;
 	c.hdr.latency_ns = bpf_ktime_get_ns() - call->ts_ns;
@@ -368,7 +380,7 @@ static __always_inline void emit_call(struct pt_regs *ctx, const volatile struct
 		return;
 	}
 	/* Most calls fit one chunk: spare them the loop. */
-	if (send_chunk(0, &c) || c.hdr.captured <= chunk_size)
+	if (send_chunk(0, &c) || c.hdr.captured <= chunk_size || how == SEND_ONE_CHUNK)
 		return;
 	if (how == SEND_BPF_LOOP) {
 		bpf_loop((c.hdr.captured + chunk_size - 1) / chunk_size - 1, send_next_chunk, &c,
@@ -479,6 +491,7 @@ int tls_exit_handshake(struct pt_regs *ctx)
 #include "kstructs.bpf.h"
 #include "conn.bpf.h"
 #include "go.bpf.h"
+#include "aead.bpf.h"
 #include "follow.bpf.h"
 
 __noinline int send_slot_chunk(struct pt_regs *ctx, __u32 i, __u32 go)

@@ -3,6 +3,7 @@
 //! bundled copies; opened as the very inode each process maps), executables that carry a
 //! TLS library statically, and the files named on the command line.
 
+mod by_code;
 mod file;
 
 use std::collections::HashSet;
@@ -20,6 +21,8 @@ use crate::libs::{self, Abi, Func, FuncId, Library};
 use crate::procfs::{self, FileId};
 use crate::symbols::Symbols;
 
+pub use by_code::set_debug_files;
+
 /// One file to attach to, with the table functions it defines.
 #[derive(Debug)]
 pub struct Target {
@@ -36,6 +39,8 @@ pub struct Target {
     pub go_layout: u32,
     /// Named on the command line (--extra-lib, --binary): kept whatever maps it.
     pub requested: bool,
+    /// How functions of a file without TLS symbols were found (for the `tracing` line).
+    pub found_by: Option<String>,
 }
 
 impl Target {
@@ -141,13 +146,18 @@ fn targets_in(
         probes,
         go_layout: 0,
         requested: false,
+        found_by: None,
     };
-    Ok(candidates
+    let found: Vec<Target> = candidates
         .iter()
         .filter(|l| l.abi == Abi::C)
         .map(|&lib| target(lib, probes(lib, &symbols)))
         .filter(|t| !t.probes.is_empty())
-        .collect())
+        .collect();
+    if !found.is_empty() {
+        return Ok(found);
+    }
+    by_code::targets(candidates, &map, &file, shown)
 }
 
 /// The functions of `lib` that the file defines.
@@ -209,6 +219,7 @@ fn go_targets(
         probes,
         go_layout,
         requested: false,
+        found_by: None,
     }])
 }
 

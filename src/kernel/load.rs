@@ -15,7 +15,7 @@ use super::skel::{OpenSslsniffSkel, SslsniffSkel, SslsniffSkelBuilder};
 use super::{is_probe_program, Programs};
 use crate::config::{Capture, Filter};
 use crate::golang;
-use crate::libs::{self, Abi, Count, Func, Library, Role};
+use crate::libs::{self, Abi, AeadArgs, Count, Func, Library, Role};
 
 /// What the kernel side is asked to do.
 #[derive(Debug, Clone)]
@@ -79,6 +79,11 @@ fn fill_rodata(rodata: &mut rodata, what: &Load, features: &Features) -> Result<
             pad: 0,
         };
     }
+    for (id, _, f) in libs::all_funcs() {
+        if let Some(args) = f.aead {
+            rodata.aead_funcs[aead_index(args)] = id;
+        }
+    }
     for (id, lib, f) in libs::all_funcs() {
         let slot = rodata
             .funcs
@@ -92,6 +97,16 @@ fn fill_rodata(rodata: &mut rodata, what: &Load, features: &Features) -> Result<
         };
     }
     Ok(())
+}
+
+/// The AEAD function's slot in `aead_funcs`, as `enum aead_fn` orders them.
+fn aead_index(args: AeadArgs) -> usize {
+    match args {
+        AeadArgs::Seal => 0,
+        AeadArgs::SealScatter => 1,
+        AeadArgs::Open => 2,
+        AeadArgs::OpenGather => 3,
+    }
 }
 
 /// Bytes of a call captured at most: `max_bytes` (0: no limit), or less where the
@@ -127,7 +142,8 @@ fn size_maps(open: &mut OpenSslsniffSkel, capture: &Capture, features: &Features
         .set_max_entries(capture.ring_size)
         .context("cannot size the ring buffer")?;
     if !features.task_storage {
-        for map in [&mut open.maps.calls, &mut open.maps.handshakes] {
+        let maps = &mut open.maps;
+        for map in [&mut maps.calls, &mut maps.handshakes, &mut maps.aead_calls] {
             map.set_type(MapType::Hash)
                 .and_then(|()| map.set_map_flags(0))
                 .and_then(|()| map.set_max_entries(MAX_THREADS_IN_CALLS))

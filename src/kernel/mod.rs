@@ -20,7 +20,7 @@ pub use load::Load;
 use skel::types::{file_id, stats};
 use skel::SslsniffSkel;
 
-use crate::libs::{self, Abi, Direction, FuncId};
+use crate::libs::{self, Abi, AeadArgs, Direction, FuncId};
 use crate::procfs::FileId;
 
 /// Where a probe sits in a function.
@@ -79,31 +79,50 @@ impl Programs {
         }
     }
 
-    fn name(&self, abi: Abi, id: FuncId, site: Site) -> String {
+    /// The program of function `id` at `site`; None where the function has no probe
+    /// there (a seal's return: its plaintext is its input).
+    fn name(&self, abi: Abi, id: FuncId, site: Site) -> Option<String> {
+        let func = libs::by_id(id).map(|(_, f)| f);
         let prefix = match abi {
             Abi::C => "tls",
             Abi::Go => "go",
+            Abi::Aead => return aead_program(func?.aead?, site).map(str::to_string),
         };
-        let handshake =
-            libs::by_id(id).is_some_and(|(_, f)| f.role.direction() == Direction::Handshake);
-        match (site, self.cookies, self.bpf_loop) {
+        let handshake = func.is_some_and(|f| f.role.direction() == Direction::Handshake);
+        Some(match (site, self.cookies, self.bpf_loop) {
             (Site::Entry, true, _) => format!("{prefix}_enter"),
             (Site::Entry, false, _) => format!("{prefix}_enter_{id}"),
             // C handshakes have a slot of their own, and move no data.
             (Site::Return, _, _) if abi == Abi::C && handshake => "tls_exit_handshake".into(),
             (Site::Return, _, true) => format!("{prefix}_exit"),
             (Site::Return, _, false) => format!("{prefix}_exit_bounded"),
-        }
+        })
     }
 
-    fn probe_programs(&self, abi: Abi, id: FuncId) -> [String; 2] {
-        [Site::Entry, Site::Return].map(|site| self.name(abi, id, site))
+    fn probe_programs(&self, abi: Abi, id: FuncId) -> Vec<String> {
+        [Site::Entry, Site::Return]
+            .into_iter()
+            .filter_map(|site| self.name(abi, id, site))
+            .collect()
     }
+}
+
+/// aws-lc's AEAD functions each read their own argument list: a program each, and one
+/// return program for both opens. They need no cookie to tell the function.
+fn aead_program(args: AeadArgs, site: Site) -> Option<&'static str> {
+    Some(match (args, site) {
+        (AeadArgs::Seal, Site::Entry) => "aead_seal",
+        (AeadArgs::SealScatter, Site::Entry) => "aead_seal_scatter",
+        (AeadArgs::Open, Site::Entry) => "aead_open",
+        (AeadArgs::OpenGather, Site::Entry) => "aead_open_gather",
+        (AeadArgs::Open | AeadArgs::OpenGather, Site::Return) => "aead_open_exit",
+        (AeadArgs::Seal | AeadArgs::SealScatter, Site::Return) => return None,
+    })
 }
 
 /// Probe programs (not hooks): these are attached to files, as uprobes.
 fn is_probe_program(name: &str) -> bool {
-    name.starts_with("tls_") || name.starts_with("go_")
+    ["tls_", "go_", "aead_"].iter().any(|p| name.starts_with(p))
 }
 
 /// What the kernel side counted, summed over CPUs.
@@ -180,7 +199,10 @@ impl<'obj> Kernel<'obj> {
         site: Site,
         go_layout: u32,
     ) -> Result<ProbeProgram<'_>> {
-        let name = self.programs.name(abi, id, site);
+        let name = self
+            .programs
+            .name(abi, id, site)
+            .with_context(|| format!("function {id} has no probe at its {site:?}"))?;
         let prog = self.program(&name)?;
         let cookie = match (self.programs.cookies, abi, site) {
             (false, _, _) => 0,
@@ -344,7 +366,7 @@ mod tests {
             mmap_tracepoint: None,
         };
         // Function 1 is SSL_write.
-        let name = |f: Features, abi, site| Programs::new(&f).name(abi, 1, site);
+        let name = |f: Features, abi, site| Programs::new(&f).name(abi, 1, site).unwrap();
         assert_eq!(name(all, Abi::C, Site::Entry), "tls_enter");
         assert_eq!(name(all, Abi::Go, Site::Return), "go_exit");
         let no_loop = all.without(&[Feature::BpfLoop]);
@@ -358,6 +380,6 @@ mod tests {
             .unwrap()
             .0;
         let program = Programs::new(&no_cookies).name(Abi::C, handshake, Site::Return);
-        assert_eq!(program, "tls_exit_handshake");
+        assert_eq!(program.as_deref(), Some("tls_exit_handshake"));
     }
 }

@@ -12,7 +12,7 @@ use crate::clock;
 use crate::diag;
 use crate::discover::{Probe, Target};
 use crate::kernel::{Hook, Kernel, Site};
-use crate::libs::{Abi, Role};
+use crate::libs::{Abi, Direction, Role};
 use crate::procfs;
 
 /// Which probes to place, and on whose behalf.
@@ -78,6 +78,7 @@ pub fn announce(target: &Target, scope: Scope, origin: Option<&Origin>, debug: b
         latency_us: origin
             .filter(|o| debug && o.ts_ns > 0)
             .map(|o| clock::monotonic_ns().saturating_sub(o.ts_ns) / 1000),
+        found_by: target.found_by.clone(),
     });
 }
 
@@ -87,14 +88,18 @@ pub fn announce(target: &Target, scope: Scope, origin: Option<&Origin>, debug: b
 fn sites<'k>(kernel: &'k Kernel, target: &Target, probes: &[&Probe]) -> Result<Vec<Sites<'k>>> {
     let mut groups: Vec<Sites> = Vec::new();
     for p in probes {
+        // Go: a uprobe on every return instruction. A seal's plaintext is its input:
+        // it has no return probe.
         let returns: Vec<u64> = match target.lib.abi {
             Abi::C => vec![p.offset],
             Abi::Go => p.returns.clone(),
+            Abi::Aead if p.func.role.direction() == Direction::Write => Vec::new(),
+            Abi::Aead => vec![p.offset],
         };
         let at = [(Site::Entry, vec![p.offset]), (Site::Return, returns)];
-        for (site, offsets) in at {
+        for (site, offsets) in at.into_iter().filter(|(_, o)| !o.is_empty()) {
             let program = kernel.probe_program(target.lib.abi, p.id, site, target.go_layout)?;
-            let retprobe = site == Site::Return && target.lib.abi == Abi::C;
+            let retprobe = site == Site::Return && target.lib.abi != Abi::Go;
             let group = match groups
                 .iter_mut()
                 .position(|g| g.prog.name() == program.prog.name())

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -150,7 +150,7 @@ fn wait_for_port(port: u16) {
 
 /// Starts a server that `command` builds for a free port, in the work directory, and
 /// waits until it accepts connections.
-fn server(name: &str, work: &Workdir, command: impl FnOnce(u16) -> Command) -> (Proc, u16) {
+pub fn server(name: &str, work: &Workdir, command: impl FnOnce(u16) -> Command) -> (Proc, u16) {
     let port = free_port();
     let mut cmd = command(port);
     cmd.current_dir(work.path())
@@ -188,6 +188,8 @@ pub struct Sniffer {
     proc: Proc,
     stdout: tempfile::NamedTempFile,
     stderr: mpsc::Receiver<String>,
+    /// Its stderr so far.
+    live: Arc<Mutex<String>>,
 }
 
 pub struct Output {
@@ -231,9 +233,16 @@ impl Output {
 /// Reads a sniffer's stderr (`--status json`) in a thread until it ends, and waits up to
 /// `limit` for its `ready` line; the receiver gets all of stderr at the end.
 pub fn await_ready(proc: &mut Proc, limit: Duration) -> mpsc::Receiver<String> {
+    read_stderr(proc, limit).0
+}
+
+/// As await_ready, with stderr so far readable while it runs.
+fn read_stderr(proc: &mut Proc, limit: Duration) -> (mpsc::Receiver<String>, Arc<Mutex<String>>) {
     let err = proc.child.stderr.take().unwrap();
     let (ready_tx, ready) = mpsc::channel();
     let (err_tx, stderr) = mpsc::channel();
+    let live = Arc::new(Mutex::new(String::new()));
+    let so_far = Arc::clone(&live);
     thread::spawn(move || {
         let mut all = String::new();
         for line in BufReader::new(err).lines().map_while(Result::ok) {
@@ -242,6 +251,7 @@ pub fn await_ready(proc: &mut Proc, limit: Duration) -> mpsc::Receiver<String> {
             }
             all.push_str(&line);
             all.push('\n');
+            so_far.lock().unwrap().clone_from(&all);
         }
         let _ = err_tx.send(all);
     });
@@ -252,7 +262,7 @@ pub fn await_ready(proc: &mut Proc, limit: Duration) -> mpsc::Receiver<String> {
             .unwrap_or_default();
         panic!("sslsniff did not become ready; stderr:\n{err}");
     }
-    stderr
+    (stderr, live)
 }
 
 impl Sniffer {
@@ -273,11 +283,28 @@ impl Sniffer {
                 .stdout(stdout.reopen().unwrap())
                 .stderr(Stdio::piped()),
         );
-        let stderr = await_ready(&mut proc, Duration::from_secs(30));
+        let (stderr, live) = read_stderr(&mut proc, Duration::from_secs(30));
         Sniffer {
             proc,
             stdout,
             stderr,
+            live,
+        }
+    }
+
+    /// Waits up to `limit` for a line of stderr that satisfies `found`, and returns it.
+    pub fn wait_for_stderr(&self, limit: Duration, found: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let so_far = self.live.lock().unwrap().clone();
+            if let Some(line) = so_far.lines().find(|l| found(l)) {
+                return line.to_string();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "not in sslsniff's stderr within {limit:?}:\n{so_far}"
+            );
+            thread::sleep(Duration::from_millis(20));
         }
     }
 
