@@ -14,7 +14,7 @@ use libbpf_rs::{RingBuffer, RingBufferBuilder};
 use crate::config::Config;
 use crate::diag::{self, warning, Summary};
 use crate::discover::{self, Target};
-use crate::follow::Follower;
+use crate::follow::{Follower, Following};
 use crate::kernel::{self, Features, Hook, Kernel, Load};
 use crate::output::{self, Output};
 use crate::probes::{Registry, Scope};
@@ -52,11 +52,16 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Option<Summary>> {
     let kernel = Kernel::load(&mut storage, &load, features)?;
     say_capture_limit(&kernel, cfg.capture.max_bytes);
     let registry = attach_at_start(&kernel, cfg, targets)?;
+    let following = match (cfg.follow, cfg.hold) {
+        (false, _) => Following::Off,
+        (true, false) => Following::Attach,
+        (true, true) => Following::Hold,
+    };
     let mut follower = Follower::new(
         &kernel,
         registry,
         cfg.discovery.libraries.clone(),
-        cfg.follow,
+        following,
     );
     follower.examine_running(cfg.filter.pid);
     if cfg.debug {

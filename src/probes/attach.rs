@@ -79,6 +79,7 @@ pub fn announce(target: &Target, scope: Scope, origin: Option<&Origin>, debug: b
             .filter(|o| debug && o.ts_ns > 0)
             .map(|o| clock::monotonic_ns().saturating_sub(o.ts_ns) / 1000),
         found_by: target.found_by.clone(),
+        held: origin.is_some_and(|o| o.held),
     });
 }
 
