@@ -134,11 +134,14 @@ fn targets_in(
         .flat_map(|lib| lib.funcs.iter().map(|f| f.name))
         .collect();
     let map = file.map()?;
-    let symbols = Symbols::parse(&map, &wanted)
-        .with_context(|| format!("{} is not a readable ELF file", shown.display()))?;
-    if symbols.is_go() {
+    let unreadable = || format!("{} is not a readable ELF file", shown.display());
+    let elf = object::File::parse(&*map).with_context(unreadable)?;
+    // A Go program's TLS is Go's own: its C symbols are not looked for. Its goroutine
+    // stacks move, which uretprobes do not survive.
+    if golang::has_go_sections(&elf) {
         return go_targets(candidates, &map, file.clone(), shown);
     }
+    let symbols = Symbols::parse(&map, &wanted).with_context(unreadable)?;
     let target = |lib, probes| Target {
         path: shown.to_path_buf(),
         file: Arc::clone(&file),
