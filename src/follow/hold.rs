@@ -322,6 +322,21 @@ mod tests {
     }
 
     #[test]
+    fn a_holder_that_dies_holding_lets_go_all_the_same() {
+        let (sh, out, pid) = under_sh("sleep 0.3 & echo $!; wait $!; echo status $?");
+        std::thread::spawn(move || {
+            let mut holds = Holds::new(true);
+            assert!(holds.hold(pid, FILE));
+            until("held", || states(pid) == ['t']);
+            // The tracer thread ends with its tracees still held: the kernel detaches them.
+            std::mem::forget(holds);
+        })
+        .join()
+        .unwrap();
+        assert_eq!(last_line(sh, out), "status 0");
+    }
+
+    #[test]
     fn a_hold_ends_by_itself_and_never_on_init_or_when_off() {
         let (sh, out, pid) = under_sh("sleep 1.5 & echo $!; wait $!; echo status $?");
         assert!(!Holds::new(false).hold(pid, FILE));
