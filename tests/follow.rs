@@ -67,14 +67,6 @@ fn assert_whole_from_first_call(out: &Output, pid: u32, request: &str, printed: 
     assert_eq!(data("READ/RECV"), printed, "reads:\n{}", out.stdout);
 }
 
-/// Whether the file whose path ends with `path_end` was attached while its revealing
-/// process waited.
-fn held(out: &Output, path_end: &str) -> bool {
-    out.status_lines("tracing")
-        .iter()
-        .any(|t| t["held"] == true && t["path"].as_str().is_some_and(|p| p.ends_with(path_end)))
-}
-
 /// A fixture client (`PROG PORT MESSAGE`) run to its end: the client and what it printed.
 fn run_fixture_printing(name: &str, exe: &Path, port: u16, request: &str) -> (Proc, String) {
     let mut cmd = Command::new(exe);
@@ -160,11 +152,7 @@ fn a_static_program_created_later_is_captured_whole_from_its_first_call() {
     let out = sniffer.stop();
     for (client, request, printed, round) in &runs {
         assert_whole_from_first_call(&out, client.pid(), request, printed);
-        assert!(
-            held(&out, &format!("late_static_{round}")),
-            "{}",
-            out.stderr
-        );
+        assert!(out.held(&format!("late_static_{round}")), "{}", out.stderr);
     }
 }
 
@@ -203,7 +191,7 @@ fn a_program_with_a_tls_library_through_its_runpath_is_captured_from_its_first_c
     let (client, printed) = run_fixture_printing("client with a RUNPATH", &exe, port, &request);
     let out = sniffer.stop();
     assert_whole_from_first_call(&out, client.pid(), &request, &printed);
-    assert!(held(&out, "lib/libssl.so.0"), "{}", out.stderr);
+    assert!(out.held("lib/libssl.so.0"), "{}", out.stderr);
 }
 
 #[test]
@@ -237,7 +225,7 @@ fn a_process_in_its_own_namespace_started_later_is_captured_from_its_first_call(
     let (client, printed) = run_printing("client in its own mount namespace", &mut unshare);
     let out = sniffer.stop();
     assert_whole_from_first_call(&out, client.pid(), &request, &printed);
-    assert!(held(&out, SYSTEM_LIBSSL), "{}", out.stderr);
+    assert!(out.held(SYSTEM_LIBSSL), "{}", out.stderr);
 }
 
 #[test]
