@@ -123,6 +123,9 @@ pub struct Tracing {
     /// Time from the revealing event to attached, with -d.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_us: Option<u64>,
+    /// Of which the wait in the queue and the examination of the file, with -d.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub examined_us: Option<u64>,
     /// How the functions of a file without TLS symbols were found.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub found_by: Option<String>,
@@ -223,6 +226,8 @@ pub enum StatusLine {
         pid: Option<u32>,
         #[serde(default)]
         latency_us: Option<u64>,
+        #[serde(default)]
+        examined_us: Option<u64>,
         #[serde(default)]
         held: bool,
     },

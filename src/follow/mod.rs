@@ -22,12 +22,12 @@ use anyhow::{Context, Result};
 use libbpf_rs::{RingBuffer, RingBufferBuilder};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
-use crate::diag;
 use crate::event::Found;
 use crate::kernel::record::decode_found;
 use crate::kernel::Kernel;
 use crate::libs::Library;
 use crate::probes::{Origin, Registry};
+use crate::{clock, diag};
 use examine::{Examined, Examiner};
 use handoff::Handoff;
 use hold::Holds;
@@ -132,6 +132,7 @@ impl<'k, 'obj> Follower<'k, 'obj> {
             ts_ns: found.ts_ns,
             display: &display,
             held,
+            examined_ns: clock::monotonic_ns(),
         };
         for target in targets {
             if let Err(e) = self

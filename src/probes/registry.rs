@@ -39,6 +39,8 @@ pub struct Origin<'a> {
     pub display: &'a str,
     /// The process waited for the attach (`follow::hold`).
     pub held: bool,
+    /// CLOCK_MONOTONIC when the file had been examined: the rest is the attach.
+    pub examined_ns: u64,
 }
 
 pub struct Registry {
