@@ -3,12 +3,14 @@
 //! captured from its first call. Attaching costs an RCU grace period (5-15 ms here,
 //! docs/first-run.md), longer than such a program takes to reach its first call.
 //!
-//! A process is held with ptrace (seized and interrupted, every thread, then detached):
-//! a ptrace stop is not a job-control stop, so no shell sees it, and the kernel itself
-//! lets every held process go if sslsniff dies. A stopped sslsniff holds only the few
-//! processes it held at that moment (never more than MAX_HELD), never a new one: unlike
-//! an exec permission (fanotify), nothing waits for sslsniff unless it took hold of it
-//! first. A hold never lasts beyond HOLD_LIMIT, whatever the examination costs.
+//! A process is held with ptrace: every thread seized and interrupted, and waited for
+//! until stopped (a stopped thread starts no other, so the last listing of its threads
+//! is complete: no thread runs on unseen, and sslsniff traces no thread it does not
+//! know of), then detached. A ptrace stop is not a job-control stop, so no shell sees
+//! it, and the kernel lets every held process go if sslsniff dies. A stopped sslsniff
+//! holds only the few processes it held at that moment (never more than MAX_HELD),
+//! never a new one: unlike an exec permission (fanotify), nothing waits for sslsniff
+//! unless it took hold of it first. A hold never lasts beyond HOLD_LIMIT.
 //!
 //! Every ptrace request must come from the thread that seized the process: a `Holds`
 //! lives and is used on one thread.
@@ -31,33 +33,33 @@ pub const HOLD_LIMIT: Duration = Duration::from_secs(1);
 const MAX_HELD: usize = 64;
 /// A process with more threads than this is not held.
 const MAX_THREADS: usize = 1024;
-/// Listings of a process's threads while seizing, at most: threads born meanwhile are
-/// seized on the next round (and those born of seized threads are seized by the kernel).
+/// Listings of a process's threads while seizing, at most.
 const SEIZE_ROUNDS: usize = 8;
-/// How often threads that have not stopped yet are looked at again; after HOLD_LIMIT
-/// (a thread stuck in the kernel, say on a dead NFS server) only every SLOW_RETRY.
+/// How long seized threads may take to stop (tens of microseconds, more when the CPUs
+/// are busy); one that takes longer (stuck in the kernel, say on a dead NFS server)
+/// means no hold. They are looked at every STOP_POLL meanwhile.
+const STOP_LIMIT: Duration = Duration::from_millis(100);
+const STOP_POLL: Duration = Duration::from_micros(50);
+/// How often threads that have not stopped or died yet are looked at again; after
+/// HOLD_LIMIT only every SLOW_RETRY.
 const RETRY: Duration = Duration::from_millis(1);
 const SLOW_RETRY: Duration = Duration::from_millis(50);
 
-/// One seized thread.
-struct Thread {
-    tid: Pid,
-    /// Seen in a ptrace stop (or gone): it may be detached.
-    settled: bool,
-    /// A signal it was about to receive when it stopped, delivered again at detach.
-    signal: Option<Signal>,
-    gone: bool,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Seized, not yet seen stopped.
+    Seized,
+    /// In a ptrace stop; `signal` was on its way to it and is delivered at detach.
+    Stopped { signal: Option<Signal> },
+    /// Killed while held: it must be waited for, or its parent could never reap it.
+    Dying,
+    /// Detached, or its end seen.
+    Gone,
 }
 
-impl Thread {
-    fn new(tid: Pid) -> Thread {
-        Thread {
-            tid,
-            settled: false,
-            signal: None,
-            gone: false,
-        }
-    }
+struct Thread {
+    tid: Pid,
+    state: State,
 }
 
 /// One process held for one file.
@@ -65,7 +67,7 @@ struct Held {
     file: FileId,
     since: Instant,
     threads: Vec<Thread>,
-    /// To be let go as soon as all its threads are settled.
+    /// To be let go now.
     released: bool,
 }
 
@@ -102,7 +104,7 @@ impl Holds {
             released: !whole,
         });
         if !whole {
-            self.detach_released();
+            self.let_go();
         }
         whole
     }
@@ -113,16 +115,17 @@ impl Holds {
             .iter_mut()
             .filter(|h| h.file == file)
             .for_each(|h| h.released = true);
-        self.detach_released();
+        self.let_go();
     }
 
-    /// Lets go of the processes held for HOLD_LIMIT, and detaches what has settled.
+    /// Lets go of the processes held for HOLD_LIMIT, and of the released ones whose
+    /// threads could not be let go at once.
     pub fn release_expired(&mut self, now: Instant) {
         self.held
             .iter_mut()
             .filter(|h| now.duration_since(h.since) >= HOLD_LIMIT)
             .for_each(|h| h.released = true);
-        self.detach_released();
+        self.let_go();
     }
 
     /// How long the caller may sleep before it must call `release_expired` again.
@@ -140,37 +143,56 @@ impl Holds {
             .min()
     }
 
-    /// Lets go of everything, waiting up to HOLD_LIMIT for threads to settle; any left
-    /// then are let go by the kernel when sslsniff exits.
+    /// Lets go of everything, waiting up to HOLD_LIMIT for dying threads to end; any
+    /// left then are let go by the kernel when sslsniff's thread ends.
     pub fn release_all(&mut self) {
         self.held.iter_mut().for_each(|h| h.released = true);
         let started = Instant::now();
-        self.detach_released();
+        self.let_go();
         while !self.held.is_empty() && started.elapsed() < HOLD_LIMIT {
             std::thread::sleep(RETRY);
-            self.detach_released();
+            self.let_go();
         }
     }
 
-    /// Detaches the released processes whose threads have all settled.
-    fn detach_released(&mut self) {
+    /// Detaches the threads of released processes; forgets a process once all its
+    /// threads are gone.
+    fn let_go(&mut self) {
         self.held.retain_mut(|h| {
-            if !h.released || !settle_all(&mut h.threads) {
-                return true;
+            if h.released {
+                h.threads.iter_mut().for_each(let_go);
             }
-            for t in h.threads.iter().filter(|t| !t.gone) {
-                // A thread that died since its stop needs nothing more.
-                let _ = ptrace::detach(t.tid, t.signal);
-            }
-            false
+            h.threads.iter().any(|t| t.state != State::Gone)
         });
     }
 }
 
-/// Seizes and interrupts every thread of `pid`; the threads seized, and whether that
-/// is all of them (if not, the caller lets them go again).
+/// One step towards letting a thread go: detach it if stopped, else see whether it
+/// stopped or ended.
+fn let_go(t: &mut Thread) {
+    match t.state {
+        State::Stopped { signal } => {
+            t.state = match ptrace::detach(t.tid, signal) {
+                Ok(()) => State::Gone,
+                // Not in its stop any more: only SIGKILL takes a thread out of it.
+                Err(_) => State::Dying,
+            };
+        }
+        State::Seized | State::Dying => {
+            observe(t);
+            if matches!(t.state, State::Stopped { .. }) {
+                let_go(t);
+            }
+        }
+        State::Gone => {}
+    }
+}
+
+/// Seizes and interrupts every thread of `pid` and waits until all have stopped; the
+/// threads seized, and whether that is all of them (if not, the caller lets them go).
 fn seize(pid: u32) -> (Vec<Thread>, bool) {
     let mut threads: Vec<Thread> = Vec::new();
+    let deadline = Instant::now() + STOP_LIMIT;
     for _ in 0..SEIZE_ROUNDS {
         let new: Vec<Pid> = procfs::tasks(pid)
             .into_iter()
@@ -184,10 +206,13 @@ fn seize(pid: u32) -> (Vec<Thread>, bool) {
             return (threads, false);
         }
         for tid in new {
-            match ptrace::seize(tid, Options::PTRACE_O_TRACECLONE) {
+            match ptrace::seize(tid, Options::empty()) {
                 Ok(()) => {
                     let _ = ptrace::interrupt(tid);
-                    threads.push(Thread::new(tid));
+                    threads.push(Thread {
+                        tid,
+                        state: State::Seized,
+                    });
                 }
                 // The thread ended meanwhile.
                 Err(Errno::ESRCH) => {}
@@ -195,41 +220,47 @@ fn seize(pid: u32) -> (Vec<Thread>, bool) {
                 Err(_) => return (threads, false),
             }
         }
+        if !all_stopped(&mut threads, deadline) {
+            return (threads, false);
+        }
     }
     (threads, false)
 }
 
-/// Looks at each unsettled thread without waiting; true when all are settled. Threads
-/// born of a seized one (the kernel seized them) are added.
-fn settle_all(threads: &mut Vec<Thread>) -> bool {
-    let mut born = Vec::new();
-    for t in threads.iter_mut().filter(|t| !t.settled) {
-        settle(t, &mut born);
+/// Waits until no seized thread runs, up to `deadline`.
+fn all_stopped(threads: &mut [Thread], deadline: Instant) -> bool {
+    loop {
+        threads
+            .iter_mut()
+            .filter(|t| t.state == State::Seized)
+            .for_each(observe);
+        if threads.iter().all(|t| t.state != State::Seized) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(STOP_POLL);
     }
-    let any_born = !born.is_empty();
-    threads.extend(born.into_iter().map(Thread::new));
-    !any_born && threads.iter().all(|t| t.settled)
 }
 
-fn settle(t: &mut Thread, born: &mut Vec<Pid>) {
+/// What became of a seized or dying thread, without waiting.
+fn observe(t: &mut Thread) {
     let flags = WaitPidFlag::__WALL | WaitPidFlag::WNOHANG;
-    match waitpid(t.tid, Some(flags)) {
-        Ok(WaitStatus::StillAlive) => return,
-        // The interrupt's stop, a job-control stop (kept after detach by the kernel),
-        // or a new thread's report.
-        Ok(WaitStatus::PtraceEvent(_, _, event)) => {
-            if event == libc::PTRACE_EVENT_CLONE {
-                if let Ok(tid) = ptrace::getevent(t.tid) {
-                    born.push(Pid::from_raw(tid as i32));
-                }
-            }
-        }
+    t.state = match waitpid(t.tid, Some(flags)) {
+        Ok(WaitStatus::StillAlive) => t.state,
+        // Killed while stopped, it only ends.
+        _ if t.state == State::Dying => State::Gone,
+        // The interrupt's stop, or a job-control stop, which the kernel keeps after
+        // the detach.
+        Ok(WaitStatus::PtraceEvent(..)) => State::Stopped { signal: None },
         // A signal was on its way: it is delivered at detach.
-        Ok(WaitStatus::Stopped(_, signal)) => t.signal = Some(signal),
-        Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_) => t.gone = true,
-        Ok(_) => {}
-    }
-    t.settled = true;
+        Ok(WaitStatus::Stopped(_, signal)) => State::Stopped {
+            signal: Some(signal),
+        },
+        Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_) => State::Gone,
+        Ok(_) => State::Stopped { signal: None },
+    };
 }
 
 #[cfg(test)]
@@ -305,6 +336,28 @@ mod tests {
         let_go(&mut holds);
         assert!(states(pid).iter().all(|&s| s != 't'), "{:?}", states(pid));
         assert_eq!(last_line(sh, out), "status 0");
+    }
+
+    /// A python3 that starts a thread every millisecond, each living 50 ms.
+    const SPAWNER: &str = "python3 -c 'import threading, time\n\
+        while True: threading.Thread(target=time.sleep, args=(0.05,)).start(); time.sleep(0.001)'";
+
+    #[test]
+    fn threads_born_while_seizing_are_held_too_and_a_kill_is_reaped() {
+        let (sh, out, pid) = under_sh(&format!("{SPAWNER} & echo $!; wait $!; echo status $?"));
+        until("threads", || procfs::tasks(pid).len() > 10);
+        let mut holds = Holds::new(true);
+        assert!(holds.hold(pid, FILE));
+        // Every thread stopped at once, and no thread runs on to start another.
+        let held = procfs::tasks(pid);
+        assert!(states(pid).iter().all(|&s| s == 't'), "{:?}", states(pid));
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(procfs::tasks(pid), held);
+        // Killed while held, then let go: its parent reaps it.
+        let target = nix::unistd::Pid::from_raw(pid as i32);
+        nix::sys::signal::kill(target, Signal::SIGKILL).unwrap();
+        let_go(&mut holds);
+        assert_eq!(last_line(sh, out), "status 137");
     }
 
     #[test]
