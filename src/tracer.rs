@@ -167,6 +167,7 @@ fn attach_at_start(kernel: &Kernel, cfg: &Config, targets: Vec<Target>) -> Resul
     let scope = Scope {
         pid: cfg.filter.pid,
         handshakes: cfg.capture.handshakes,
+        connections: cfg.capture.connections,
     };
     let features = kernel.features();
     let mut registry = Registry::new(scope, features.uprobe_multi, cfg.debug);

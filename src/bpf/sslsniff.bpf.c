@@ -30,7 +30,8 @@ const volatile __u32 chunk_size = MAX_CHUNK_SIZE;
 const volatile __u64 wakeup_watermark = 0;
 const volatile struct func_info funcs[MAX_FUNCS] = {};
 const volatile struct go_fd_path go_fd_paths[MAX_GO_FD_PATHS] = {};
-/* Connection tracking is on: Go probes read the socket through the receiver. */
+/* Connection tracking is on: Go probes read the socket through the receiver, and C
+ * probes tie objects fed through memory to their socket (conn.bpf.h). */
 const volatile bool track_conn = false;
 /* Handshakes are probed (--handshake). */
 const volatile bool trace_handshakes = false;
@@ -46,6 +47,11 @@ const volatile __u32 bounded_chunks = MAX_BOUNDED_CHUNKS;
 /* Set by user space at exit: on kernels without multi-uprobe links the probes are
  * closed in the background, slowly; until then they must cost no more than the trap. */
 volatile bool stopped = false;
+/* Set by user space, on kernels without cookies, before it attaches a file of a library
+ * whose objects may be tied but whose free it cannot probe there: the programs cannot
+ * tell that file's calls from the library's other files', so from then on no call
+ * learns a tie (conn.bpf.h). */
+volatile bool ties_unsafe = false;
 
 /* NSPR's PRIOMethods.file_type for a layered descriptor: the SSL layer sits on one,
  * plain files and sockets do not. */
@@ -59,6 +65,11 @@ struct call {
 	struct conn conn;
 	__u32 active; /* a call is in flight; cleared on every return path */
 	__u32 func;   /* the function's index, for returns that have no cookie to tell */
+	/* Connection tracking of objects fed through memory (conn.bpf.h): the socket read
+	 * just before the call, and whether its object may be tied at all. */
+	__u64 read_sk;
+	__s32 read_fd;
+	__u32 ties;
 	/* Kernels without bpf_loop: the header of the call's records, for send_slot_chunk. */
 	struct event_hdr hdr;
 };
@@ -142,6 +153,9 @@ static __always_inline void end_call(void *map, struct call *c)
 	if (!use_task_storage)
 		bpf_map_delete_elem(map, &tid);
 }
+
+#include "kstructs.bpf.h"
+#include "conn.bpf.h"
 
 static __always_inline bool comm_matches(void)
 {
@@ -409,7 +423,8 @@ static __always_inline __u64 moved(const volatile struct func_info *f, long ret,
 /* The C calling convention: (tls_conn, buf, num[, out]) at entry, the result at return. */
 static __always_inline int tls_enter_body(struct pt_regs *ctx, __u64 fixed)
 {
-	__u64 id = (__u32)cookie(ctx, fixed);
+	__u64 ck = cookie(ctx, fixed);
+	__u64 id = (__u32)ck;
 	const volatile struct func_info *f = func_at(id);
 	__u64 tls_conn = PT_REGS_PARM1(ctx);
 	struct call *call;
@@ -428,6 +443,9 @@ static __always_inline int tls_enter_body(struct pt_regs *ctx, __u64 fixed)
 	call->conn.fd = -1;
 	call->conn.family = 0;
 	call->func = id;
+	call->ties = use_cookies ? !!(ck & COOKIE_TIES) : f->untie && !ties_unsafe;
+	if (track_conn)
+		bio_call_entry(call);
 	call->active = 1;
 	return 0;
 }
@@ -455,9 +473,15 @@ static __always_inline int tls_exit_body(struct pt_regs *ctx, enum sending how)
 	/* Without this, an int -1 reads as 4294967295 bytes. */
 	if (f->ret_int)
 		ret = (int)ret;
+	/* Every return, failed ones too: node drives its handshake through SSL_read calls
+	 * that return -1, and what they send names the socket. */
+	if (track_conn)
+		bio_call_return(call);
 	len = moved(f, ret, call->out);
-	/* Only a handshake reports a call that moved nothing. */
-	if (len || f->ret == RET_RAW)
+	/* Only a handshake reports a call that moved nothing. With connection tracking,
+	 * handshakes are probed for their socket even without --handshake: reported only
+	 * with it. */
+	if (len || (f->ret == RET_RAW && trace_handshakes))
 		emit_call(ctx, f, id, call, len, ret, how, false);
 	end_call(map, call);
 	return 0;
@@ -488,8 +512,6 @@ int tls_exit_handshake(struct pt_regs *ctx)
 	return tls_exit_body(ctx, SEND_HEADER_ONLY);
 }
 
-#include "kstructs.bpf.h"
-#include "conn.bpf.h"
 #include "go.bpf.h"
 #include "aead.bpf.h"
 #include "follow.bpf.h"

@@ -38,6 +38,11 @@ enum ret_convention {
 			    * when nil; user space gets 0 (success) or -1 */
 };
 
+/* C probes: a probe cookie's bit 32 says that the probe's file also has the probes that
+ * end a connection object's tie to its socket (its free, see conn.bpf.h): only then
+ * may the object's calls learn a tie. */
+#define COOKIE_TIES (1ULL << 32)
+
 /* Go programs: how to reach the socket descriptor from a *crypto/tls.Conn, for one Go
  * release's struct layout (see src/golang/abi.rs). A Go probe's cookie carries the
  * index of its program's layout + 1 in its upper 32 bits, 0 when unknown. */
@@ -58,10 +63,13 @@ struct func_info {
 	enum ret_convention ret;
 	__u32 nspr_fd; /* first argument is a PRFileDesc: skip descriptors without TLS */
 	__u32 ret_int; /* returns a C int: only the low 32 bits of the register are defined */
+	__u32 untie;   /* the library's objects may be tied to a socket (see COOKIE_TIES) */
+	__u32 pad;
 };
 
-/* The socket under a call, seen from inside it (a syscall hook, only with connection
- * tracking on). */
+/* The socket under a call, seen from inside it, or for a connection object fed through
+ * memory (node, asyncio) the socket it was tied to (a syscall hook, only with connection
+ * tracking on: conn.bpf.h). */
 struct conn {
 	__s32 fd;       /* -1: no socket syscall was seen (data served from the library's buffer) */
 	__u16 family;   /* AF_INET, AF_INET6, or 0: addresses unknown */

@@ -94,6 +94,8 @@ fn fill_rodata(rodata: &mut rodata, what: &Load, features: &Features) -> Result<
             ret: ret_convention_of(lib, f),
             nspr_fd: lib.nspr_fd.into(),
             ret_int: f.ret_int.into(),
+            untie: (!lib.untie.is_empty()).into(),
+            pad: 0,
         };
     }
     Ok(())
@@ -143,7 +145,13 @@ fn size_maps(open: &mut OpenSslsniffSkel, capture: &Capture, features: &Features
         .context("cannot size the ring buffer")?;
     if !features.task_storage {
         let maps = &mut open.maps;
-        for map in [&mut maps.calls, &mut maps.handshakes, &mut maps.aead_calls] {
+        let per_thread = [
+            &mut maps.calls,
+            &mut maps.handshakes,
+            &mut maps.aead_calls,
+            &mut maps.bio_watches,
+        ];
+        for map in per_thread {
             map.set_type(MapType::Hash)
                 .and_then(|()| map.set_map_flags(0))
                 .and_then(|()| map.set_max_entries(MAX_THREADS_IN_CALLS))
@@ -162,6 +170,7 @@ fn choose_programs(open: &mut OpenSslsniffSkel, what: &Load, features: &Features
         .collect();
     let hooks = [
         ("conn_fd", what.capture.connections),
+        ("tls_untie", what.capture.connections),
         ("follow_exec", what.follow),
         // The syscall-exit hook is loaded even when the tracepoint will be used: it is
         // the way back if attaching to the tracepoint fails.
