@@ -5,6 +5,8 @@
 use std::cell::RefCell;
 use std::io;
 use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -43,9 +45,11 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Option<Summary>> {
     let targets = discover::targets(&cfg.discovery, cfg.filter.pid)?;
     let mut out = output::open(&cfg.output)?;
     raise_priority(cfg.debug);
+    let cgroup = cfg.filter.cgroup.as_deref().map(open_cgroup).transpose()?;
     let mut storage = MaybeUninit::uninit();
     let load = Load {
         filter: &cfg.filter,
+        cgroup: cgroup.as_ref().map(|fd| fd.as_fd()),
         capture: &cfg.capture,
         follow: cfg.follow,
     };
@@ -117,6 +121,15 @@ fn capture(
     let _ = ring.consume();
     drop(ring);
     wind_up(sink.into_inner(), reported, kernel)
+}
+
+/// The directory of --cgroup's cgroup, in the cgroup v2 hierarchy.
+fn open_cgroup(path: &Path) -> Result<OwnedFd> {
+    let hierarchy = procfs::CgroupHierarchy::open()
+        .context("--cgroup: no cgroup v2 hierarchy is mounted (cgroup2 in /proc/self/mountinfo)")?;
+    hierarchy
+        .open_cgroup(path)
+        .with_context(|| format!("--cgroup {}", diag::safe_path(path)))
 }
 
 fn watch_process(pid: u32) -> Result<procfs::Watch> {

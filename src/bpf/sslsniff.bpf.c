@@ -33,6 +33,9 @@ const volatile struct go_fd_path go_fd_paths[MAX_GO_FD_PATHS] = {};
 /* Connection tracking is on: Go probes read the socket through the receiver, and C
  * probes tie objects fed through memory to their socket (conn.bpf.h). */
 const volatile bool track_conn = false;
+/* Only the threads of this cgroup and its descendants are traced (--cgroup): the
+ * cgroup is the one entry of cgroup_filter. */
+const volatile bool filter_cgroup = false;
 /* Handshakes are probed (--handshake). */
 const volatile bool trace_handshakes = false;
 /* The kernel has task storage (5.11): without it, `calls` and `handshakes` are hashes
@@ -93,6 +96,14 @@ struct {
 	__type(key, __u32);
 	__type(value, struct stats);
 } counters SEC(".maps");
+
+/* The cgroup of --cgroup, put in by user space before any probe is attached. */
+struct {
+	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} cgroup_filter SEC(".maps");
 
 /* Sized by user space before load (--ring-buffer-size). */
 struct {
@@ -180,6 +191,8 @@ static __always_inline bool wanted(__u64 pid_tgid)
 	if (targ_pid && (pid_tgid >> 32) != targ_pid)
 		return false;
 	if (targ_uid != (__u32)-1 && (__u32)bpf_get_current_uid_gid() != targ_uid)
+		return false;
+	if (filter_cgroup && bpf_current_task_under_cgroup(&cgroup_filter, 0) != 1)
 		return false;
 	return comm_matches();
 }
@@ -379,6 +392,7 @@ static __always_inline void emit_call(struct pt_regs *ctx, const volatile struct
 	c.hdr.captured = (limit && len > limit) ? limit : len;
 	c.hdr.ret = ret;
 	c.hdr.tls_conn = call->tls_conn;
+	c.hdr.cgroup_id = bpf_get_current_cgroup_id();
 	c.hdr.func = id;
 	c.hdr.pid = pid_tgid >> 32;
 	c.hdr.tid = (__u32)pid_tgid;

@@ -88,6 +88,7 @@ struct event_hdr {
 	__u64 offset;     /* where this chunk starts within the call */
 	__s64 ret;        /* raw return value */
 	__u64 tls_conn;   /* first argument (SSL *, session, PRFileDesc *): names the TLS connection */
+	__u64 cgroup_id;  /* the thread's cgroup in the cgroup v2 hierarchy (its directory's inode) */
 	__u32 chunk_len;  /* payload bytes in this record */
 	__u32 func;       /* index into user space's function table */
 	__u32 pid;

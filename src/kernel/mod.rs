@@ -360,8 +360,14 @@ fn load_everything(features: Features) -> Result<()> {
         handshakes: true,
         connections: true,
     };
+    // The cgroup filter's branch is checked too; no cgroup is needed to load it.
+    let filter = crate::config::Filter {
+        cgroup: Some("/".into()),
+        ..Default::default()
+    };
     let what = Load {
-        filter: &crate::config::Filter::default(),
+        filter: &filter,
+        cgroup: None,
         capture: &capture,
         follow: true,
     };
