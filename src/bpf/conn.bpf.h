@@ -272,11 +272,17 @@ static __always_inline void observe(__u64 tls_conn, bool read_side, __u64 sk, __
 	t->state = TIE_DONE;
 }
 
-/* The object did socket I/O inside a call: it is not fed through memory. */
+/* The object did socket I/O inside a call: it is not fed through memory. Called for
+ * every call of a socket BIO: an object already refused costs one lookup (whoever
+ * refused it: refusing is never wrong). */
 static __always_inline void refuse(__u64 tls_conn)
 {
-	struct tie *t = tie_of(tls_conn, TIE_REFUSED);
+	struct tie_key key = { .pid = bpf_get_current_pid_tgid() >> 32, .tls_conn = tls_conn };
+	struct tie *t = bpf_map_lookup_elem(&ties, &key);
 
+	if (t && t->state == TIE_REFUSED)
+		return;
+	t = tie_of(tls_conn, TIE_REFUSED);
 	if (t && t->state == TIE_LEARNING)
 		t->state = TIE_REFUSED;
 }

@@ -437,8 +437,7 @@ static __always_inline __u64 moved(const volatile struct func_info *f, long ret,
 /* The C calling convention: (tls_conn, buf, num[, out]) at entry, the result at return. */
 static __always_inline int tls_enter_body(struct pt_regs *ctx, __u64 fixed)
 {
-	__u64 ck = cookie(ctx, fixed);
-	__u64 id = (__u32)ck;
+	__u64 id = (__u32)cookie(ctx, fixed);
 	const volatile struct func_info *f = func_at(id);
 	__u64 tls_conn = PT_REGS_PARM1(ctx);
 	struct call *call;
@@ -457,9 +456,12 @@ static __always_inline int tls_enter_body(struct pt_regs *ctx, __u64 fixed)
 	call->conn.fd = -1;
 	call->conn.family = 0;
 	call->func = id;
-	call->ties = use_cookies ? !!(ck & COOKIE_TIES) : f->untie && !ties_unsafe;
-	if (track_conn)
+	if (track_conn) {
+		/* The cookie again, rather than kept: without tracking nothing changes. */
+		call->ties = use_cookies ? !!(cookie(ctx, fixed) & COOKIE_TIES) :
+					   f->untie && !ties_unsafe;
 		bio_call_entry(call);
+	}
 	call->active = 1;
 	return 0;
 }

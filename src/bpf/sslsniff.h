@@ -61,10 +61,11 @@ struct go_fd_path {
 struct func_info {
 	enum direction dir;
 	enum ret_convention ret;
-	__u32 nspr_fd; /* first argument is a PRFileDesc: skip descriptors without TLS */
-	__u32 ret_int; /* returns a C int: only the low 32 bits of the register are defined */
-	__u32 untie;   /* the library's objects may be tied to a socket (see COOKIE_TIES) */
-	__u32 pad;
+	/* 16 bytes in all: the table is indexed by a shift. */
+	__u16 nspr_fd; /* first argument is a PRFileDesc: skip descriptors without TLS */
+	__u16 ret_int; /* returns a C int: only the low 32 bits of the register are defined */
+	__u16 untie;   /* the library's objects may be tied to a socket (see COOKIE_TIES) */
+	__u16 pad;
 };
 
 /* The socket under a call, seen from inside it, or for a connection object fed through
