@@ -12,8 +12,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use anyhow::{bail, Result};
+
+use crate::diag::{self, Mechanism};
 use libbpf_sys as sys;
-use serde::Serialize;
 
 /// A kernel feature that sslsniff uses where it exists and does without where not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,15 +163,6 @@ impl Features {
     }
 }
 
-/// One line of what `Features::mechanisms` reports.
-#[derive(Debug, Clone, Serialize)]
-pub struct Mechanism {
-    pub feature: &'static str,
-    /// The feature is used (not missing, nor turned off by SSLSNIFF_WITHOUT).
-    pub native: bool,
-    pub uses: &'static str,
-}
-
 /// The features `SSLSNIFF_WITHOUT` names (comma-separated, or `all`).
 fn forced_off() -> Result<Vec<Feature>> {
     let Some(list) = std::env::var_os("SSLSNIFF_WITHOUT") else {
@@ -187,7 +179,7 @@ fn forced_off() -> Result<Vec<Feature>> {
             Some(&f) => off.push(f),
             None => bail!(
                 "SSLSNIFF_WITHOUT: unknown feature '{}' (known: all, {})",
-                crate::diag::safe(name.as_bytes()),
+                diag::safe(name.as_bytes()),
                 Feature::ALL.map(Feature::name).join(", ")
             ),
         }
