@@ -5,6 +5,7 @@
 //! traced by PID and timed on its own.
 
 mod bench;
+mod fallbacks;
 mod floor;
 mod follow;
 mod golang;
@@ -91,6 +92,8 @@ enum Part {
     Scale,
     /// The Go HTTPS fixture: untraced, floor, sslsniff
     Go,
+    /// What each kernel fallback costs per call (100 B and 64 KiB)
+    Fallbacks,
 }
 
 #[derive(Debug, Subcommand)]
@@ -152,6 +155,10 @@ fn run(cli: &Cli) -> Result<()> {
     }
     if wanted(Part::Go) {
         run_go(cli, runs)?;
+    }
+    if wanted(Part::Fallbacks) {
+        let sizes = [100, 64 << 10].map(|size| (size, calls_for(cli, size) / 5));
+        fallbacks::run(&cli.sslsniff, &sizes, runs)?;
     }
     // Last: the per-probe run leaves a child releasing its probes for minutes.
     if wanted(Part::Scale) {

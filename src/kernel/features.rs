@@ -100,6 +100,7 @@ impl Features {
     /// on a kernel that cannot run sslsniff at all.
     pub fn probe() -> Result<Features> {
         require_ring_buffer()?;
+        require_btf()?;
         let probed = Features {
             task_storage: has_helper(sys::BPF_FUNC_task_storage_get),
             cookies: has_helper(sys::BPF_FUNC_get_attach_cookie),
@@ -195,6 +196,17 @@ fn require_ring_buffer() -> Result<()> {
     bail!(
         "this kernel lacks BPF ring buffers for uprobe programs (Linux 5.8 or later, or a \
          distribution kernel with them backported, is needed)"
+    )
+}
+
+/// The programs read kernel structures through CO-RE, which needs the kernel's BTF.
+fn require_btf() -> Result<()> {
+    if Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Ok(());
+    }
+    bail!(
+        "this kernel has no BTF (/sys/kernel/btf/vmlinux): it needs CONFIG_DEBUG_INFO_BTF, \
+         which Debian, Ubuntu, Fedora and RHEL kernels have"
     )
 }
 
