@@ -5,6 +5,7 @@
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
@@ -273,12 +274,15 @@ impl Sniffer {
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Sniffer {
         let stdout = tempfile::NamedTempFile::new().unwrap();
+        // A process group of its own, which the child that releases its probes on
+        // kernels without multi-uprobe links stays in: `stop` waits for that too.
         let mut proc = Proc::spawn(
             "sslsniff",
             Command::new(SNIFFER)
                 .args(["--status", "json"])
                 .args(args)
                 .envs(env.iter().copied())
+                .process_group(0)
                 .stdin(Stdio::null())
                 .stdout(stdout.reopen().unwrap())
                 .stderr(Stdio::piped()),
@@ -318,7 +322,35 @@ impl Sniffer {
         thread::sleep(Duration::from_millis(300));
         kill(Pid::from_raw(self.proc.pid() as i32), Signal::SIGINT).unwrap();
         let status = self.proc.wait_timeout(Duration::from_secs(10));
+        // The next test's sslsniff would otherwise attach behind this one's release,
+        // which the kernel serialises.
+        wait_for_group(self.proc.pid(), Duration::from_secs(600));
         self.collect(status)
+    }
+}
+
+/// Waits until no process of process group `pgid` is left.
+pub fn wait_for_group(pgid: u32, limit: Duration) {
+    let start = Instant::now();
+    let in_group = |stat: &str| {
+        stat.rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split(' ').nth(2))
+            .is_some_and(|group| group == pgid.to_string())
+    };
+    loop {
+        let left = fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| fs::read_to_string(e.path().join("stat")).ok())
+            .any(|stat| in_group(&stat));
+        if !left {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "processes of sslsniff's group {pgid} are left after {limit:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
     }
 }
 
