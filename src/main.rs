@@ -16,6 +16,10 @@ mod event;
 mod follow;
 mod follower;
 mod golang;
+/// Crafted files and header blocks, and the fuzzers' runner (shared with tests/ and bench/).
+#[cfg(test)]
+#[path = "../tests/common/hostile.rs"]
+mod hostile;
 mod kernel;
 mod libs;
 mod output;
@@ -24,6 +28,11 @@ mod proto;
 mod pump;
 mod symbols;
 mod tracer;
+
+/// Counts each thread's allocations: the fuzzers' measure of work.
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: hostile::Counting = hostile::Counting;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, IsTerminal};
