@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
 
-use object::{ObjectSection, ObjectSegment};
+use object::{ObjectSection, ObjectSegment, ObjectSymbol};
 
 use super::*;
 use crate::symbols::Symbols;

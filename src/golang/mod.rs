@@ -17,10 +17,12 @@ mod pclntab;
 
 use std::fmt;
 
-use object::{Object, ObjectSymbol, SymbolKind};
+use object::Object;
 
 pub use abi::{fd_paths, FdPath, Role};
 use image::Image;
+
+use crate::symbols::{self, Tables};
 
 /// The functions probed in every Go program that links `crypto/tls`. Handshakes are
 /// `clientHandshake`/`serverHandshake`, the `handshakeFn` that `handshakeContext` calls
@@ -111,8 +113,7 @@ pub fn inspect_bytes(data: &[u8]) -> Result<Option<GoProgram>, GoError> {
     if !data.starts_with(b"\x7fELF") {
         return Ok(None);
     }
-    let file =
-        object::File::parse(data).map_err(|e| malformed(format!("not a readable ELF: {e}")))?;
+    let file = symbols::open(data).map_err(|e| malformed(format!("not a readable ELF: {e}")))?;
     let image = Image::new(data, &file)?;
     let Some(header) = buildinfo::find(&file, &image) else {
         return if looks_like_go(&file) {
@@ -227,24 +228,20 @@ fn relative_relocation(file: &object::File, vaddr: u64) -> Option<u64> {
 /// `None` when the file has no static symbol table (stripped).
 fn by_symtab(file: &object::File) -> Option<Vec<Extent>> {
     file.symbol_table()?;
-    let mut found: Vec<Extent> = Vec::new();
-    for sym in file.symbols() {
-        if sym.kind() != SymbolKind::Text || sym.is_undefined() || sym.size() == 0 {
-            continue;
-        }
-        let Ok(name) = sym.name() else { continue };
-        let Some(&(name, role)) = TARGETS.iter().find(|(t, _)| *t == name) else {
-            continue;
-        };
-        if found.iter().all(|f| f.name != name) {
-            found.push(Extent {
+    let names: Vec<&str> = TARGETS.iter().map(|(name, _)| *name).collect();
+    let mut found: Vec<Extent> = symbols::functions(file, Tables::Static, &names)
+        .into_iter()
+        .filter(|f| f.size != 0)
+        .filter_map(|f| {
+            let &(name, role) = TARGETS.iter().find(|(t, _)| *t == f.name)?;
+            Some(Extent {
                 name,
                 role,
-                entry: sym.address(),
-                end: sym.address().saturating_add(sym.size()),
-            });
-        }
-    }
+                entry: f.address,
+                end: f.address.saturating_add(f.size),
+            })
+        })
+        .collect();
     found.sort_by_key(|f| TARGETS.iter().position(|(t, _)| *t == f.name));
     Some(found)
 }
