@@ -399,8 +399,8 @@ fn text_start_relocation_stands_in_for_the_field() {
     let field = section.address() + 24;
     let written = section.data().unwrap()[24..32].try_into().unwrap();
     assert_eq!(
-        relative_relocation(&file, field),
-        Some(u64::from_le_bytes(written))
+        relative_relocations(&file, &[field, field + 1]),
+        [Some(u64::from_le_bytes(written)), None]
     );
     let (at, _) = section.file_range().unwrap();
     let mut zeroed = data.clone();

@@ -92,10 +92,41 @@ impl<'a> Image<'a> {
             .map(|(_, bytes)| bytes)
     }
 
-    /// The file parts of the data segments, with their addresses (where `.gopclntab`
-    /// lives: read-only data, or the relocated read-only data of PIE builds).
-    pub fn data_segments(&self) -> impl Iterator<Item = (u64, &'a [u8])> + '_ {
-        self.file_parts(|flags| flags & PF_X == 0)
+    /// The file bytes of the data segments (where `.gopclntab` lives: read-only data, or
+    /// the relocated read-only data of PIE builds), each byte once however many segments
+    /// hold it: `(file offset, bytes)` in file order.
+    pub fn data_once(&self) -> Vec<(u64, &'a [u8])> {
+        let mut ranges: Vec<(u64, u64)> = self
+            .segments
+            .iter()
+            .filter(|s| s.flags & PF_X == 0 && s.filesz > 0)
+            .filter_map(|s| Some((s.offset, s.offset.checked_add(s.filesz)?)))
+            .collect();
+        ranges.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for (start, end) in ranges {
+            match merged.last_mut() {
+                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        merged
+            .into_iter()
+            .filter_map(|(start, end)| {
+                let bytes = self
+                    .data
+                    .get(usize::try_from(start).ok()?..usize::try_from(end).ok()?)?;
+                Some((start, bytes))
+            })
+            .collect()
+    }
+
+    /// The address at which the first data segment that holds file offset `offset` loads it.
+    pub fn data_address(&self, offset: u64) -> Option<u64> {
+        self.segments.iter().find_map(|s| {
+            let delta = offset.checked_sub(s.offset)?;
+            (s.flags & PF_X == 0 && delta < s.filesz).then(|| s.vaddr.checked_add(delta))?
+        })
     }
 
     fn file_parts(
