@@ -10,7 +10,7 @@ BUILD_DEPS := clang llvm libelf-dev zlib1g-dev pkg-config make libssl-dev
 TEST_DEPS := openssl curl python3 gnutls-bin libnss3-tools util-linux gcc binutils time \
 	android-libboringssl-dev libwolfssl-dev libmbedtls-dev tshark nodejs golang-go
 
-.PHONY: all build deps run test bench lint clean
+.PHONY: all build deps run test fuzz bench lint clean
 
 all: build
 
@@ -39,6 +39,16 @@ lint: deps
 # Release build: the tests measure a tracer that must keep up with busy programs.
 test: lint
 	$(if $(SUDO),CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$(SUDO)") $(CARGO) test --release -- --test-threads=1
+
+# The fuzzers of hostile input (unit tests named fuzz_*) run 2.5 s each in `make test`; here
+# as long as asked: SECONDS per target, or ITERATIONS inputs per target; SEED for other
+# inputs. A failure names its input: SSLSNIFF_FUZZ_INPUT=N runs that one again.
+SECONDS ?= 60
+ITERATIONS ?=
+SEED ?=
+fuzz: deps
+	SSLSNIFF_FUZZ_SECONDS=$(SECONDS) SSLSNIFF_FUZZ_ITERATIONS=$(ITERATIONS) SSLSNIFF_FUZZ_SEED=$(SEED) \
+		$(CARGO) test --release fuzz_ -- --test-threads=1 --nocapture
 
 # Temporary files of the bench and of the tools it runs (go build) go to /dev/shm, memory
 # rather than this machine's disk, whose speed would otherwise be part of what is measured.
