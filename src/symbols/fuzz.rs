@@ -89,7 +89,7 @@ fn absurd_headers_are_refused_from_the_headers_alone() {
 fn names_are_compared_in_place_and_few_addresses_converted() {
     let data = hostile::long_symbol_names(200_000, 8 << 20);
     let (syms, took) = timed(|| Symbols::parse(&data, &wanted()).unwrap());
-    assert!(syms.offsets.is_empty());
+    assert_eq!(syms.offsets.keys().collect::<Vec<_>>(), [&"SSL_read"]);
     assert!(took < release_ms(50), "{took:?}");
 
     let data = hostile::symbol_walk(MAX_SEGMENTS, 1_000_000);

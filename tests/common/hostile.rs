@@ -754,13 +754,17 @@ pub fn go_returns(len: usize) -> Vec<u8> {
 }
 
 /// A program whose `symbols` function symbols all name places in one string of `len`
-/// bytes without an end: reading each name to its end reads the rest of that string.
+/// bytes without an end but the name of the last symbol, `SSL_read`, after it: reading
+/// each name to its end reads the rest of that string.
 pub fn long_symbol_names(symbols: usize, len: usize) -> Vec<u8> {
     let mut table = vec![0u8; 24];
     for i in 0..symbols {
         let name = (i * 4099 % len.max(1)) as u32;
         table.extend(symbol(name, STT_FUNC_GLOBAL, 1, TEXT, 1));
     }
+    table.extend(symbol(len as u32, STT_FUNC_GLOBAL, 1, TEXT, 1));
+    let mut strings = vec![b'S'; len];
+    strings.extend(b"SSL_read\0");
     let text = Section::new(
         ".text",
         SHT_PROGBITS,
@@ -769,7 +773,7 @@ pub fn long_symbol_names(symbols: usize, len: usize) -> Vec<u8> {
         vec![0xcc; 64],
     );
     let mut sections = vec![text];
-    sections.extend(symbol_sections(table, vec![b'S'; len], 2));
+    sections.extend(symbol_sections(table, strings, 2));
     Elf {
         segments: vec![Segment {
             flags: PF_R | PF_X,
@@ -814,21 +818,22 @@ pub fn hpack_block_b() -> Vec<u8> {
     vec![0xbe; 65_536]
 }
 
-/// An ordinary request header block of about `len` bytes: static and dynamic
+/// An ordinary request header block of at most `len` bytes: static and dynamic
 /// references and literals, as browsers and gRPC clients send.
 pub fn hpack_ordinary(len: usize) -> Vec<u8> {
     let mut block = vec![0x82, 0x87, 0x84];
-    let mut i = 0;
-    while block.len() < len {
+    for i in 0.. {
         let value = format!("value-{i:08}-of-an-ordinary-header");
         let name = format!("x-header-{}", i % 40);
-        block.push(0x40);
-        block.push(name.len() as u8);
-        block.extend(name.as_bytes());
-        block.push(value.len() as u8);
-        block.extend(value.as_bytes());
-        block.extend([0xbe, 0xbf, 0x82]);
-        i += 1;
+        let mut piece = vec![0x40, name.len() as u8];
+        piece.extend(name.as_bytes());
+        piece.push(value.len() as u8);
+        piece.extend(value.as_bytes());
+        piece.extend([0xbe, 0xbf, 0x82]);
+        if block.len() + piece.len() > len {
+            break;
+        }
+        block.extend(piece);
     }
     block
 }

@@ -2,6 +2,8 @@
 //! peers on 127.0.0.1, the sniffer under test, and cleanup that runs on failure.
 #![allow(dead_code)]
 
+pub mod hostile;
+
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
@@ -188,6 +190,8 @@ pub struct Sniffer {
     proc: Proc,
     stdout: tempfile::NamedTempFile,
     stderr: mpsc::Receiver<String>,
+    /// Its stderr lines as they come.
+    pub lines: Lines,
 }
 
 pub struct Output {
@@ -225,15 +229,22 @@ impl Output {
 /// Reads a sniffer's stderr (`--status json`) in a thread until it ends, and waits up to
 /// `limit` for its `ready` line; the receiver gets all of stderr at the end.
 pub fn await_ready(proc: &mut Proc, limit: Duration) -> mpsc::Receiver<String> {
+    await_ready_live(proc, limit).0
+}
+
+/// Like `await_ready`, and each line also comes as it is read, with when.
+pub fn await_ready_live(proc: &mut Proc, limit: Duration) -> (mpsc::Receiver<String>, Lines) {
     let err = proc.child.stderr.take().unwrap();
     let (ready_tx, ready) = mpsc::channel();
     let (err_tx, stderr) = mpsc::channel();
+    let (live_tx, live) = mpsc::channel();
     thread::spawn(move || {
         let mut all = String::new();
         for line in BufReader::new(err).lines().map_while(Result::ok) {
             if line == r#"{"type":"ready"}"# {
                 let _ = ready_tx.send(());
             }
+            let _ = live_tx.send((Instant::now(), line.clone()));
             all.push_str(&line);
             all.push('\n');
         }
@@ -246,7 +257,30 @@ pub fn await_ready(proc: &mut Proc, limit: Duration) -> mpsc::Receiver<String> {
             .unwrap_or_default();
         panic!("sslsniff did not become ready; stderr:\n{err}");
     }
-    stderr
+    (stderr, Lines(live))
+}
+
+/// A sniffer's stderr lines as they come, each with the moment it was read.
+pub struct Lines(mpsc::Receiver<(Instant, String)>);
+
+impl Lines {
+    /// The first line from now on that `wanted` accepts, and when it came; `None` when
+    /// none came within `limit`.
+    pub fn wait_for(
+        &self,
+        limit: Duration,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Option<(Instant, String)> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.0.recv_timeout(left) {
+                Ok((at, line)) if wanted(&line) => return Some((at, line)),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
 }
 
 impl Sniffer {
@@ -267,16 +301,38 @@ impl Sniffer {
                 .stdout(stdout.reopen().unwrap())
                 .stderr(Stdio::piped()),
         );
-        let stderr = await_ready(&mut proc, Duration::from_secs(30));
+        let (stderr, lines) = await_ready_live(&mut proc, Duration::from_secs(30));
         Sniffer {
             proc,
             stdout,
             stderr,
+            lines,
         }
     }
 
     pub fn pid(&self) -> u32 {
         self.proc.pid()
+    }
+
+    /// Where its stdout goes, to read while it runs.
+    pub fn stdout_path(&self) -> &Path {
+        self.stdout.path()
+    }
+
+    /// Stops it as `stop` does, and leaves its stdout in the file returned, for the
+    /// caller to read line by line: a long capture need not be held in memory.
+    pub fn stop_streamed(mut self) -> (Output, tempfile::NamedTempFile) {
+        thread::sleep(Duration::from_millis(300));
+        kill(Pid::from_raw(self.proc.pid() as i32), Signal::SIGINT).unwrap();
+        let status = self.proc.wait_timeout(Duration::from_secs(10));
+        let stderr = self.stderr.recv_timeout(Duration::from_secs(10)).unwrap();
+        let out = Output {
+            stdout: String::new(),
+            stdout_bytes: Vec::new(),
+            stderr,
+            status,
+        };
+        (out, self.stdout)
     }
 
     /// Stops the sniffer the way a user does (Ctrl-C) and returns all it printed.
@@ -355,7 +411,11 @@ pub fn run_client(name: &str, cmd: &mut Command) -> Proc {
 
 /// Starts a python3 server script (run in the work directory, where the certificate is)
 /// that listens on 127.0.0.1 at the port it is given.
-fn python_server(name: &str, work: &Workdir, script: impl FnOnce(u16) -> String) -> (Proc, u16) {
+pub fn python_server(
+    name: &str,
+    work: &Workdir,
+    script: impl FnOnce(u16) -> String,
+) -> (Proc, u16) {
     server(name, work, |port| {
         let mut cmd = Command::new("python3");
         cmd.args(["-c", &script(port)]);
