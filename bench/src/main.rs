@@ -8,6 +8,7 @@ mod bench;
 mod floor;
 mod follow;
 mod golang;
+mod hostile;
 mod load;
 mod message;
 mod proc;
@@ -91,6 +92,8 @@ enum Part {
     Scale,
     /// The Go HTTPS fixture: untraced, floor, sslsniff
     Go,
+    /// Crafted files and streams: the examination budget, each decoder's worst cost
+    Hostile,
 }
 
 #[derive(Debug, Subcommand)]
@@ -152,6 +155,9 @@ fn run(cli: &Cli) -> Result<()> {
     }
     if wanted(Part::Go) {
         run_go(cli, runs)?;
+    }
+    if wanted(Part::Hostile) {
+        hostile::run(&cli.sslsniff)?;
     }
     // Last: the per-probe run leaves a child releasing its probes for minutes.
     if wanted(Part::Scale) {

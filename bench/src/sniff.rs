@@ -278,6 +278,8 @@ pub enum Status {
     Ready,
     Undelivered,
     Summary(Summary),
+    /// A `notice` line's message.
+    Notice(String),
 }
 
 impl Status {
@@ -290,6 +292,7 @@ impl Status {
                 latency_us: num("latency_us"),
             }),
             "ready" => Some(Status::Ready),
+            "notice" => Some(Status::Notice(v.get("message")?.as_str()?.to_string())),
             "warning" => num("undelivered_bytes").map(|_| Status::Undelivered),
             "summary" => Some(Status::Summary(Summary {
                 calls: num("calls")?,
