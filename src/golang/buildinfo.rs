@@ -9,7 +9,8 @@ use super::{malformed, GoError};
 const MAGIC: &[u8] = b"\xff Go buildinf:";
 /// The header: magic, pointer size, flags, then two pointers or padding.
 const HEADER: usize = 32;
-/// Go aligns the header to 16 bytes and looks for it in the first 64 KiB of the data.
+/// Go aligns the header to 16 bytes and looks for it in the first 64 KiB of the data:
+/// 4,096 places in each writable segment (at most `symbols::MAX_SEGMENTS` of them).
 const ALIGN: usize = 16;
 const SEARCHED: usize = 64 * 1024;
 const FLAG_BIG_ENDIAN: u8 = 1;

@@ -225,14 +225,19 @@ fn locate(
     }
 }
 
+/// Dynamic relocations looked at, at most. Go's PIE fixture has 3,500 per MB: a real
+/// 2 GiB program would have 7.5 million.
+const MAX_RELOCATIONS: usize = 16 << 20;
+
 /// The values the dynamic loader writes at the addresses `at` of a position-independent
 /// executable: the addends of its `R_*_RELATIVE` relocations there. One pass over the
-/// relocations.
+/// relocations, MAX_RELOCATIONS of them at most.
 fn relative_relocations(file: &object::File, at: &[u64]) -> Vec<Option<u64>> {
     const R_X86_64_RELATIVE: u32 = 8;
     const R_AARCH64_RELATIVE: u32 = 1027;
     let mut found = vec![None; at.len()];
-    for (vaddr, relocation) in file.dynamic_relocations().into_iter().flatten() {
+    let relocations = file.dynamic_relocations().into_iter().flatten();
+    for (vaddr, relocation) in relocations.take(MAX_RELOCATIONS) {
         let Some(i) = at.iter().position(|&a| a == vaddr) else {
             continue;
         };
