@@ -68,24 +68,8 @@ pub fn lookup(
     names: &[&str],
     max_span: u64,
 ) -> Result<Vec<Option<Span>>, GoError> {
-    let magic = match minor {
-        ..=17 => MAGIC_116,
-        18 | 19 => MAGIC_118,
-        _ => MAGIC_120,
-    };
-    let candidates = match SECTIONS.iter().find_map(|name| file.section_by_name(name)) {
-        Some(section) => {
-            let data = section
-                .data()
-                .map_err(|_| malformed("Go function table section out of bounds"))?;
-            vec![(data, section.address())]
-        }
-        // Other linkers (external linking, PIE) merge it into a bigger section, or the
-        // section headers are gone: look for the header in the data segments.
-        None => headers(image, magic, quantum)
-            .take(MAX_CANDIDATES)
-            .collect(),
-    };
+    let magic = magic_of(minor);
+    let candidates = candidates(file, image, magic, quantum)?;
     let starts = text_starts(&candidates, relocated);
     let mut budget = MAX_FUNCS;
     let mut last = malformed("no Go function table (.gopclntab)");
@@ -97,6 +81,36 @@ pub fn lookup(
         }
     }
     Err(last)
+}
+
+fn magic_of(minor: u32) -> u32 {
+    match minor {
+        ..=17 => MAGIC_116,
+        18 | 19 => MAGIC_118,
+        _ => MAGIC_120,
+    }
+}
+
+/// The table's section, or the places in the data where a table's header is.
+fn candidates<'a>(
+    file: &object::File<'a>,
+    image: &'a Image,
+    magic: u32,
+    quantum: u8,
+) -> Result<Vec<(&'a [u8], u64)>, GoError> {
+    match SECTIONS.iter().find_map(|name| file.section_by_name(name)) {
+        Some(section) => {
+            let data = section
+                .data()
+                .map_err(|_| malformed("Go function table section out of bounds"))?;
+            Ok(vec![(data, section.address())])
+        }
+        // Other linkers (external linking, PIE) merge it into a bigger section, or the
+        // section headers are gone: look for the header in the data segments.
+        None => Ok(headers(image, magic, quantum)
+            .take(MAX_CANDIDATES)
+            .collect()),
+    }
 }
 
 /// Where a table header (magic, then 0, 0, quantum, 8) starts in the data segments, with
@@ -449,6 +463,34 @@ pub(super) mod testing {
             Layout::Go116 => (TEXT + u64::from(entry)).to_le_bytes().to_vec(),
             Layout::Go118 => entry.to_le_bytes().to_vec(),
         }
+    }
+
+    /// Every function of an x86-64 Go 1.`minor` program's table, with its span, for
+    /// measuring real programs (a written text start only).
+    pub fn every_function(file: &object::File, image: &Image, minor: u32) -> Vec<(String, Span)> {
+        let magic = magic_of(minor);
+        let candidates = candidates(file, image, magic, 1).unwrap_or_default();
+        let starts = text_starts(&candidates, &|at: &[u64]| vec![None; at.len()]);
+        let mut tables = candidates
+            .iter()
+            .zip(starts)
+            .filter_map(|(&(data, _), text)| Table::parse(data, magic, 1, text).ok());
+        let Some(t) = tables.next() else {
+            return Vec::new();
+        };
+        let name = |func: usize| {
+            let at = t.funcnames + u32_at(t.data, func + t.field(4))? as usize;
+            let stored = t.data.get(at..)?;
+            let end = stored.iter().position(|&b| b == 0)?;
+            Some(String::from_utf8_lossy(&stored[..end]).into_owned())
+        };
+        (0..t.nfunc)
+            .filter_map(|i| {
+                let (entry, next, func) = (t.entry(i).ok()?, t.entry(i + 1).ok()?, t.func(i).ok()?);
+                let len = t.pcsp_len(func, next.checked_sub(entry)?).ok()?;
+                Some((name(func)?, (entry, len.map_or(next, |len| entry + len))))
+            })
+            .collect()
     }
 
     /// A table in the layout and with the magic of Go 1.`minor`.
