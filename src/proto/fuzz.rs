@@ -257,6 +257,61 @@ fn header_frames(rng: &mut Rng, out: &mut Vec<u8>, stream: u32) {
     }
 }
 
+/// A DATA frame, now and then with gRPC's message prefix, padding, or longer than the
+/// receiver allows (then not HTTP/2 after all).
+fn data_frame(rng: &mut Rng, out: &mut Vec<u8>, stream: u32) {
+    let max = if rng.one_in(50) { 20_000 } else { 16_000 };
+    let len = rng.size(max);
+    let mut body = rng.bytes(len);
+    if rng.one_in(2) && body.len() >= 5 {
+        body[0] = 0;
+        body[1..5].copy_from_slice(&(rng.below(100) as u32).to_be_bytes());
+    }
+    let flags = *rng.pick(&[0, 1, 8, 9]);
+    if flags & http2::flag::PADDED != 0 {
+        body.insert(0, rng.byte());
+    }
+    frame(rng, out, http2::kind::DATA, flags, stream, &body);
+}
+
+fn settings_frame(rng: &mut Rng, out: &mut Vec<u8>) {
+    let mut settings = Vec::new();
+    for _ in 0..rng.upto(4) {
+        let id = *rng.pick(&[1u16, 3, 4, 5, 6, 0x42]);
+        settings.extend(id.to_be_bytes());
+        let any = rng.next_u64() as u32;
+        let value = *rng.pick(&[16_384u32, 1 << 20, (1 << 24) - 1, any]);
+        settings.extend(value.to_be_bytes());
+    }
+    // An acknowledgement has no payload.
+    let flags = u8::from(rng.one_in(3));
+    if flags != 0 {
+        settings.clear();
+    }
+    frame(rng, out, http2::kind::SETTINGS, flags, 0, &settings);
+}
+
+/// GOAWAY, RST_STREAM, WINDOW_UPDATE or PRIORITY, now and then of the wrong length.
+fn control_frame(rng: &mut Rng, out: &mut Vec<u8>, stream: u32) {
+    use http2::kind;
+    let kinds = [
+        kind::GOAWAY,
+        kind::RST_STREAM,
+        kind::WINDOW_UPDATE,
+        kind::PRIORITY,
+    ];
+    let kind = *rng.pick(&kinds);
+    let len = match kind {
+        _ if rng.one_in(20) => rng.upto(12),
+        kind::GOAWAY => 8 + rng.upto(100),
+        kind::PRIORITY => 5,
+        _ => 4,
+    };
+    let stream = if kind == kind::GOAWAY { 0 } else { stream };
+    let payload = rng.bytes(len);
+    frame(rng, out, kind, 0, stream, &payload);
+}
+
 /// Frames of every type, most of them well-formed.
 fn h2_frames(rng: &mut Rng, out: &mut Vec<u8>) {
     use http2::kind;
@@ -270,58 +325,13 @@ fn h2_frames(rng: &mut Rng, out: &mut Vec<u8>) {
         };
         match rng.below(10) {
             0..=2 => header_frames(rng, out, stream),
-            3 | 4 => {
-                // Now and then longer than the receiver allows: not HTTP/2 after all.
-                let max = if rng.one_in(50) { 20_000 } else { 16_000 };
-                let len = rng.size(max);
-                let mut body = rng.bytes(len);
-                if rng.one_in(2) && body.len() >= 5 {
-                    body[0] = 0;
-                    body[1..5].copy_from_slice(&(rng.below(100) as u32).to_be_bytes());
-                }
-                let flags = *rng.pick(&[0, 1, 8, 9]);
-                if flags & 8 != 0 {
-                    body.insert(0, rng.byte());
-                }
-                frame(rng, out, kind::DATA, flags, stream, &body);
-            }
-            5 => {
-                let mut settings = Vec::new();
-                for _ in 0..rng.upto(4) {
-                    let id = *rng.pick(&[1u16, 3, 4, 5, 6, 0x42]);
-                    settings.extend(id.to_be_bytes());
-                    let any = rng.next_u64() as u32;
-                    let value = *rng.pick(&[16_384u32, 1 << 20, (1 << 24) - 1, any]);
-                    settings.extend(value.to_be_bytes());
-                }
-                // An acknowledgement has no payload.
-                let flags = u8::from(rng.one_in(3));
-                if flags != 0 {
-                    settings.clear();
-                }
-                frame(rng, out, kind::SETTINGS, flags, 0, &settings);
-            }
+            3 | 4 => data_frame(rng, out, stream),
+            5 => settings_frame(rng, out),
             6 => {
                 let payload = rng.bytes(8);
                 frame(rng, out, kind::PING, 0, 0, &payload);
             }
-            7 => {
-                let kind = *rng.pick(&[
-                    kind::GOAWAY,
-                    kind::RST_STREAM,
-                    kind::WINDOW_UPDATE,
-                    kind::PRIORITY,
-                ]);
-                let len = match kind {
-                    _ if rng.one_in(20) => rng.upto(12),
-                    kind::GOAWAY => 8 + rng.upto(100),
-                    kind::PRIORITY => 5,
-                    _ => 4,
-                };
-                let stream = if kind == kind::GOAWAY { 0 } else { stream };
-                let payload = rng.bytes(len);
-                frame(rng, out, kind, 0, stream, &payload);
-            }
+            7 => control_frame(rng, out, stream),
             8 => {
                 let mut block = hpack_block(rng, 5);
                 block.truncate(16_000);

@@ -163,6 +163,16 @@ pub fn input_rng(seed: u64, i: u64) -> Rng {
     Rng::new(mix.next_u64())
 }
 
+/// Where a fuzz run's worker is, for the thread that watches it.
+struct Progress {
+    started: Instant,
+    /// The input running, and since when (nanoseconds into the run).
+    current: AtomicU64,
+    began_ns: AtomicU64,
+    failed: AtomicBool,
+    done: AtomicBool,
+}
+
 /// Runs `target` on inputs 0, 1, 2, ... (each generated from its own seed) on a worker
 /// thread until the knobs' time or iteration count is spent; fails naming the input
 /// when one panics or runs longer than `per_input` (a hang). Returns the inputs run.
@@ -172,52 +182,30 @@ pub fn fuzz(
     per_input: Duration,
     target: impl Fn(&mut Rng) + Send + 'static,
 ) -> u64 {
-    let started = Instant::now();
-    let current = Arc::new(AtomicU64::new(0));
-    let began_ns = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(Progress {
+        started: Instant::now(),
+        current: AtomicU64::new(0),
+        began_ns: AtomicU64::new(0),
+        failed: AtomicBool::new(false),
+        done: AtomicBool::new(false),
+    });
     let worker = {
-        let (current, began_ns, failed, done) = (
-            current.clone(),
-            began_ns.clone(),
-            failed.clone(),
-            done.clone(),
-        );
+        let progress = progress.clone();
         thread::Builder::new()
             .name(format!("fuzz {name}"))
-            .spawn(move || {
-                let (mut i, last) = match knobs.input {
-                    Some(only) => (only, Some(only + 1)),
-                    None => (0, knobs.iterations),
-                };
-                let deadline = Duration::from_secs_f64(knobs.seconds);
-                while last.map_or(started.elapsed() < deadline, |end| i < end) {
-                    current.store(i, Ordering::SeqCst);
-                    began_ns.store(started.elapsed().as_nanos() as u64, Ordering::SeqCst);
-                    let mut rng = input_rng(knobs.seed, i);
-                    if catch_unwind(AssertUnwindSafe(|| target(&mut rng))).is_err() {
-                        failed.store(true, Ordering::SeqCst);
-                        break;
-                    }
-                    i += 1;
-                }
-                done.store(true, Ordering::SeqCst);
-                i
-            })
+            .spawn(move || work(&progress, knobs, target))
             .expect("a fuzz thread starts")
     };
     let reproduce = |i: u64| {
-        format!(
-            "reproduce with SSLSNIFF_FUZZ_SEED={:#x} SSLSNIFF_FUZZ_INPUT={i}",
-            knobs.seed
-        )
+        let seed = knobs.seed;
+        format!("reproduce with SSLSNIFF_FUZZ_SEED={seed:#x} SSLSNIFF_FUZZ_INPUT={i}")
     };
-    while !done.load(Ordering::SeqCst) {
+    while !progress.done.load(Ordering::SeqCst) {
         thread::sleep(Duration::from_millis(10));
-        let began = Duration::from_nanos(began_ns.load(Ordering::SeqCst));
-        if !done.load(Ordering::SeqCst) && started.elapsed().saturating_sub(began) > per_input {
-            let i = current.load(Ordering::SeqCst);
+        let began = Duration::from_nanos(progress.began_ns.load(Ordering::SeqCst));
+        let running = progress.started.elapsed().saturating_sub(began);
+        if !progress.done.load(Ordering::SeqCst) && running > per_input {
+            let i = progress.current.load(Ordering::SeqCst);
             panic!(
                 "fuzz {name}: input {i} still running after {per_input:?} ({})",
                 reproduce(i)
@@ -225,17 +213,38 @@ pub fn fuzz(
         }
     }
     let ran = worker.join().expect("the fuzz worker catches panics");
-    if failed.load(Ordering::SeqCst) {
-        let i = current.load(Ordering::SeqCst);
+    if progress.failed.load(Ordering::SeqCst) {
+        let i = progress.current.load(Ordering::SeqCst);
         panic!("fuzz {name}: input {i} panicked ({})", reproduce(i));
     }
+    let (count, took) = (ran - knobs.input.unwrap_or(0), progress.started.elapsed());
     eprintln!(
-        "fuzz {name}: {} inputs in {:.1?}, seed {:#x}",
-        ran - knobs.input.unwrap_or(0),
-        started.elapsed(),
+        "fuzz {name}: {count} inputs in {took:.1?}, seed {:#x}",
         knobs.seed
     );
     ran
+}
+
+/// The worker: inputs one after the other until the knobs say stop or one panics.
+fn work(progress: &Progress, knobs: Knobs, target: impl Fn(&mut Rng)) -> u64 {
+    let (mut i, last) = match knobs.input {
+        Some(only) => (only, Some(only + 1)),
+        None => (0, knobs.iterations),
+    };
+    let deadline = Duration::from_secs_f64(knobs.seconds);
+    while last.map_or(progress.started.elapsed() < deadline, |end| i < end) {
+        progress.current.store(i, Ordering::SeqCst);
+        let now = progress.started.elapsed().as_nanos() as u64;
+        progress.began_ns.store(now, Ordering::SeqCst);
+        let mut rng = input_rng(knobs.seed, i);
+        if catch_unwind(AssertUnwindSafe(|| target(&mut rng))).is_err() {
+            progress.failed.store(true, Ordering::SeqCst);
+            break;
+        }
+        i += 1;
+    }
+    progress.done.store(true, Ordering::SeqCst);
+    i
 }
 
 // ---- Counting allocations: a measure of work that a busy machine cannot blur ----
@@ -498,62 +507,33 @@ impl Elf {
         names: (usize, usize),
     ) {
         let count = self.sections.len() + 2;
-        // Section 0, which carries the counts that do not fit the header.
-        let header =
-            |out: &mut Vec<u8>, name, kind, flags, addr, off, size, link, info, entsize| {
-                put32(out, name);
-                put32(out, kind);
-                for v in [flags, addr, off, size] {
-                    put64(out, v);
-                }
-                put32(out, link);
-                put32(out, info);
-                put64(out, 1);
-                put64(out, entsize);
-            };
+        // Section 0 carries the counts that do not fit the file header.
         let extended = |n: usize, limit: usize| if n >= limit { n as u64 } else { 0 };
-        let phnum = extended(self.segments.len(), 0xffff) as u32;
-        let shstrndx = if count >= 0xff00 { count as u32 - 1 } else { 0 };
-        header(
-            out,
-            0,
-            0,
-            0,
-            0,
-            0,
-            extended(count, 0xff00),
-            shstrndx,
-            phnum,
-            0,
-        );
+        let first = Section {
+            link: if count >= 0xff00 { count as u32 - 1 } else { 0 },
+            info: extended(self.segments.len(), 0xffff) as u32,
+            ..Section::default()
+        };
+        section_header(out, 0, &first, 0, extended(count, 0xff00));
         for (i, s) in self.sections.iter().enumerate() {
-            header(
-                out,
-                name_at[i],
-                s.kind,
-                s.flags,
-                s.addr,
-                offsets[i] as u64,
-                s.data.len() as u64,
-                s.link,
-                s.info,
-                s.entsize,
-            );
+            section_header(out, name_at[i], s, offsets[i] as u64, s.data.len() as u64);
         }
+        let table = Section::new("", SHT_STRTAB, 0, 0, Vec::new());
         let last = name_at[self.sections.len()];
-        header(
-            out,
-            last,
-            SHT_STRTAB,
-            0,
-            0,
-            names.0 as u64,
-            names.1 as u64,
-            0,
-            0,
-            0,
-        );
+        section_header(out, last, &table, names.0 as u64, names.1 as u64);
     }
+}
+
+fn section_header(out: &mut Vec<u8>, name: u32, s: &Section, offset: u64, size: u64) {
+    put32(out, name);
+    put32(out, s.kind);
+    for v in [s.flags, s.addr, offset, size] {
+        put64(out, v);
+    }
+    put32(out, s.link);
+    put32(out, s.info);
+    put64(out, 1);
+    put64(out, s.entsize);
 }
 
 /// One symbol table entry.
