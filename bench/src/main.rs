@@ -9,6 +9,7 @@ mod fallbacks;
 mod floor;
 mod follow;
 mod golang;
+mod hostile;
 mod load;
 mod message;
 mod proc;
@@ -94,6 +95,8 @@ enum Part {
     Go,
     /// What each kernel fallback costs per call (100 B and 64 KiB)
     Fallbacks,
+    /// Crafted files and streams: the examination budget, each decoder's worst cost
+    Hostile,
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,6 +162,9 @@ fn run(cli: &Cli) -> Result<()> {
     if wanted(Part::Fallbacks) {
         let sizes = [100, 64 << 10].map(|size| (size, calls_for(cli, size) / 5));
         fallbacks::run(&cli.sslsniff, &sizes, runs)?;
+    }
+    if wanted(Part::Hostile) {
+        hostile::run(&cli.sslsniff)?;
     }
     // Last: the per-probe run leaves a child releasing its probes for minutes.
     if wanted(Part::Scale) {
