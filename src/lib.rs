@@ -17,6 +17,10 @@ pub mod escape;
 pub mod event;
 pub mod follow;
 pub mod golang;
+/// Crafted files and header blocks, and the fuzzers' runner (shared with tests/ and bench/).
+#[cfg(test)]
+#[path = "../tests/common/hostile.rs"]
+mod hostile;
 pub mod kernel;
 pub mod libs;
 pub mod output;
@@ -28,3 +32,8 @@ pub mod signatures;
 pub mod symbolless;
 pub mod symbols;
 pub mod tracer;
+
+/// Counts each thread's allocations: the fuzzers' measure of work.
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: hostile::Counting = hostile::Counting;

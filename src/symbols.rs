@@ -1,16 +1,40 @@
 //! Which of the table's functions an ELF file defines, and where: the file offsets that
 //! uprobes attach to. Reads both the dynamic and the static symbol table, so statically
 //! linked executables are found by what they contain, not by their name.
+//!
+//! The file is hostile: every bound here keeps the work linear in its size with a small
+//! constant (docs/hostile-input.md). Its headers are checked before anything else reads
+//! them (`open`); each symbol costs a type check and a comparison of its name in place,
+//! never read further than the longest wanted name (a string table whose strings have no
+//! end costs nothing); addresses become file offsets only for wanted names, once per
+//! name and table.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
-use anyhow::Result;
-use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
+use anyhow::{bail, Result};
+use object::elf::{SHN_UNDEF, SHT_DYNSYM, SHT_SYMTAB, STT_FUNC, STT_GNU_IFUNC};
+use object::read::elf::{ElfFile, FileHeader, SectionHeader, Sym};
+use object::{Endianness, FileKind, Object, ObjectSegment};
+
+/// Program headers a file may have. Executables and libraries have a dozen (at most 14
+/// in each of the 3,142 ELF files under this machine's /usr); the kernel runs no program
+/// with more than 73 (they must fit in a page).
+pub const MAX_SEGMENTS: usize = 256;
+/// Section headers a file may have: at most 74 in the same files (debug-info files).
+pub const MAX_SECTIONS: usize = 4096;
+/// The longest section name: real ones are a few dozen bytes. Looking a section up by
+/// name reads each section's name, so this bounds a lookup to MAX_SECTIONS times it.
+pub const MAX_SECTION_NAME: usize = 256;
+/// The section name table's size: each section's name, at most MAX_SECTION_NAME bytes
+/// and its NUL, fits.
+pub const MAX_SECTION_NAMES: usize = MAX_SECTIONS * (MAX_SECTION_NAME + 1);
+/// Entries a symbol table may have. The largest here, libLLVM's (190 MB), has 258,578;
+/// each entry costs about 10 ns when every one bears a wanted name.
+pub const MAX_SYMBOLS: u64 = 4 << 20;
 
 /// The wanted function symbols an ELF file defines, by name, with their file offsets.
 pub struct Symbols {
     offsets: HashMap<&'static str, u64>,
-    go: bool,
 }
 
 impl Symbols {
@@ -24,11 +48,10 @@ impl Symbols {
     /// The symbols of `symbols`, a program's separate debug file, placed in the file
     /// offsets of the program `program` (a debug file keeps addresses, not code).
     pub fn parse_apart(program: &[u8], symbols: &[u8], wanted: &[&'static str]) -> Result<Self> {
-        let wanted: HashSet<&'static str> = wanted.iter().copied().collect();
-        let file = object::File::parse(symbols)?;
+        let file = open(symbols)?;
         // Uprobes take file offsets; symbols give virtual addresses: map through the
         // loadable segment that holds each address.
-        let segments: Vec<(u64, u64, u64)> = object::File::parse(program)?
+        let segments: Vec<(u64, u64, u64)> = open(program)?
             .segments()
             .map(|s| (s.address(), s.size(), s.file_range().0))
             .collect();
@@ -39,32 +62,187 @@ impl Symbols {
                 .find(|&&(start, size, _)| addr.checked_sub(start).is_some_and(|d| d < size))
                 .and_then(|&(start, _, offset)| offset.checked_add(addr - start))
         };
-        let go = crate::golang::has_go_sections(&file);
-        let mut map = HashMap::new();
-        for sym in file.dynamic_symbols().chain(file.symbols()) {
-            if sym.kind() != SymbolKind::Text || sym.is_undefined() || sym.address() == 0 {
-                continue;
+        let mut offsets = HashMap::new();
+        for f in functions(&file, Tables::Both, wanted) {
+            if let Some(offset) = to_offset(f.address) {
+                offsets.entry(f.name).or_insert(offset);
             }
-            let Ok(name) = sym.name() else {
-                continue;
-            };
-            // Versioned names (`SSL_read@@OPENSSL_3.0.0`) appear in some tables.
-            let name = name.split('@').next().unwrap_or(name);
-            let (Some(&name), Some(offset)) = (wanted.get(name), to_offset(sym.address())) else {
-                continue;
-            };
-            map.entry(name).or_insert(offset);
         }
-        Ok(Symbols { offsets: map, go })
+        Ok(Symbols { offsets })
     }
 
     pub fn offset(&self, name: &str) -> Option<u64> {
         self.offsets.get(name).copied()
     }
+}
 
-    /// A Go program: its goroutine stacks move, which uretprobes do not survive.
-    pub fn is_go(&self) -> bool {
-        self.go
+/// Parses an ELF file whose headers promise bounded work: at most MAX_SEGMENTS program
+/// headers and MAX_SECTIONS section headers, section names of at most MAX_SECTION_NAME
+/// bytes, symbol tables of at most MAX_SYMBOLS entries. The error is one line.
+pub fn open(data: &[u8]) -> Result<object::File<'_>> {
+    match FileKind::parse(data)? {
+        FileKind::Elf32 => check::<object::elf::FileHeader32<Endianness>>(data)?,
+        FileKind::Elf64 => check::<object::elf::FileHeader64<Endianness>>(data)?,
+        _ => bail!("not an ELF file"),
+    }
+    Ok(object::File::parse(data)?)
+}
+
+fn check<Elf: FileHeader<Endian = Endianness>>(data: &[u8]) -> Result<()> {
+    let header = Elf::parse(data)?;
+    let endian = header.endian()?;
+    let segments = header.phnum(endian, data)?;
+    if segments > MAX_SEGMENTS {
+        bail!("{segments} program headers, more than the {MAX_SEGMENTS} a file may have");
+    }
+    let sections = header.shnum(endian, data)?;
+    if sections > MAX_SECTIONS {
+        bail!("{sections} section headers, more than the {MAX_SECTIONS} a file may have");
+    }
+    let headers = header.section_headers(endian, data)?;
+    let names = match header.shstrndx(endian, data)? {
+        0 => &[][..],
+        i => headers
+            .get(i as usize)
+            .and_then(|s| s.data(endian, data).ok())
+            .unwrap_or_default(),
+    };
+    if names.len() > MAX_SECTION_NAMES {
+        bail!(
+            "a section name table of {} bytes, more than the {MAX_SECTION_NAMES} a file may have",
+            names.len()
+        );
+    }
+    if names
+        .split(|&b| b == 0)
+        .any(|name| name.len() > MAX_SECTION_NAME)
+    {
+        bail!("a section name longer than {MAX_SECTION_NAME} bytes");
+    }
+    let symbols = headers
+        .iter()
+        .filter(|s| matches!(s.sh_type(endian), SHT_SYMTAB | SHT_DYNSYM))
+        .map(|s| s.sh_size(endian).into() / std::mem::size_of::<Elf::Sym>() as u64)
+        .max();
+    if let Some(n) = symbols.filter(|&n| n > MAX_SYMBOLS) {
+        bail!("a symbol table of {n} entries, more than the {MAX_SYMBOLS} a file may have");
+    }
+    Ok(())
+}
+
+/// The symbol tables to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tables {
+    /// The dynamic table, then the static one.
+    Both,
+    Static,
+}
+
+/// A defined function symbol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Function<'w> {
+    pub name: &'w str,
+    pub address: u64,
+    pub size: u64,
+}
+
+/// The defined function symbols named in `wanted` (a versioned name such as
+/// `SSL_read@@OPENSSL_3.0.0` is its name before the `@`): of each name, the first one
+/// of each table, in table order.
+pub fn functions<'w>(file: &object::File, tables: Tables, wanted: &[&'w str]) -> Vec<Function<'w>> {
+    let names = Names::new(wanted);
+    match file {
+        object::File::Elf32(elf) => elf_functions(elf, tables, &names),
+        object::File::Elf64(elf) => elf_functions(elf, tables, &names),
+        _ => Vec::new(),
+    }
+}
+
+fn elf_functions<'w, Elf: FileHeader<Endian = Endianness>>(
+    file: &ElfFile<Elf>,
+    tables: Tables,
+    names: &Names<'_, 'w>,
+) -> Vec<Function<'w>> {
+    let endian = file.endian();
+    let mut found = Vec::new();
+    let dynamic = (tables == Tables::Both).then(|| file.elf_dynamic_symbol_table());
+    for table in dynamic.into_iter().chain([file.elf_symbol_table()]) {
+        let strings = file
+            .elf_section_table()
+            .section(table.string_section())
+            .ok()
+            .and_then(|s| s.data(endian, file.data()).ok())
+            .unwrap_or_default();
+        // A name ends at a NUL: what follows the table's last one is no name (a real
+        // table ends with a NUL; a crafted one costs a vectorized search).
+        let strings = &strings[..memchr::memrchr(0, strings).map_or(0, |end| end + 1)];
+        let mut seen = vec![false; names.wanted.len()];
+        for sym in table.symbols() {
+            let address: u64 = sym.st_value(endian).into();
+            if !matches!(sym.st_type(), STT_FUNC | STT_GNU_IFUNC)
+                || sym.st_shndx(endian) == SHN_UNDEF
+                || address == 0
+            {
+                continue;
+            }
+            let Some(k) = names.find(strings, sym.st_name(endian)) else {
+                continue;
+            };
+            if !std::mem::replace(&mut seen[k], true) {
+                let size = sym.st_size(endian).into();
+                let name = names.wanted[k];
+                found.push(Function {
+                    name,
+                    address,
+                    size,
+                });
+            }
+        }
+    }
+    found
+}
+
+/// The wanted names, looked up without reading a name further than the longest of them
+/// and without hashing: by first byte, then by length, then compared.
+struct Names<'n, 'w> {
+    wanted: &'n [&'w str],
+    /// Whether some wanted name starts with this byte.
+    first: [bool; 256],
+    /// The indices in `wanted` of the names of each length.
+    by_len: Vec<Vec<usize>>,
+}
+
+impl<'n, 'w> Names<'n, 'w> {
+    fn new(wanted: &'n [&'w str]) -> Self {
+        let longest = wanted.iter().map(|n| n.len()).max().unwrap_or(0);
+        let mut first = [false; 256];
+        let mut by_len = vec![Vec::new(); longest + 1];
+        for (k, name) in wanted.iter().enumerate() {
+            if let Some(&b) = name.as_bytes().first() {
+                first[b as usize] = true;
+            }
+            by_len[name.len()].push(k);
+        }
+        Names {
+            wanted,
+            first,
+            by_len,
+        }
+    }
+
+    /// The wanted name at `offset` of a string table, if it is one.
+    fn find(&self, strings: &[u8], offset: u32) -> Option<usize> {
+        let rest = strings.get(offset as usize..)?;
+        if !self.first[*rest.first()? as usize] {
+            return None;
+        }
+        let window = &rest[..rest.len().min(self.by_len.len())];
+        let len = window.iter().position(|&b| b == 0 || b == b'@')?;
+        let name = &window[..len];
+        self.by_len[len]
+            .iter()
+            .copied()
+            .find(|&k| self.wanted[k].as_bytes() == name)
     }
 }
 
@@ -87,3 +265,6 @@ mod tests {
         assert!(Symbols::parse(&[0; 4096], &["main"]).is_err());
     }
 }
+
+#[cfg(test)]
+mod fuzz;

@@ -8,7 +8,9 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use libbpf_rs::{RingBuffer, RingBufferBuilder};
@@ -16,7 +18,7 @@ use libbpf_rs::{RingBuffer, RingBufferBuilder};
 use crate::config::Config;
 use crate::diag::{self, warning, Summary};
 use crate::discover::{self, Target};
-use crate::follow::Follower;
+use crate::follow::{self, Follower, SharedRegistry};
 use crate::kernel::{self, Features, Hook, Kernel, Load};
 use crate::output::{self, Output};
 use crate::probes::{Registry, Scope};
@@ -46,28 +48,26 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Option<Summary>> {
     let mut out = output::open(&cfg.output)?;
     raise_priority(cfg.debug);
     let cgroup = cfg.filter.cgroup.as_deref().map(open_cgroup).transpose()?;
-    let mut storage = MaybeUninit::uninit();
     let load = Load {
         filter: &cfg.filter,
         cgroup: cgroup.as_ref().map(|fd| fd.as_fd()),
         capture: &cfg.capture,
         follow: cfg.follow,
     };
-    let kernel = Kernel::load(&mut storage, &load, features)?;
-    say_capture_limit(&kernel, cfg.capture.max_bytes);
-    let registry = attach_at_start(&kernel, cfg, targets)?;
-    let mut follower = Follower::new(
-        &kernel,
-        registry,
-        cfg.discovery.libraries.clone(),
-        cfg.follow,
-    );
+    // For the rest of the process: the follower's thread may still be examining a file
+    // when the tracer returns, and the process's exit ends it.
+    let storage = Box::leak(Box::new(MaybeUninit::uninit()));
+    let kernel: &'static Kernel = Box::leak(Box::new(Kernel::load(storage, &load, features)?));
+    say_capture_limit(kernel, cfg.capture.max_bytes);
+    let registry = Arc::new(Mutex::new(Some(attach_at_start(kernel, cfg, targets)?)));
+    let libraries = cfg.discovery.libraries.clone();
+    let mut follower = Follower::new(kernel, Arc::clone(&registry), libraries, cfg.follow);
     follower.examine_running(cfg.filter.pid);
     if cfg.debug {
-        diag::notice(&format!(
-            "{} links attached",
-            follower.registry().link_count()
-        ));
+        let links = follow::lock(&registry)
+            .as_ref()
+            .map_or(0, Registry::link_count);
+        diag::notice(&format!("{links} links attached"));
     }
     let stopped = || {
         let exited = watch.as_ref().is_some_and(procfs::Watch::exited);
@@ -79,15 +79,19 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Option<Summary>> {
         }
         exited || stop.load(Ordering::Relaxed)
     };
-    capture(&kernel, cfg, follower, &mut out, &stopped)
+    capture(kernel, cfg, (follower, registry), &mut out, &stopped)
 }
+
+/// How long the exit waits for the follower to finish the file it is examining; past
+/// that the links are detached anyway, and the follower attaches nothing more.
+const FOLLOWER_GRACE: Duration = Duration::from_millis(200);
 
 /// Drains the ring, with the follower on a thread of its own, until told to stop; then
 /// detaches everything and sums up.
 fn capture(
-    kernel: &Kernel,
+    kernel: &'static Kernel,
     cfg: &Config,
-    follower: Follower,
+    (follower, registry): (Follower<'static, 'static>, SharedRegistry),
     out: &mut dyn Output,
     stopped: &dyn Fn() -> bool,
 ) -> Result<Option<Summary>> {
@@ -99,21 +103,18 @@ fn capture(
         unannounced_bytes: &unannounced,
         interactive: cfg.output.interactive,
     };
-    let follower_stop = AtomicBool::new(false);
-    let (drained, registry) = std::thread::scope(|scope| {
-        let following = scope.spawn(|| follower.run(&follower_stop));
-        diag::ready();
-        let drained = pump::drain(&ring, &sink, &watch);
-        follower_stop.store(true, Ordering::Relaxed);
-        let registry = following
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("following the machine failed")));
-        (drained, registry)
-    });
+    let follower_stop = Arc::new(AtomicBool::new(false));
+    let following = spawn_follower(follower, Arc::clone(&follower_stop));
+    diag::ready();
+    let drained = pump::drain(&ring, &sink, &watch);
+    follower_stop.store(true, Ordering::Relaxed);
+    let _ = following.recv_timeout(FOLLOWER_GRACE);
     // Detach first so that nothing new arrives, then drain what is already queued.
     let detach_started = Instant::now();
     kernel.stop_probes();
-    registry?.detach_all();
+    if let Some(registry) = follow::lock(&registry).take() {
+        registry.detach_all();
+    }
     if cfg.debug {
         diag::notice(&format!("detached in {:?}", detach_started.elapsed()));
     }
@@ -130,6 +131,18 @@ fn open_cgroup(path: &Path) -> Result<OwnedFd> {
     hierarchy
         .open_cgroup(path)
         .with_context(|| format!("--cgroup {}", diag::safe_path(path)))
+}
+
+/// Runs the follower on a thread of its own; the receiver hears when it has stopped.
+fn spawn_follower(follower: Follower<'static, 'static>, stop: Arc<AtomicBool>) -> Receiver<()> {
+    let (done, stopped) = mpsc::channel();
+    std::thread::spawn(move || {
+        if let Err(e) = follower.run(&stop) {
+            diag::warn(&format!("following the machine stopped: {e:#}"));
+        }
+        let _ = done.send(());
+    });
+    stopped
 }
 
 fn watch_process(pid: u32) -> Result<procfs::Watch> {

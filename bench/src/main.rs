@@ -5,9 +5,11 @@
 //! traced by PID and timed on its own.
 
 mod bench;
+mod fallbacks;
 mod floor;
 mod follow;
 mod golang;
+mod hostile;
 mod load;
 mod message;
 mod proc;
@@ -91,6 +93,10 @@ enum Part {
     Scale,
     /// The Go HTTPS fixture: untraced, floor, sslsniff
     Go,
+    /// What each kernel fallback costs per call (100 B and 64 KiB)
+    Fallbacks,
+    /// Crafted files and streams: the examination budget, each decoder's worst cost
+    Hostile,
 }
 
 #[derive(Debug, Subcommand)]
@@ -152,6 +158,13 @@ fn run(cli: &Cli) -> Result<()> {
     }
     if wanted(Part::Go) {
         run_go(cli, runs)?;
+    }
+    if wanted(Part::Fallbacks) {
+        let sizes = [100, 64 << 10].map(|size| (size, calls_for(cli, size) / 5));
+        fallbacks::run(&cli.sslsniff, &sizes, runs)?;
+    }
+    if wanted(Part::Hostile) {
+        hostile::run(&cli.sslsniff)?;
     }
     // Last: the per-probe run leaves a child releasing its probes for minutes.
     if wanted(Part::Scale) {

@@ -59,12 +59,14 @@ pub fn targets(
     file: &Arc<file::Regular>,
     shown: &Path,
 ) -> Result<Vec<Target>> {
-    let target = |lib, probes, untie, found_by| Target {
+    // Found by their code, no free is known, so no object is tied; through debug
+    // symbols, the untie functions are named.
+    let target = |lib, probes, found_by| Target {
         path: shown.to_path_buf(),
         file: Arc::clone(file),
         lib,
         probes,
-        untie,
+        untie: Vec::new(),
         go_layout: 0,
         requested: false,
         found_by: Some(found_by),
@@ -77,9 +79,9 @@ pub fn targets(
         let found: Vec<Target> = candidates
             .iter()
             .filter(|l| l.abi == Abi::C)
-            .map(|&lib| {
-                let untie = untie(lib, &symbols);
-                target(lib, probes(lib, &symbols), untie, found_by.clone())
+            .map(|&lib| Target {
+                untie: untie(lib, &symbols),
+                ..target(lib, probes(lib, &symbols), found_by.clone())
             })
             .filter(|t| !t.probes.is_empty())
             .collect();
@@ -87,6 +89,16 @@ pub fn targets(
             return Ok(found);
         }
     }
+    from_code(candidates, map, shown, target)
+}
+
+/// The targets that the TLS code in `map` is recognised as, made by `target`.
+fn from_code(
+    candidates: &[&'static Library],
+    map: &[u8],
+    shown: &Path,
+    target: impl Fn(&'static Library, Vec<Probe>, String) -> Target,
+) -> Result<Vec<Target>> {
     let enabled = |kind| candidates.iter().find(|l| l.kind == kind).copied();
     let families: Vec<&Family> = FAMILIES
         .iter()
@@ -99,9 +111,7 @@ pub fn targets(
     let mut found = Vec::new();
     for f in &report.found {
         if let Some(lib) = enabled(f.family.kind) {
-            // Found by their code: no free is known, so no object is tied.
-            let probes = recognised_probes(lib, f);
-            found.push(target(lib, probes, Vec::new(), found_by(f, &report)));
+            found.push(target(lib, recognised_probes(lib, f), found_by(f, &report)));
         }
     }
     let refused: Vec<&String> = report.refused.iter().collect();

@@ -2,13 +2,17 @@
 //! that started, an executable mapping) are examined (`examine`), attached and
 //! announced as soon as they are heard of; the kernel's seen set is kept in step; files
 //! that no process maps any more are released. The ring of call records is drained by
-//! another thread, so no file, however slow or hostile, holds up the capture.
+//! another thread, so no file, however slow or hostile, holds up the capture; and the
+//! registry of links is shared, so that no file holds up the exit either: the tracer
+//! takes it whether or not the follower is done with a file, and a file examined after
+//! that is not attached.
 
 mod examine;
 
 use std::cell::RefCell;
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -56,10 +60,14 @@ impl Queue {
     }
 }
 
+/// The registry of every link, shared by the follower and the tracer; None once the
+/// tracer has taken it for the detach.
+pub type SharedRegistry = Arc<Mutex<Option<Registry>>>;
+
 pub struct Follower<'k, 'obj> {
     kernel: &'k Kernel<'obj>,
     examiner: Examiner,
-    registry: Registry,
+    registry: SharedRegistry,
     /// Off with --no-follow: then nothing is released either, as nothing would attach
     /// a released file again.
     enabled: bool,
@@ -70,12 +78,12 @@ impl<'k, 'obj> Follower<'k, 'obj> {
     /// told it need not report.
     pub fn new(
         kernel: &'k Kernel<'obj>,
-        registry: Registry,
+        registry: SharedRegistry,
         libraries: Vec<&'static Library>,
         enabled: bool,
     ) -> Follower<'k, 'obj> {
         let mut examiner = Examiner::new(libraries);
-        for file in registry.files() {
+        for file in lock(&registry).iter().flat_map(Registry::files) {
             examiner.mark(file);
             kernel.mark_seen(file);
         }
@@ -95,11 +103,10 @@ impl<'k, 'obj> Follower<'k, 'obj> {
         }
     }
 
-    /// Follows until `stop` is set, then hands back the registry for the detach. With
-    /// following off, hands it back at once.
-    pub fn run(mut self, stop: &AtomicBool) -> Result<Registry> {
+    /// Follows until `stop` is set; with following off, returns at once.
+    pub fn run(mut self, stop: &AtomicBool) -> Result<()> {
         if !self.enabled {
-            return Ok(self.registry);
+            return Ok(());
         }
         let queue = RefCell::new(Queue::default());
         let mut builder = RingBufferBuilder::new();
@@ -130,7 +137,7 @@ impl<'k, 'obj> Follower<'k, 'obj> {
             reported = self.report_unexamined(queue.borrow().dropped, reported);
             self.release_unmapped();
         }
-        Ok(self.registry)
+        Ok(())
     }
 
     /// Examines a file found, attaches what it offers, and tells the kernel it was seen.
@@ -145,11 +152,13 @@ impl<'k, 'obj> Follower<'k, 'obj> {
             ts_ns: found.ts_ns,
             display: &display,
         };
+        let mut registry = lock(&self.registry);
+        let Some(registry) = registry.as_mut() else {
+            // The tracer is detaching: attach nothing more.
+            return;
+        };
         for target in targets {
-            if let Err(e) = self
-                .registry
-                .attach(self.kernel, target, Some(&origin), false)
-            {
+            if let Err(e) = registry.attach(self.kernel, target, Some(&origin), false) {
                 diag::warn(&format!("{e:#}"));
             }
         }
@@ -173,12 +182,14 @@ impl<'k, 'obj> Follower<'k, 'obj> {
     /// Now and then, releases what no process maps any more.
     fn release_unmapped(&mut self) {
         let now = Instant::now();
-        if !self.enabled || !self.registry.scan_due(now) {
+        let mut registry = lock(&self.registry);
+        let Some(registry) = registry.as_mut() else {
+            return;
+        };
+        if !self.enabled || !registry.scan_due(now) {
             return;
         }
-        let (released, links) = self
-            .registry
-            .release_unmapped(&examine::mapped_files(), now);
+        let (released, links) = registry.release_unmapped(&examine::mapped_files(), now);
         for (file, name) in released {
             diag::notice(&format!("no longer traced: {name} (no process maps it)"));
             self.examiner.forget(file);
@@ -186,10 +197,11 @@ impl<'k, 'obj> Follower<'k, 'obj> {
         }
         Registry::close_in_background(links);
     }
+}
 
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
+/// The registry, whoever panicked while holding it: its links are still the links.
+pub fn lock(registry: &SharedRegistry) -> MutexGuard<'_, Option<Registry>> {
+    registry.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Extend<Found> for Queue {
