@@ -139,41 +139,51 @@ fn node_https_client_and_server_carry_their_socket() {
     assert!(out.status.success(), "{}", out.stderr);
     let events = json_events(&out.stdout);
 
-    let server_addr = format!("127.0.0.1:{port}");
-    let mut client_ports = Vec::new();
+    let mut exchanges = Vec::new();
     for i in 0..2 {
-        let request = format!("GET /{path}-{i} ");
-        let answer = format!("served /{path}-{i} to port ");
-        let client_write = socket(one(&events, client.pid(), "write", &request));
-        let client_read = socket(one(&events, client.pid(), "read", &answer));
-        let server_read = socket(one(&events, server.pid(), "read", &request));
-        let server_write = socket(one(&events, server.pid(), "write", &answer));
-        assert_eq!(client_write.1, server_addr, "{}", out.stdout);
-        assert!(client_write.0.starts_with("127.0.0.1:"), "{}", out.stdout);
-        assert_eq!(client_read, client_write, "{}", out.stdout);
-        assert_eq!(server_read, (server_addr.clone(), client_write.0.clone()));
-        assert_eq!(server_write, server_read, "{}", out.stdout);
-        // The port the server itself saw.
-        let seen = numbers_after(one(&events, server.pid(), "write", &answer), &answer);
-        assert_eq!(seen, [port_of(&client_write.0)]);
-        client_ports.push(port_of(&client_write.0));
+        let (uri, answer) = (format!("/{path}-{i}"), format!("served /{path}-{i} "));
+        let pids = (client.pid(), server.pid());
+        let client_port = node_exchange(&events, pids, port, &uri, &answer);
+        exchanges.push((uri, answer, client_port));
     }
-    assert_ne!(client_ports[0], client_ports[1], "two connections");
+    assert_ne!(exchanges[0].2, exchanges[1].2, "two connections");
+    assert_exchanges_captured(&pcap, port, &exchanges);
+}
 
-    // In the capture: each request twice (written by the client, read by the server)
-    // from the client's port to the server's, each answer twice the other way.
-    let packets = pcap_http(&pcap);
-    for (i, &client_port) in client_ports.iter().enumerate() {
-        let uri = format!("/{path}-{i}");
-        let requests: Vec<_> = packets.iter().filter(|p| p.2 == uri).collect();
+/// The four calls of one node request (the client's write and read, the server's read
+/// and write), each with the connection's socket, the client's port being the one the
+/// server saw; returns that port.
+fn node_exchange(events: &[Value], pids: (u32, u32), port: u16, uri: &str, answer: &str) -> u16 {
+    let (client, server) = pids;
+    let request = format!("GET {uri} ");
+    let client_write = socket(one(events, client, "write", &request));
+    let client_read = socket(one(events, client, "read", answer));
+    let server_read = socket(one(events, server, "read", &request));
+    let server_write = socket(one(events, server, "write", answer));
+    let server_addr = format!("127.0.0.1:{port}");
+    assert_eq!(client_write.1, server_addr);
+    assert!(client_write.0.starts_with("127.0.0.1:"), "{client_write:?}");
+    assert_eq!(client_read, client_write);
+    assert_eq!(server_read, (server_addr, client_write.0.clone()));
+    assert_eq!(server_write, server_read);
+    let seen = format!("{answer}to port ");
+    let seen = numbers_after(one(events, server, "write", &seen), &seen);
+    assert_eq!(seen, [port_of(&client_write.0)]);
+    port_of(&client_write.0)
+}
+
+/// In the capture, each exchange's request twice (written by the client, read by the
+/// server) from the client's port to the server's, and its answer twice the other way.
+/// An exchange is (request uri, text of the answer, client port).
+fn assert_exchanges_captured(pcap: &Path, port: u16, exchanges: &[(String, String, u16)]) {
+    let packets = pcap_http(pcap);
+    for (uri, answer, client_port) in exchanges {
+        let requests: Vec<_> = packets.iter().filter(|p| &p.2 == uri).collect();
         assert_eq!(requests.len(), 2, "{packets:?}");
-        assert!(requests.iter().all(|p| (p.0, p.1) == (client_port, port)));
-        let answers: Vec<_> = packets
-            .iter()
-            .filter(|p| p.3.contains(&format!("served {uri} ")))
-            .collect();
+        assert!(requests.iter().all(|p| (p.0, p.1) == (*client_port, port)));
+        let answers: Vec<_> = packets.iter().filter(|p| p.3.contains(answer)).collect();
         assert_eq!(answers.len(), 2, "{packets:?}");
-        assert!(answers.iter().all(|p| (p.0, p.1) == (port, client_port)));
+        assert!(answers.iter().all(|p| (p.0, p.1) == (port, *client_port)));
     }
 }
 
@@ -219,37 +229,22 @@ fn python_asyncio_client_carries_its_socket() {
     assert!(out.status.success(), "{}", out.stderr);
     let events = json_events(&out.stdout);
 
-    let mut client_ports = Vec::new();
+    let mut exchanges = Vec::new();
     for i in 0..2 {
-        let write = one(&events, client.pid(), "write", &format!("GET /{path}-{i} "));
+        let (uri, body) = (format!("/{path}-{i}"), format!("body of {path}-{i}"));
+        let write = one(&events, client.pid(), "write", &format!("GET {uri} "));
         assert_eq!(write["func"], "SSL_write_ex");
         let (local, remote) = socket(write);
         assert_eq!(remote, format!("127.0.0.1:{port}"), "{}", out.stdout);
-        let read = one(
-            &events,
-            client.pid(),
-            "read",
-            &format!("body of {path}-{i}"),
-        );
+        let read = one(&events, client.pid(), "read", &body);
         assert_eq!(socket(read), (local.clone(), remote), "{}", out.stdout);
-        client_ports.push(port_of(&local));
+        exchanges.push((uri, body, port_of(&local)));
     }
     // The second connection's SSL object is often the first one's memory again: its
     // tie ended with SSL_free, and the new one learnt its own.
-    assert_ne!(client_ports[0], client_ports[1], "two connections");
-
-    let packets = pcap_http(&pcap);
-    for (i, &client_port) in client_ports.iter().enumerate() {
-        let uri = format!("/{path}-{i}");
-        let request: Vec<_> = packets.iter().filter(|p| p.2 == uri).collect();
-        // The server (Python's blocking ssl) is captured too, with its socket.
-        assert_eq!(request.len(), 2, "{packets:?}");
-        assert!(request.iter().all(|p| (p.0, p.1) == (client_port, port)));
-        let body = format!("body of {path}-{i}");
-        let answers: Vec<_> = packets.iter().filter(|p| p.3.contains(&body)).collect();
-        assert_eq!(answers.len(), 2, "{packets:?}");
-        assert!(answers.iter().all(|p| (p.0, p.1) == (port, client_port)));
-    }
+    assert_ne!(exchanges[0].2, exchanges[1].2, "two connections");
+    // The server (Python's blocking ssl) is in the capture too, with its socket.
+    assert_exchanges_captured(&pcap, port, &exchanges);
 }
 
 #[test]

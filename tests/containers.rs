@@ -8,7 +8,7 @@ mod common;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -115,8 +115,15 @@ fn a_process_in_a_container_s_cgroup_carries_its_container() {
     release(&mut client);
     let (json, text) = (json.stop(), text.stop());
 
+    assert_json_container(&json, &cgroup, client.pid());
+    assert_text_container(&text, &cgroup, client.pid(), &path);
+    assert_pcap_container(&pcap, &cgroup, client.pid());
+}
+
+/// The JSON fields of the client's events, and no other process in its cgroup.
+fn assert_json_container(json: &Output, cgroup: &ContainerCgroup, pid: u32) {
     let events = json_events(&json.stdout);
-    let mine: Vec<_> = events.iter().filter(|e| e["pid"] == client.pid()).collect();
+    let mine: Vec<_> = events.iter().filter(|e| e["pid"] == pid).collect();
     assert!(
         mine.len() >= 2,
         "the request and the response:\n{}",
@@ -128,35 +135,38 @@ fn a_process_in_a_container_s_cgroup_carries_its_container() {
         assert_eq!(e["cgroup_id"], cgroup.cgroup_id(), "{e}");
     }
     assert!(!json.stdout_bytes.contains(&0x1b), "a raw ESC in the JSON");
-    // Others on the machine are in other cgroups, and none of them in this one.
-    let mut others = events.iter().filter(|e| e["pid"] != client.pid());
+    let mut others = events.iter().filter(|e| e["pid"] != pid);
     assert!(others.all(|e| e["cgroup"] != cgroup.path.as_str()));
+}
 
-    // -x: the container's short id after UID and TID.
+/// -x: the container's short id after UID and TID, on the client's rows only.
+fn assert_text_container(text: &Output, cgroup: &ContainerCgroup, pid: u32, path: &str) {
     let rows = rows(&text.stdout);
-    let mine: Vec<_> = rows.iter().filter(|r| r.pid == client.pid()).collect();
+    let short = &cgroup.id[..12];
+    let (mine, others): (Vec<&Row>, Vec<&Row>) = rows.iter().partition(|r| r.pid == pid);
     assert!(
-        mine.iter().any(|r| r.data.contains(&path)),
+        mine.iter().any(|r| r.data.contains(path)),
         "{}",
         text.stdout
     );
     assert!(
-        mine.iter().all(|r| r.columns[7] == cgroup.id[..12]),
+        mine.iter().all(|r| r.columns[7] == short),
         "{}",
         text.stdout
     );
     assert!(
-        rows.iter()
-            .filter(|r| r.pid != client.pid())
-            .all(|r| r.columns[7] != cgroup.id[..12]),
+        others.iter().all(|r| r.columns[7] != short),
         "{}",
         text.stdout
     );
+}
 
-    // The capture's comments name the container, and the path escaped.
+/// The capture's comments of the client's packets end with the container and the path,
+/// escaped.
+fn assert_pcap_container(pcap: &Path, cgroup: &ContainerCgroup, pid: u32) {
     let comments = Command::new("tshark")
         .arg("-r")
-        .arg(&pcap)
+        .arg(pcap)
         .args(["-Y", "http", "-T", "fields", "-e", "frame.comment"])
         .output()
         .expect("tshark is installed");
@@ -167,7 +177,7 @@ fn a_process_in_a_container_s_cgroup_carries_its_container() {
         .replace('\x1b', "\\x1b")
         .replace('\x07', "\\x07");
     let expected = format!("container={} cgroup={escaped}", cgroup.id);
-    let client = format!("pid={} ", client.pid());
+    let client = format!("pid={pid} ");
     let of_client: Vec<&str> = shown.lines().filter(|l| l.starts_with(&client)).collect();
     assert!(
         of_client.len() >= 2,
