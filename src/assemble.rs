@@ -108,6 +108,7 @@ impl Assembler {
             data,
             undelivered,
             handshake: None,
+            cgroup: None,
         })
     }
 
@@ -152,6 +153,7 @@ impl Assembler {
             data: Cow::Borrowed(&[]),
             undelivered: 0,
             handshake: Some(verdict),
+            cgroup: None,
         })
     }
 

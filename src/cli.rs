@@ -19,6 +19,7 @@ use crate::libs::{self, Kind, Library};
         sudo sslsniff                      # every TLS read and write on the machine\n  \
         sudo sslsniff -p 181               # only PID 181\n  \
         sudo sslsniff -c curl              # only processes named curl\n  \
+        sudo sslsniff --cgroup /docker/ID  # only one container's processes\n  \
         sudo sslsniff -l --handshake       # with latency, and handshakes\n  \
         sudo sslsniff --hexdump -x         # payload as hexdump -C, with UID and TID\n  \
         sudo sslsniff --conn               # with each call's socket addresses\n  \
@@ -41,7 +42,12 @@ pub struct Cli {
     #[arg(short, long)]
     pub comm: Option<String>,
 
-    /// Show UID and TID columns
+    /// Trace only this cgroup and its descendants: a path in the cgroup v2 hierarchy, as
+    /// events show it (/docker/ID), or its directory under the mount
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+
+    /// Show UID, TID and CONTAINER columns
     #[arg(short = 'x', long = "extra")]
     pub ids: bool,
 
@@ -170,6 +176,7 @@ impl Cli {
                     .comm
                     .as_ref()
                     .map(|c| c.bytes().take(COMM_LEN).collect()),
+                cgroup: self.cgroup.clone(),
             },
             capture: Capture {
                 max_bytes: self.max_buffer_size,

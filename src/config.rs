@@ -25,6 +25,9 @@ pub struct Filter {
     pub uid: Option<u32>,
     /// At most COMM_LEN bytes, without NUL: what the kernel keeps of a name.
     pub comm: Option<Vec<u8>>,
+    /// Only this cgroup and its descendants (`--cgroup`): a path in the cgroup v2
+    /// hierarchy, as events show it, or a directory of the mounted hierarchy.
+    pub cgroup: Option<PathBuf>,
 }
 
 /// What the kernel side captures of each call.
@@ -76,7 +79,7 @@ pub enum Format {
 /// The columns and payload form of the text format.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TextOptions {
-    /// UID and TID columns (`-x`).
+    /// UID, TID and CONTAINER columns (`-x`).
     pub ids: bool,
     /// LAT(ms) column (`-l`).
     pub latency: bool,

@@ -4,7 +4,9 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::rc::Rc;
 
+use crate::cgroup::Cgroup;
 use crate::libs::Func;
 use crate::procfs::FileId;
 
@@ -34,7 +36,8 @@ impl Comm {
     }
 }
 
-/// The socket under a call, when connection tracking saw it.
+/// The socket under a call, when connection tracking saw it: the one the call did I/O
+/// on, or for an object fed through memory, the one it was tied to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Conn {
     pub fd: Option<i32>,
@@ -63,6 +66,8 @@ pub struct Call {
     /// The library's connection object (SSL *, session, PRFileDesc *): names the TLS
     /// connection when no socket is known.
     pub tls_conn: u64,
+    /// The thread's cgroup in the cgroup v2 hierarchy: its directory's inode.
+    pub cgroup_id: u64,
     pub conn: Conn,
 }
 
@@ -116,6 +121,8 @@ pub struct Event<'a> {
     /// Captured bytes the kernel could not deliver (ring buffer full).
     pub undelivered: u64,
     pub handshake: Option<Handshake>,
+    /// The call's cgroup, when its path is known (set after assembly).
+    pub cgroup: Option<Rc<Cgroup>>,
 }
 
 impl Event<'_> {
@@ -165,6 +172,7 @@ pub mod testing {
             captured: data.len() as u64,
             ret: 0,
             tls_conn: 0,
+            cgroup_id: 1,
             conn: Conn::default(),
         }
     }
@@ -175,6 +183,7 @@ pub mod testing {
             data: Cow::Borrowed(data),
             undelivered: 0,
             handshake: None,
+            cgroup: None,
         }
     }
 }

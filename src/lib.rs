@@ -7,6 +7,7 @@
 //! `tracer` puts the steps in order; the binary only parses flags and handles signals.
 
 pub mod assemble;
+pub mod cgroup;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use libbpf_rs::{ErrorKind, RingBuffer};
 
 use crate::assemble::{Assembler, Counts};
+use crate::cgroup::Cgroups;
 use crate::clock::monotonic_ns;
 use crate::diag;
 use crate::event::{Direction, Event};
@@ -25,9 +26,7 @@ const REPORT_INTERVAL: Duration = Duration::from_millis(100);
 /// Where events go, shared by the ring-buffer callback and the loop.
 pub struct Sink<'o> {
     asm: Assembler,
-    /// The protocol stage; `None` with `--http off`.
-    http: Option<Decoders>,
-    out: &'o mut dyn Output,
+    stages: Stages<'o>,
     error: Option<io::Error>,
 }
 
@@ -35,16 +34,19 @@ impl<'o> Sink<'o> {
     pub fn new(out: &'o mut dyn Output, http: bool) -> Self {
         Sink {
             asm: Assembler::new(),
-            http: http.then(Decoders::new),
-            out,
+            stages: Stages {
+                http: http.then(Decoders::new),
+                cgroups: Cgroups::new(),
+                out,
+            },
             error: None,
         }
     }
 
     /// The ring-buffer callback: a non-zero return stops the ring's consume.
     pub fn record(&mut self, raw: &[u8]) -> i32 {
-        let (http, out) = (&mut self.http, &mut *self.out);
-        if let Err(e) = self.asm.push(decode(raw), &mut |ev| emit(http, out, ev)) {
+        let stages = &mut self.stages;
+        if let Err(e) = self.asm.push(decode(raw), &mut |ev| stages.emit(ev)) {
             self.error = Some(e);
             return -1;
         }
@@ -52,21 +54,21 @@ impl<'o> Sink<'o> {
     }
 
     fn tick(&mut self) {
-        let (http, out) = (&mut self.http, &mut *self.out);
-        if let Err(e) = self.asm.tick(monotonic_ns(), &mut |ev| emit(http, out, ev)) {
+        let stages = &mut self.stages;
+        if let Err(e) = self.asm.tick(monotonic_ns(), &mut |ev| stages.emit(ev)) {
             self.error = Some(e);
         }
     }
 
     /// Calls were lost without knowing whose: no HTTP/2 direction can trust its state.
     fn lost_unknown_calls(&mut self) {
-        if let Some(http) = &mut self.http {
+        if let Some(http) = &mut self.stages.http {
             http.gap_all();
         }
     }
 
     fn flush(&mut self) {
-        if let Err(e) = self.out.flush() {
+        if let Err(e) = self.stages.out.flush() {
             self.error = Some(e);
         }
     }
@@ -79,8 +81,8 @@ impl<'o> Sink<'o> {
     /// the output's error, if any.
     pub fn finish(&mut self) -> Option<io::Error> {
         if self.error.is_none() {
-            let (http, out) = (&mut self.http, &mut *self.out);
-            if let Err(e) = self.asm.finish(&mut |ev| emit(http, out, ev)) {
+            let stages = &mut self.stages;
+            if let Err(e) = self.asm.finish(&mut |ev| stages.emit(ev)) {
                 self.error = Some(e);
             }
         }
@@ -91,12 +93,24 @@ impl<'o> Sink<'o> {
     }
 }
 
-/// The protocol stage, then the outputs.
-fn emit(http: &mut Option<Decoders>, out: &mut dyn Output, ev: Event) -> io::Result<()> {
-    let decoded = http
-        .as_mut()
-        .and_then(|decoders| decode_http(decoders, &ev));
-    out.event(&ev, decoded.as_ref())
+/// What an assembled event goes through: the cgroup and protocol stages, then the
+/// outputs.
+struct Stages<'o> {
+    /// The protocol stage; `None` with `--http off`.
+    http: Option<Decoders>,
+    cgroups: Cgroups,
+    out: &'o mut dyn Output,
+}
+
+impl Stages<'_> {
+    fn emit(&mut self, mut ev: Event) -> io::Result<()> {
+        ev.cgroup = self.cgroups.get(ev.call.cgroup_id);
+        let decoded = self
+            .http
+            .as_mut()
+            .and_then(|decoders| decode_http(decoders, &ev));
+        self.out.event(&ev, decoded.as_ref())
+    }
 }
 
 /// The call's HTTP, per TLS connection object (a socket is not always known) and

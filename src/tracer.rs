@@ -5,6 +5,8 @@
 use std::cell::RefCell;
 use std::io;
 use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
@@ -45,8 +47,10 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Option<Summary>> {
     let targets = discover::targets(&cfg.discovery, cfg.filter.pid)?;
     let mut out = output::open(&cfg.output)?;
     raise_priority(cfg.debug);
+    let cgroup = cfg.filter.cgroup.as_deref().map(open_cgroup).transpose()?;
     let load = Load {
         filter: &cfg.filter,
+        cgroup: cgroup.as_ref().map(|fd| fd.as_fd()),
         capture: &cfg.capture,
         follow: cfg.follow,
     };
@@ -120,6 +124,15 @@ fn capture(
     wind_up(sink.into_inner(), reported, kernel)
 }
 
+/// The directory of --cgroup's cgroup, in the cgroup v2 hierarchy.
+fn open_cgroup(path: &Path) -> Result<OwnedFd> {
+    let hierarchy = procfs::CgroupHierarchy::open()
+        .context("--cgroup: no cgroup v2 hierarchy is mounted (cgroup2 in /proc/self/mountinfo)")?;
+    hierarchy
+        .open_cgroup(path)
+        .with_context(|| format!("--cgroup {}", diag::safe_path(path)))
+}
+
 /// Runs the follower on a thread of its own; the receiver hears when it has stopped.
 fn spawn_follower(follower: Follower<'static, 'static>, stop: Arc<AtomicBool>) -> Receiver<()> {
     let (done, stopped) = mpsc::channel();
@@ -180,6 +193,7 @@ fn attach_at_start(kernel: &Kernel, cfg: &Config, targets: Vec<Target>) -> Resul
     let scope = Scope {
         pid: cfg.filter.pid,
         handshakes: cfg.capture.handshakes,
+        connections: cfg.capture.connections,
     };
     let features = kernel.features();
     let mut registry = Registry::new(scope, features.uprobe_multi, cfg.debug);

@@ -72,6 +72,21 @@ fn addr(line: &mut Vec<u8>, name: &str, value: Option<SocketAddr>) {
     }
 }
 
+/// The call's cgroup (its id, and its path and container id or null when unknown),
+/// after OpenTelemetry's `container.id`.
+fn cgroup(line: &mut Vec<u8>, ev: &Event) {
+    int(line, "cgroup_id", ev.call.cgroup_id);
+    let known = ev.cgroup.as_deref();
+    match known {
+        Some(cg) => string(line, "cgroup", &String::from_utf8_lossy(&cg.path)),
+        None => null(line, "cgroup"),
+    }
+    match known.and_then(|cg| cg.container_id.as_deref()) {
+        Some(id) => string(line, "container.id", id),
+        None => null(line, "container.id"),
+    }
+}
+
 /// A JSON string as serde_json writes it (`\"`, `\\`, the short escapes, other C0
 /// controls as `\u00XX`), except that DEL, C1 controls and bidirectional controls are
 /// written as `\uXXXX` too: JSON allows them raw, but a terminal running `jq` or `cat`
@@ -163,6 +178,7 @@ impl<W: Write> Json<W> {
         int(line, "pid", c.pid);
         int(line, "tid", c.tid);
         int(line, "uid", c.uid);
+        cgroup(line, ev);
         int(line, "len", c.len);
         int(line, "latency_ns", c.latency_ns);
         match c.conn.fd {
@@ -297,6 +313,10 @@ mod tests {
             pid: u32,
             tid: u32,
             uid: u32,
+            cgroup_id: u64,
+            cgroup: Option<Cow<'a, str>>,
+            #[serde(rename = "container.id")]
+            container_id: Option<&'a str>,
             len: u64,
             latency_ns: u64,
             fd: Option<i32>,
@@ -327,6 +347,12 @@ mod tests {
             pid: c.pid,
             tid: c.tid,
             uid: c.uid,
+            cgroup_id: c.cgroup_id,
+            cgroup: ev
+                .cgroup
+                .as_ref()
+                .map(|cg| String::from_utf8_lossy(&cg.path)),
+            container_id: ev.cgroup.as_ref().and_then(|cg| cg.container_id.as_deref()),
             len: c.len,
             latency_ns: c.latency_ns,
             fd: c.conn.fd,
@@ -370,6 +396,10 @@ mod tests {
             ev.call.comm = Comm::new(b"x\x1b\"\xff\n");
             ev.call.conn.fd = Some(-3);
             ev.call.conn.local = Some("[::1]:443".parse().unwrap());
+            let (line, _) = render(&ev);
+            assert_eq!(line, reference(&ev), "{data:?}");
+            let path = format!("/x\u{202e}\n\\/docker-{}.scope", "a".repeat(64));
+            ev.cgroup = Some(std::rc::Rc::new(crate::cgroup::Cgroup::new(path.into())));
             let (line, _) = render(&ev);
             assert_eq!(line, reference(&ev), "{data:?}");
         }

@@ -106,14 +106,21 @@ impl<W: Write> Output for Pcap<W> {
             return Ok(());
         };
         let outgoing = c.direction == Direction::Write;
-        // The command name is the traced program's choice: escaped, as on a terminal.
-        let comment = format!(
+        // The command name and the cgroup's path are the traced side's choice: escaped,
+        // as on a terminal. The path goes last: its spaces cannot pose as another field.
+        let mut comment = format!(
             "pid={} tid={} comm={} func={}",
             c.pid,
             c.tid,
             safe(c.comm.bytes()),
             c.func.name
         );
+        if let Some(cg) = &ev.cgroup {
+            if let Some(id) = &cg.container_id {
+                comment.push_str(&format!(" container={id}"));
+            }
+            comment.push_str(&format!(" cgroup={}", safe(&cg.path)));
+        }
         let (src, dst) = if outgoing {
             (local, remote)
         } else {

@@ -52,7 +52,7 @@ fn columns(opts: Options) -> impl Iterator<Item = (&'static str, usize)> {
         ("PID", 7),
         ("LEN", 6),
     ];
-    let extra = [("UID", 7), ("TID", 7)];
+    let extra = [("UID", 7), ("TID", 7), ("CONTAINER", SHORT_ID)];
     let latency = [("LAT(ms)", 7)];
     let conn = [("FD", 4), ("LADDR", 21), ("RADDR", 21)];
     base.into_iter()
@@ -60,6 +60,9 @@ fn columns(opts: Options) -> impl Iterator<Item = (&'static str, usize)> {
         .chain(latency.into_iter().filter(move |_| opts.latency))
         .chain(conn.into_iter().filter(move |_| opts.conn))
 }
+
+/// A container id is shown by its first 12 digits, as `docker ps` shows it.
+const SHORT_ID: usize = 12;
 
 /// A row of left-aligned, space-separated cells.
 #[derive(Default)]
@@ -134,22 +137,29 @@ impl<W: Write> Text<W> {
         if self.opts.ids {
             line.int(5, c.uid, 7);
             line.int(6, c.tid, 7);
+            // Hex digits only (checked when read from the path): nothing to escape.
+            let container = ev
+                .cgroup
+                .as_deref()
+                .and_then(|cg| cg.container_id.as_deref());
+            let short = container.map_or("-", |id| &id[..SHORT_ID.min(id.len())]);
+            line.cell(7, short.as_bytes(), SHORT_ID);
         }
         if self.opts.latency {
-            line.decimal(7, (c.latency_ns as i64 + 500) / 1000, 3, 7);
+            line.decimal(8, (c.latency_ns as i64 + 500) / 1000, 3, 7);
         }
         if self.opts.conn {
             // "-": the call did no socket I/O of its own (served from the library's
             // buffer, or a custom BIO); nothing is guessed.
             let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-            line.cell(8, or_dash(c.conn.fd.map(|fd| fd.to_string())).as_bytes(), 4);
+            line.cell(9, or_dash(c.conn.fd.map(|fd| fd.to_string())).as_bytes(), 4);
             line.cell(
-                9,
+                10,
                 or_dash(c.conn.local.map(|a| a.to_string())).as_bytes(),
                 21,
             );
             line.cell(
-                10,
+                11,
                 or_dash(c.conn.remote.map(|a| a.to_string())).as_bytes(),
                 21,
             );
@@ -280,7 +290,17 @@ mod tests {
         let mut lines = out.lines();
         assert_eq!(
             lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
-            ["FUNC", "TIME(s)", "COMM", "PID", "LEN", "UID", "TID", "LAT(ms)"]
+            [
+                "FUNC",
+                "TIME(s)",
+                "COMM",
+                "PID",
+                "LEN",
+                "UID",
+                "TID",
+                "CONTAINER",
+                "LAT(ms)"
+            ]
         );
         assert_eq!(
             lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
@@ -292,9 +312,19 @@ mod tests {
                 "1",
                 "1000",
                 "43",
+                "-",
                 "1.500"
             ]
         );
+        let mut ev = event("SSL_read", b"x");
+        let path = format!(
+            "/system.slice/docker-{}.scope",
+            &"0123456789ab".repeat(6)[..64]
+        );
+        ev.cgroup = Some(std::rc::Rc::new(crate::cgroup::Cgroup::new(path.into())));
+        let out = render(opts, &[ev]);
+        let row = out.lines().nth(1).unwrap().split_whitespace().nth(7);
+        assert_eq!(row, Some("0123456789ab"));
     }
 
     #[test]
