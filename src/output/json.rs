@@ -11,62 +11,73 @@ use base64::Engine;
 use serde::Serialize;
 
 use super::http_json;
-use super::Output;
+use super::Formatter;
 use crate::escape::{clean_run, first_char, is_bidi_control};
 use crate::event::Event;
 use crate::proto::Http;
 
-pub struct Json<W: Write> {
-    out: W,
-    /// The line being built, reused: one write per event.
-    line: Vec<u8>,
+/// Each line is built straight into the output's batch, payload included: no line of
+/// its own that would be copied again.
+#[derive(Default)]
+pub struct Json;
+
+impl Json {
+    pub fn new() -> Self {
+        Json
+    }
 }
 
-impl<W: Write> Json<W> {
-    pub fn new(out: W) -> Self {
-        Json {
-            out,
-            line: Vec::new(),
-        }
-    }
+/// The batch, whose line being built starts at `start`.
+struct Line<'a> {
+    bytes: &'a mut Vec<u8>,
+    start: usize,
+}
 
-    #[cfg(test)]
-    pub fn into_inner(self) -> W {
-        self.out
+impl std::ops::Deref for Line<'_> {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        self.bytes
+    }
+}
+
+impl std::ops::DerefMut for Line<'_> {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        self.bytes
     }
 }
 
 /// `"key":` after the first field's `{` or a `,`.
-fn key(line: &mut Vec<u8>, name: &str) {
-    line.push(if line.is_empty() { b'{' } else { b',' });
+fn key(line: &mut Line, name: &str) {
+    let first = line.len() == line.start;
+    line.push(if first { b'{' } else { b',' });
     line.push(b'"');
     line.extend_from_slice(name.as_bytes());
     line.extend_from_slice(b"\":");
 }
 
-fn int(line: &mut Vec<u8>, name: &str, value: impl itoa::Integer) {
+fn int(line: &mut Line, name: &str, value: impl itoa::Integer) {
     key(line, name);
     line.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
-fn string(line: &mut Vec<u8>, name: &str, value: &str) {
+fn string(line: &mut Line, name: &str, value: &str) {
     key(line, name);
     escape_str(line, value);
 }
 
-fn null(line: &mut Vec<u8>, name: &str) {
+fn null(line: &mut Line, name: &str) {
     key(line, name);
     line.extend_from_slice(b"null");
 }
 
 /// An address as a string, or null. Written in place: digits, dots, colons and brackets
 /// need no escape, and a String per event and address was a measurable part of a row.
-fn addr(line: &mut Vec<u8>, name: &str, value: Option<SocketAddr>) {
+fn addr(line: &mut Line, name: &str, value: Option<SocketAddr>) {
     match value {
         Some(a) => {
             key(line, name);
             // Writing into a Vec cannot fail.
-            let _ = write!(line, "\"{a}\"");
+            let _ = write!(**line, "\"{a}\"");
         }
         None => null(line, name),
     }
@@ -150,12 +161,12 @@ impl serde_json::ser::Formatter for SafeStrings {
     }
 }
 
-impl<W: Write> Json<W> {
-    /// Builds the event's line in `self.line`.
-    fn build(&mut self, ev: &Event, http: Option<&Http>) -> io::Result<()> {
+impl Json {
+    /// Appends the event's line to `out`.
+    fn build(&self, ev: &Event, http: Option<&Http>, out: &mut Vec<u8>) -> io::Result<()> {
         let c = &ev.call;
-        let line = &mut self.line;
-        line.clear();
+        let start = out.len();
+        let line = &mut Line { bytes: out, start };
         int(line, "ts_ns", c.start_ns);
         string(line, "func", c.func.name);
         string(line, "direction", c.direction.name());
@@ -188,7 +199,7 @@ impl<W: Write> Json<W> {
         }
         if let Some(decoded) = http {
             key(line, "http");
-            let mut ser = serde_json::Serializer::with_formatter(&mut *line, SafeStrings);
+            let mut ser = serde_json::Serializer::with_formatter(&mut **line, SafeStrings);
             http_json::json(decoded).serialize(&mut ser)?;
         }
         line.extend_from_slice(b"}\n");
@@ -208,14 +219,15 @@ fn base64_str(line: &mut Vec<u8>, data: &[u8]) {
     line.push(b'"');
 }
 
-impl<W: Write> Output for Json<W> {
-    fn event(&mut self, ev: &Event, http: Option<&Http>) -> io::Result<()> {
-        self.build(ev, http)?;
-        self.out.write_all(&self.line)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+impl Formatter for Json {
+    fn event(&mut self, ev: &Event, http: Option<&Http>, out: &mut Vec<u8>) -> io::Result<()> {
+        let start = out.len();
+        let built = self.build(ev, http, out);
+        if built.is_err() {
+            // No half line is left for the next one to follow.
+            out.truncate(start);
+        }
+        built
     }
 }
 
@@ -230,9 +242,9 @@ mod tests {
     }
 
     fn render_http(ev: &Event, http: Option<&Http>) -> (String, serde_json::Value) {
-        let mut json = Json::new(Vec::new());
-        json.event(ev, http).unwrap();
-        let out = String::from_utf8(json.into_inner()).unwrap();
+        let mut out = Vec::new();
+        Json::new().event(ev, http, &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
         assert_eq!(out.matches('\n').count(), 1, "one line per event");
         let value = serde_json::from_str(&out).unwrap();
         (out, value)
