@@ -10,6 +10,9 @@ use serde::Deserialize;
 
 use crate::message::Messages;
 
+mod hexdump;
+mod pcap;
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Capture {
     /// Calls the load made that sslsniff traces: writes, and reads when both sides are.
@@ -29,16 +32,31 @@ impl Capture {
     pub fn all_whole(&self) -> bool {
         self.captured == self.made && self.wrong == 0 && self.cut == 0
     }
+
+    /// Two outputs of one run (stdout and a --pcap file): the run captured what both did.
+    pub fn worse(&self, other: &Capture) -> Capture {
+        Capture {
+            made: self.made,
+            captured: self.captured.min(other.captured),
+            wrong: self.wrong.max(other.wrong),
+            cut: self.cut.max(other.cut),
+            output_bytes: self.output_bytes + other.output_bytes,
+        }
+    }
 }
 
+/// What the checker parses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Text,
+    /// Text with `--hexdump` payloads.
+    Hexdump,
     Json,
+    Pcap,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dir {
+pub enum Dir {
     Read,
     Write,
 }
@@ -61,8 +79,12 @@ pub fn check(output: impl Read, format: Format, expected: &Expected) -> Result<C
     let mut checker = Checker::new(expected);
     let r = std::io::BufReader::with_capacity(1 << 16, &mut counted);
     match format {
-        Format::Text => check_text(r, &mut checker)?,
+        Format::Text => check_text(r, false, &mut checker)?,
+        Format::Hexdump => check_text(r, true, &mut checker)?,
         Format::Json => check_json(r, &mut checker)?,
+        Format::Pcap => pcap::check(r, &mut |dir, payload| {
+            checker.event(dir, payload.len() as u64, payload, false)
+        })?,
     }
     checker.c.output_bytes = counted.bytes;
     Ok(checker.c)
@@ -134,7 +156,7 @@ impl<'e> Checker<'e> {
     }
 }
 
-fn check_text(mut r: impl BufRead, checker: &mut Checker) -> Result<()> {
+fn check_text(mut r: impl BufRead, hexdump: bool, checker: &mut Checker) -> Result<()> {
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -145,7 +167,12 @@ fn check_text(mut r: impl BufRead, checker: &mut Checker) -> Result<()> {
         let Some((dir, len)) = parse_row(&line)? else {
             continue;
         };
-        let (payload, cut) = read_payload(&mut r)?;
+        let (payload, cut) = read_payload(&mut r, hexdump)?;
+        let payload = if hexdump {
+            hexdump::decode(&payload)?
+        } else {
+            payload
+        };
         checker.event(dir, len, &payload, cut);
     }
 }
@@ -255,7 +282,8 @@ fn parse_row(line: &[u8]) -> Result<Option<(Dir, u64)>> {
 
 /// The payload between the DATA markers, without the newline printed after it, and
 /// whether the END DATA line says that part of it is missing.
-fn read_payload(r: &mut impl BufRead) -> Result<(Vec<u8>, bool)> {
+/// An empty payload is an empty line in text, and nothing at all in hexdump rows.
+fn read_payload(r: &mut impl BufRead, hexdump: bool) -> Result<(Vec<u8>, bool)> {
     let mut line = Vec::new();
     r.read_until(b'\n', &mut line)?;
     if line != b"----- DATA -----\n" {
@@ -273,6 +301,9 @@ fn read_payload(r: &mut impl BufRead) -> Result<(Vec<u8>, bool)> {
         if last.starts_with(b"----- END DATA") {
             let cut = last != b"----- END DATA -----\n";
             payload.truncate(start);
+            if hexdump && payload.is_empty() {
+                return Ok((payload, cut));
+            }
             if payload.pop() != Some(b'\n') {
                 bail!("a payload not followed by a newline");
             }
