@@ -13,8 +13,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::escape::escape_inline;
-use crate::kernel::features::Mechanism;
-use crate::kernel::VariantCheck;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Status {
@@ -163,6 +161,23 @@ pub fn tracing(t: &Tracing) {
         },
         serde_json::to_value(t).unwrap_or_default(),
     );
+}
+
+/// What a kernel feature is used for here: its own mechanism, or the fallback.
+#[derive(Debug, Clone, Serialize)]
+pub struct Mechanism {
+    pub feature: &'static str,
+    /// The feature is used (not missing, nor turned off by SSLSNIFF_WITHOUT).
+    pub native: bool,
+    pub uses: &'static str,
+}
+
+/// One set of mechanisms that `--check-kernel` loaded, or could not.
+#[derive(Debug, Clone)]
+pub struct VariantCheck {
+    pub name: String,
+    pub error: Option<String>,
+    pub millis: u64,
 }
 
 /// Which mechanism each kernel feature uses: with -d as prose, and always with

@@ -10,7 +10,6 @@ use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
 /// The wanted function symbols an ELF file defines, by name, with their file offsets.
 pub struct Symbols {
     offsets: HashMap<&'static str, u64>,
-    go: bool,
 }
 
 impl Symbols {
@@ -39,7 +38,6 @@ impl Symbols {
                 .find(|&&(start, size, _)| addr.checked_sub(start).is_some_and(|d| d < size))
                 .and_then(|&(start, _, offset)| offset.checked_add(addr - start))
         };
-        let go = crate::golang::has_go_sections(&file);
         let mut map = HashMap::new();
         for sym in file.dynamic_symbols().chain(file.symbols()) {
             if sym.kind() != SymbolKind::Text || sym.is_undefined() || sym.address() == 0 {
@@ -55,16 +53,11 @@ impl Symbols {
             };
             map.entry(name).or_insert(offset);
         }
-        Ok(Symbols { offsets: map, go })
+        Ok(Symbols { offsets: map })
     }
 
     pub fn offset(&self, name: &str) -> Option<u64> {
         self.offsets.get(name).copied()
-    }
-
-    /// A Go program: its goroutine stacks move, which uretprobes do not survive.
-    pub fn is_go(&self) -> bool {
-        self.go
     }
 }
 

@@ -248,20 +248,20 @@ fn other_tracers() -> Vec<String> {
 }
 
 /// Different in every load, so that a payload from another run can never pass.
-fn run_id() -> u32 {
+pub fn run_id() -> u32 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos())
 }
 
 /// A load child that has finished its handshake and waits to start its timed loop.
-struct Paused {
+pub struct Paused {
     proc: Proc,
     stdout: BufReader<ChildStdout>,
 }
 
 impl Paused {
-    fn start(size: usize, n: u64, run_id: u32, rate: Option<u64>) -> Result<Self> {
+    pub fn start(size: usize, n: u64, run_id: u32, rate: Option<u64>) -> Result<Self> {
         let exe = env::current_exe().context("cannot find the benchmark's own binary")?;
         let mut cmd = Command::new(exe);
         cmd.arg("load")
@@ -288,12 +288,12 @@ impl Paused {
         Ok(Paused { proc, stdout })
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.proc.pid()
     }
 
     /// Lets the timed loop run and returns what the load measured.
-    fn release(mut self) -> Result<Outcome> {
+    pub fn release(mut self) -> Result<Outcome> {
         let mut stdin = self.proc.child().stdin.take().expect("stdin is piped");
         stdin.write_all(b"\n").context("cannot start the load")?;
         let line = read_line(&mut self.stdout)?;

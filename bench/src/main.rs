@@ -6,6 +6,7 @@
 
 mod bench;
 mod ceiling;
+mod fallbacks;
 mod floor;
 mod follow;
 mod golang;
@@ -98,6 +99,8 @@ enum Part {
     Scale,
     /// The Go HTTPS fixture: untraced, floor, sslsniff
     Go,
+    /// What each kernel fallback costs per call (100 B and 64 KiB)
+    Fallbacks,
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,6 +174,10 @@ fn run(cli: &Cli) -> Result<()> {
     }
     if wanted(Part::Go) {
         run_go(cli, runs)?;
+    }
+    if wanted(Part::Fallbacks) {
+        let sizes = [100, 64 << 10].map(|size| (size, calls_for(cli, size) / 5));
+        fallbacks::run(&cli.sslsniff, &sizes, runs)?;
     }
     // Last: the per-probe run leaves a child releasing its probes for minutes.
     if wanted(Part::Scale) {

@@ -249,7 +249,7 @@ impl Sniffer {
     }
 
     /// As `spawn`, with the output going to `stdout`.
-    fn spawn_to(cmd: &mut Command, stdout: Stdio) -> Result<Sniffer> {
+    pub fn spawn_to(cmd: &mut Command, stdout: Stdio) -> Result<Sniffer> {
         cmd.stdin(Stdio::null())
             .stdout(stdout)
             .stderr(Stdio::piped());

@@ -83,6 +83,16 @@ pub fn targets(
             return Ok(found);
         }
     }
+    from_code(candidates, map, shown, target)
+}
+
+/// The targets that the TLS code in `map` is recognised as, made by `target`.
+fn from_code(
+    candidates: &[&'static Library],
+    map: &[u8],
+    shown: &Path,
+    target: impl Fn(&'static Library, Vec<Probe>, String) -> Target,
+) -> Result<Vec<Target>> {
     let enabled = |kind| candidates.iter().find(|l| l.kind == kind).copied();
     let families: Vec<&Family> = FAMILIES
         .iter()

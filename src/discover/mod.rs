@@ -136,7 +136,7 @@ fn targets_in(
     let map = file.map()?;
     let symbols = Symbols::parse(&map, &wanted)
         .with_context(|| format!("{} is not a readable ELF file", shown.display()))?;
-    if symbols.is_go() {
+    if golang::is_go(&map) {
         return go_targets(candidates, &map, file.clone(), shown);
     }
     let target = |lib, probes| Target {

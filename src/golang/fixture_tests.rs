@@ -17,12 +17,14 @@ use object::{ObjectSection, ObjectSegment};
 use super::*;
 use crate::symbols::Symbols;
 
+#[path = "../../tests/support/go_fetch.rs"]
+mod go_fetch;
+use go_fetch::{fetch, FIXTURES};
+
 /// A built file's analysis (sslsniff maps files in discovery; a test reads them).
 fn inspect(path: &Path) -> Result<Option<GoProgram>, GoError> {
     inspect_bytes(&fs::read(path).expect("the fixture is readable"))
 }
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/go");
 
 /// Build name and `go build` flags.
 const BUILDS: &[(&str, &[&str])] = &[
@@ -53,21 +55,6 @@ const REGISTRY: &[(&str, &str, &str, &str)] = &[
     ("@bufbuild/buf-linux-x64", "1.70.0", "bin/buf", "go1.26.3"),
     ("lefthook-linux-x64", "2.2.2", "bin/lefthook", "go1.27.0"),
 ];
-
-/// Runs the fetch script (one fetch at a time, a cache outside the work tree) and
-/// returns the path it prints.
-fn fetch(args: &[&str]) -> PathBuf {
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let out = Command::new("sh")
-        .arg(format!("{FIXTURES}/fetch.sh"))
-        .args(args)
-        .output()
-        .expect("sh runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "fetch.sh {args:?} failed: {stderr}");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
 
 /// The `go` command of Go 1.`minor`: the installed one for 19, else a fetched one.
 fn go_command(minor: u32) -> PathBuf {

@@ -145,6 +145,12 @@ pub fn inspect_bytes(data: &[u8]) -> Result<Option<GoProgram>, GoError> {
     }))
 }
 
+/// Whether `data` is a Go executable: its goroutine stacks move, which uretprobes do not
+/// survive, so it is probed apart.
+pub fn is_go(data: &[u8]) -> bool {
+    object::File::parse(data).is_ok_and(|file| has_go_sections(&file))
+}
+
 /// Whether the file has a section only Go's linkers write: its build information, its
 /// function table (kept by `-s -w`), its build id note (kept by external linking), its
 /// module data (Go 1.26+). Build information alone is not enough: packagers remove it.

@@ -20,6 +20,7 @@ pub use load::Load;
 use skel::types::{file_id, stats};
 use skel::SslsniffSkel;
 
+use crate::diag::VariantCheck;
 use crate::libs::{self, Abi, AeadArgs, Direction, FuncId};
 use crate::procfs::FileId;
 
@@ -289,14 +290,6 @@ impl<'obj> Kernel<'obj> {
         }
         total
     }
-}
-
-/// One set of mechanisms that `check_variants` loaded, or could not.
-#[derive(Debug, Clone)]
-pub struct VariantCheck {
-    pub name: String,
-    pub error: Option<String>,
-    pub millis: u64,
 }
 
 /// Loads the programs of every set of mechanisms this kernel can run (its own, each
