@@ -11,7 +11,7 @@ use base64::Engine;
 use serde::Serialize;
 
 use super::http_json;
-use super::Formatter;
+use super::{write_addr, Formatter};
 use crate::escape::{clean_run, first_char, is_bidi_control};
 use crate::event::Event;
 use crate::proto::Http;
@@ -76,8 +76,9 @@ fn addr(line: &mut Line, name: &str, value: Option<SocketAddr>) {
     match value {
         Some(a) => {
             key(line, name);
-            // Writing into a Vec cannot fail.
-            let _ = write!(**line, "\"{a}\"");
+            line.push(b'"');
+            write_addr(line, a);
+            line.push(b'"');
         }
         None => null(line, name),
     }

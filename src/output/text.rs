@@ -5,7 +5,7 @@ use std::io::{self, Write};
 
 use super::hexdump::hexdump;
 use super::http_text;
-use super::Formatter;
+use super::{write_addr, Formatter};
 use crate::config::TextOptions as Options;
 use crate::escape::{escape, escape_inline};
 use crate::event::{Direction, Event, Handshake};
@@ -135,18 +135,16 @@ impl Text {
         if self.opts.conn {
             // "-": the call did no socket I/O of its own (served from the library's
             // buffer, or a custom BIO); nothing is guessed.
-            let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-            line.cell(8, or_dash(c.conn.fd.map(|fd| fd.to_string())).as_bytes(), 4);
-            line.cell(
-                9,
-                or_dash(c.conn.local.map(|a| a.to_string())).as_bytes(),
-                21,
-            );
-            line.cell(
-                10,
-                or_dash(c.conn.remote.map(|a| a.to_string())).as_bytes(),
-                21,
-            );
+            match c.conn.fd {
+                Some(fd) => line.int(8, fd, 4),
+                None => line.cell(8, b"-", 4),
+            }
+            for (i, a) in [(9, c.conn.local), (10, c.conn.remote)] {
+                line.cell_with(i, 21, |line| match a {
+                    Some(a) => write_addr(line, a),
+                    None => line.push(b'-'),
+                });
+            }
         }
         line.0.push(b'\n');
     }
