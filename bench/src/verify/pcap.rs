@@ -170,3 +170,72 @@ fn direction(comment: &[u8]) -> Result<Dir> {
         bail!("a packet of {func}, neither a read nor a write")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sslsniff::event::{Call, Comm, Conn, Event};
+    use sslsniff::output::pcap::Pcap;
+    use sslsniff::output::Formatter;
+    use std::borrow::Cow;
+
+    fn event<'a>(func: &str, tid: u32, end_ns: u64, data: &'a [u8]) -> Event<'a> {
+        let (_, _, f) = sslsniff::libs::all_funcs()
+            .find(|(_, _, f)| f.name == func)
+            .unwrap();
+        let call = Call {
+            direction: f.role.direction(),
+            func: f,
+            pid: 1,
+            tid,
+            uid: 0,
+            comm: Comm::from_raw(*b"bench\0\0\0\0\0\0\0\0\0\0\0"),
+            start_ns: end_ns - 1,
+            latency_ns: 1,
+            len: data.len() as u64,
+            captured: data.len() as u64,
+            ret: 1,
+            tls_conn: 0,
+            conn: Conn {
+                fd: Some(3),
+                local: Some("127.0.0.1:40000".parse().unwrap()),
+                remote: Some("127.0.0.1:443".parse().unwrap()),
+            },
+        };
+        Event {
+            call,
+            data: Cow::Borrowed(data),
+            undelivered: 0,
+            handshake: None,
+        }
+    }
+
+    #[test]
+    fn sslsniffs_own_capture_reads_back_call_by_call() {
+        let big: Vec<u8> = (0..100_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let calls = [
+            event("SSL_write_ex", 10, 100, &big),
+            event("SSL_read_ex", 11, 200, b"first read"),
+            event("SSL_read_ex", 11, 300, b"second read"),
+        ];
+        let mut out = Vec::new();
+        let mut pcap = Pcap::new(0, &mut out);
+        for ev in &calls {
+            pcap.event(ev, None, &mut out).unwrap();
+        }
+        let mut got = Vec::new();
+        check(&out[..], &mut |dir, payload| {
+            got.push((dir, payload.to_vec()))
+        })
+        .unwrap();
+        assert_eq!(
+            got,
+            [
+                (Dir::Write, big.clone()),
+                (Dir::Read, b"first read".to_vec()),
+                (Dir::Read, b"second read".to_vec()),
+            ]
+        );
+        assert!(check(&out[..out.len() - 1], &mut |_, _| {}).is_err());
+    }
+}
