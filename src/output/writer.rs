@@ -97,7 +97,9 @@ impl Writer {
         if let Some(e) = &q.error {
             return Err(io::Error::new(e.kind(), e.to_string()));
         }
-        let fresh = q.pool.pop().unwrap_or_default();
+        // Room for a whole batch at once: grown from nothing, each new batch was
+        // reallocated a dozen times on its way to BATCH.
+        let fresh = q.pool.pop().unwrap_or_else(|| Vec::with_capacity(BATCH));
         self.shared.held.fetch_add(batch.len(), Ordering::Relaxed);
         q.batches.push_back(std::mem::replace(batch, fresh));
         drop(q);
