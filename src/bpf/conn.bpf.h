@@ -37,11 +37,10 @@ static __always_inline struct file *file_at(__u32 fd)
 	return file;
 }
 
-/* Whether fd is a socket of the current task; fills in its addresses when it is an IPv4
- * or IPv6 one. */
-static __always_inline bool read_socket(struct conn *c, __u32 fd)
+/* Whether `file`, at fd, is a socket; fills in its addresses when it is an IPv4 or IPv6
+ * one. */
+static __always_inline bool socket_of(struct conn *c, struct file *file, __u32 fd)
 {
-	struct file *file = file_at(fd);
 	struct socket *sock;
 	struct sock *sk;
 
@@ -71,6 +70,40 @@ static __always_inline bool read_socket(struct conn *c, __u32 fd)
 	return true;
 }
 
+/* Whether fd is a socket of the current task; fills in its addresses when it is an IPv4
+ * or IPv6 one. */
+static __always_inline bool read_socket(struct conn *c, __u32 fd)
+{
+	return socket_of(c, file_at(fd), fd);
+}
+
+/* As read_socket, for a thread's call: the socket the thread's last call used is kept in
+ * its slot, and a thread mostly makes call after call on one connection, so most calls
+ * find their socket there and skip reading it. The file and its inode name the socket:
+ * a file freed and reused at the same address and fd has a new inode (sockfs numbers
+ * its inodes in sequence). Only connected sockets are kept: their addresses no longer
+ * change. On kernels without task storage the slot is given back after each call and
+ * nothing is kept. */
+static __always_inline void read_call_socket(struct call *call, __u32 fd)
+{
+	struct file *file = file_at(fd);
+	__u64 ino;
+
+	if (!file)
+		return;
+	ino = BPF_CORE_READ(file, f_inode, i_ino);
+	if (ino && call->last.file == (__u64)file && call->last.ino == ino) {
+		call->conn = call->last.conn;
+		call->conn.fd = fd;
+		return;
+	}
+	if (!socket_of(&call->conn, file, fd) || !call->conn.family || !call->conn.rport)
+		return;
+	call->last.file = (__u64)file;
+	call->last.ino = ino;
+	call->last.conn = call->conn;
+}
+
 /* The first socket a call does I/O on is its connection: a call's other syscalls may
  * log to a file or poll, and those fds are not sockets, so they never win. */
 static __always_inline void note_socket(void *map, __u64 fd)
@@ -78,7 +111,7 @@ static __always_inline void note_socket(void *map, __u64 fd)
 	struct call *call = call_slot(map, false);
 
 	if (call && call->active && call->conn.fd < 0)
-		read_socket(&call->conn, fd);
+		read_call_socket(call, fd);
 }
 
 /* A BTF tracepoint: the registers are read directly, not through a helper call, which
