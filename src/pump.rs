@@ -4,7 +4,6 @@
 //! payload is dropped here, before the protocol stage, and reported as undelivered just
 //! as the ring's losses are.
 
-use std::borrow::Cow;
 use std::cell::RefCell;
 use std::io;
 use std::time::{Duration, Instant};
@@ -15,7 +14,7 @@ use libbpf_rs::{ErrorKind, RingBuffer};
 use crate::assemble::{Assembler, Counts};
 use crate::clock::monotonic_ns;
 use crate::diag;
-use crate::event::{Direction, Event};
+use crate::event::{Direction, Event, Payload};
 use crate::kernel::record::decode;
 use crate::output::Outputs;
 use crate::proto::{ConnKey, Decoders, Dir, Http};
@@ -126,7 +125,7 @@ impl Stage<'_> {
             let n = ev.data.len() as u64;
             self.dropped_bytes += n;
             ev.undelivered += n;
-            ev.data = Cow::Borrowed(&[]);
+            ev.data = Payload::Borrowed(&[]);
         }
         let decoded = self
             .http

@@ -11,7 +11,7 @@ use base64::Engine;
 use serde::Serialize;
 
 use super::http_json;
-use super::{write_addr, Formatter};
+use super::{write_addr, Batch, Formatter};
 use crate::escape::{clean_run, first_char, is_bidi_control};
 use crate::event::Event;
 use crate::proto::Http;
@@ -29,20 +29,20 @@ impl Json {
 
 /// The batch, whose line being built starts at `start`.
 struct Line<'a> {
-    bytes: &'a mut Vec<u8>,
+    batch: &'a mut Batch,
     start: usize,
 }
 
 impl std::ops::Deref for Line<'_> {
     type Target = Vec<u8>;
     fn deref(&self) -> &Vec<u8> {
-        self.bytes
+        self.batch
     }
 }
 
 impl std::ops::DerefMut for Line<'_> {
     fn deref_mut(&mut self) -> &mut Vec<u8> {
-        self.bytes
+        self.batch
     }
 }
 
@@ -103,9 +103,7 @@ fn escape_utf8(line: &mut Vec<u8>, bytes: &[u8]) -> Result<(), NotUtf8> {
     line.push(b'"');
     let (mut i, mut clean_from) = (0, 0);
     while i < bytes.len() {
-        i += clean_run(&bytes[i..], |b| {
-            (b < 0x20) | (b == b'"') | (b == b'\\') | (b >= 0x7f)
-        });
+        i += clean_run(&bytes[i..], stops_string);
         let Some(&b) = bytes.get(i) else { break };
         let (c, escape): (char, Option<(&[u8], u32)>) = match b {
             b'"' => ('"', Some((b"\\\"", 0))),
@@ -164,10 +162,10 @@ impl serde_json::ser::Formatter for SafeStrings {
 
 impl Json {
     /// Appends the event's line to `out`.
-    fn build(&self, ev: &Event, http: Option<&Http>, out: &mut Vec<u8>) -> io::Result<()> {
+    fn build(&self, ev: &Event, http: Option<&Http>, out: &mut Batch) -> io::Result<()> {
         let c = &ev.call;
         let start = out.len();
-        let line = &mut Line { bytes: out, start };
+        let line = &mut Line { batch: out, start };
         int(line, "ts_ns", c.start_ns);
         string(line, "func", c.func.name);
         string(line, "direction", c.direction.name());
@@ -189,11 +187,16 @@ impl Json {
             string(line, "handshake", h.name());
             int(line, "ret", c.ret);
         }
-        let mark = line.len();
+        let mark = line.batch.mark();
         string(line, "encoding", "utf8");
         key(line, "data");
-        if escape_utf8(line, &ev.data).is_err() {
-            line.truncate(mark);
+        if needs_no_escape(&ev.data) {
+            // Written as it is: from where it is, when it can be.
+            line.push(b'"');
+            line.batch.payload(&ev.data, 0..ev.data.len());
+            line.push(b'"');
+        } else if escape_utf8(line, &ev.data).is_err() {
+            line.batch.rollback(mark);
             string(line, "encoding", "base64");
             key(line, "data");
             base64_str(line, &ev.data);
@@ -221,15 +224,27 @@ fn base64_str(line: &mut Vec<u8>, data: &[u8]) {
 }
 
 impl Formatter for Json {
-    fn event(&mut self, ev: &Event, http: Option<&Http>, out: &mut Vec<u8>) -> io::Result<()> {
-        let start = out.len();
+    fn event(&mut self, ev: &Event, http: Option<&Http>, out: &mut Batch) -> io::Result<()> {
+        let start = out.mark();
         let built = self.build(ev, http, out);
         if built.is_err() {
             // No half line is left for the next one to follow.
-            out.truncate(start);
+            out.rollback(start);
         }
         built
     }
+}
+
+/// Whether `bytes` are a JSON string's content as they are: printable ASCII without `"`
+/// or `\`.
+fn needs_no_escape(bytes: &[u8]) -> bool {
+    clean_run(bytes, stops_string) == bytes.len()
+}
+
+/// The bytes a JSON string cannot hold as they are (or that `escape_str` writes as
+/// `\uXXXX`, or that start a multibyte character).
+fn stops_string(b: u8) -> bool {
+    (b < 0x20) | (b == b'"') | (b == b'\\') | (b >= 0x7f)
 }
 
 #[cfg(test)]
@@ -243,8 +258,10 @@ mod tests {
     }
 
     fn render_http(ev: &Event, http: Option<&Http>) -> (String, serde_json::Value) {
+        let mut batch = Batch::default();
+        Json::new().event(ev, http, &mut batch).unwrap();
         let mut out = Vec::new();
-        Json::new().event(ev, http, &mut out).unwrap();
+        batch.write_to(&mut out).unwrap();
         let out = String::from_utf8(out).unwrap();
         assert_eq!(out.matches('\n').count(), 1, "one line per event");
         let value = serde_json::from_str(&out).unwrap();
@@ -328,7 +345,7 @@ mod tests {
             Ok(text) => ("utf8", Cow::Borrowed(text)),
             Err(_) => (
                 "base64",
-                Cow::Owned(base64::engine::general_purpose::STANDARD.encode(&ev.data)),
+                Cow::Owned(base64::engine::general_purpose::STANDARD.encode(&*ev.data)),
             ),
         };
         let c = &ev.call;
@@ -378,6 +395,9 @@ mod tests {
                 payloads.push(data);
             }
         }
+        // Large ones too, which a line refers to when they need no escape.
+        payloads.push(b"0123456789abcdef".repeat(1024));
+        payloads.push([&b"0123456789abcdef".repeat(1024)[..], b"\n"].concat());
         for data in payloads {
             let mut ev = event("SSL_read", &data);
             ev.call.comm = Comm::new(b"x\x1b\"\xff\n");
@@ -385,6 +405,8 @@ mod tests {
             ev.call.conn.local = Some("[::1]:443".parse().unwrap());
             let (line, _) = render(&ev);
             assert_eq!(line, reference(&ev), "{data:?}");
+            ev.data = crate::event::Payload::Shared(std::sync::Arc::new(data.clone()));
+            assert_eq!(render(&ev).0, line, "shared: {data:?}");
         }
         let mut hs = event("SSL_do_handshake", b"");
         hs.call.ret = -1;

@@ -2,6 +2,7 @@
 //! batch in memory and knows nothing of BPF records or where the bytes go; each output
 //! (stdout, the --pcap file) hands its batches to a writer thread of its own.
 
+mod batch;
 mod capture_file;
 pub mod hexdump;
 mod http_json;
@@ -30,10 +31,12 @@ use pcap::Pcap;
 use text::Text;
 use writer::Writer;
 
+pub use batch::Batch;
+
 /// A format: appends each event, a call with its HTTP when the protocol stage decoded
 /// it, to `out`.
 pub trait Formatter: Send {
-    fn event(&mut self, ev: &Event, http: Option<&Http>, out: &mut Vec<u8>) -> io::Result<()>;
+    fn event(&mut self, ev: &Event, http: Option<&Http>, out: &mut Batch) -> io::Result<()>;
 }
 
 /// `ip:port` or `[ipv6]:port`, as SocketAddr's Display writes it. IPv4 by hand: through
@@ -58,12 +61,12 @@ pub fn write_addr(out: &mut Vec<u8>, a: SocketAddr) {
 /// One output: its format, the batch being built, and the thread that writes it.
 struct Stream {
     format: Box<dyn Formatter>,
-    batch: Vec<u8>,
+    batch: Batch,
     writer: Writer,
 }
 
 impl Stream {
-    fn new(format: Box<dyn Formatter>, head: Vec<u8>, writer: Writer) -> Self {
+    fn new(format: Box<dyn Formatter>, head: Batch, writer: Writer) -> Self {
         Stream {
             format,
             batch: head,
@@ -78,7 +81,7 @@ pub struct Outputs(Vec<Stream>);
 
 /// stdout in the chosen format, and the --pcap file if asked for.
 pub fn open(cfg: &config::Output) -> Result<Outputs> {
-    let mut head = Vec::with_capacity(writer::BATCH);
+    let mut head = Batch::with_capacity(writer::BATCH);
     let format: Box<dyn Formatter> = match cfg.format {
         Format::Text => Box::new(Text::new(cfg.text, &mut head)),
         Format::Json => Box::new(Json::new()),
@@ -95,7 +98,7 @@ pub fn open(cfg: &config::Output) -> Result<Outputs> {
     if let Some(path) = &cfg.pcap {
         let file = capture_file::create(path, cfg.overwrite)
             .with_context(|| format!("--pcap {}", diag::safe_path(path)))?;
-        let mut head = Vec::with_capacity(writer::BATCH);
+        let mut head = Batch::with_capacity(writer::BATCH);
         let pcap = Pcap::new(clock::realtime_offset_ns(), &mut head);
         let writer = Writer::spawn(file, cfg.queue_bytes, "sslsniff-pcap")
             .context("cannot start the output thread")?;
@@ -124,13 +127,14 @@ impl Outputs {
 
     pub fn event(&mut self, ev: &Event, http: Option<&Http>) -> io::Result<()> {
         for s in &mut self.0 {
-            // A large call starts a batch of its own rather than make this one grow
-            // and copy what it holds.
-            if !s.batch.is_empty() && s.batch.len() + ev.data.len() > s.batch.capacity() {
+            // A large call copied starts a batch of its own rather than make this one
+            // grow and copy what it holds.
+            let copied = ev.data.shared().is_none();
+            if copied && !s.batch.is_empty() && s.batch.len() + ev.data.len() > s.batch.capacity() {
                 s.writer.push(&mut s.batch)?;
             }
             s.format.event(ev, http, &mut s.batch)?;
-            if s.batch.len() >= writer::BATCH {
+            if s.batch.size() >= writer::BATCH {
                 s.writer.push(&mut s.batch)?;
             }
         }

@@ -9,11 +9,12 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::mem;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 
 use crate::diag::warning;
 use crate::escape::escape_inline;
-use crate::event::{Call, Direction, Event};
-use crate::output::Formatter;
+use crate::event::{Call, Direction, Event, Payload};
+use crate::output::{Batch, Formatter};
 use crate::proto::{http2, Http, MAX_CONNS};
 
 /// LINKTYPE_RAW: packets start with an IPv4 or IPv6 header.
@@ -53,21 +54,21 @@ pub struct Pcap {
 
 impl Pcap {
     /// The format, with the section header and the two interfaces appended to `out`.
-    pub fn new(realtime_offset_ns: u64, out: &mut Vec<u8>) -> Self {
+    pub fn new(realtime_offset_ns: u64, out: &mut Batch) -> Self {
         // Section header: byte-order magic, version 1.0, section length unknown.
         let mut shb = Vec::new();
         shb.extend_from_slice(&0x1A2B_3C4Du32.to_le_bytes());
         shb.extend_from_slice(&1u16.to_le_bytes());
         shb.extend_from_slice(&0u16.to_le_bytes());
         shb.extend_from_slice(&(-1i64).to_le_bytes());
-        block(out, 0x0A0D_0D0A, &[&shb], &[]);
+        block(out, 0x0A0D_0D0A, &[&shb], None, &[]);
         // Interfaces: no snap length, nanosecond timestamps (if_tsresol = 9).
         for linktype in [LINKTYPE_RAW, LINKTYPE_UPPER_PDU] {
             let mut idb = Vec::new();
             idb.extend_from_slice(&linktype.to_le_bytes());
             idb.extend_from_slice(&0u16.to_le_bytes());
             idb.extend_from_slice(&0u32.to_le_bytes());
-            block(out, 1, &[&idb], &[(9, &[9])]);
+            block(out, 1, &[&idb], None, &[(9, &[9])]);
         }
         Pcap {
             streams: HashMap::new(),
@@ -89,7 +90,7 @@ struct Packet<'a> {
 }
 
 impl Formatter for Pcap {
-    fn event(&mut self, ev: &Event, http: Option<&Http>, out: &mut Vec<u8>) -> io::Result<()> {
+    fn event(&mut self, ev: &Event, http: Option<&Http>, out: &mut Batch) -> io::Result<()> {
         if ev.data.is_empty() {
             return Ok(());
         }
@@ -115,7 +116,9 @@ impl Formatter for Pcap {
             ts: c.end_ns() + self.realtime_offset_ns,
             comment: &comment,
         };
-        out.reserve(ev.data.len() + (ev.data.len() / SEGMENT + 1) * 256);
+        if ev.data.shared().is_none() {
+            out.reserve(ev.data.len() + (ev.data.len() / SEGMENT + 1) * 256);
+        }
         let conn = (c.pid, c.tls_conn);
         match http {
             Some(Http::H2(call)) => {
@@ -123,9 +126,11 @@ impl Formatter for Pcap {
             }
             Some(Http::H1(_)) => {
                 bounded_insert(&mut self.http1, conn);
-                pdu(out, &packet, "http", &ev.data)
+                pdu(out, &packet, "http", &ev.data, 0..ev.data.len())
             }
-            None if self.http1.contains(&conn) => pdu(out, &packet, "http", &ev.data),
+            None if self.http1.contains(&conn) => {
+                pdu(out, &packet, "http", &ev.data, 0..ev.data.len())
+            }
             None => self.tcp(&packet, (local, remote), outgoing, &ev.data, out),
         }
         self.comment = comment;
@@ -179,8 +184,8 @@ impl Pcap {
         p: &Packet,
         key: (SocketAddr, SocketAddr),
         outgoing: bool,
-        data: &[u8],
-        out: &mut Vec<u8>,
+        data: &Payload,
+        out: &mut Batch,
     ) {
         let (local_seq, remote_seq) = self.streams.entry(key).or_insert((1, 1));
         let (seq, ack) = if outgoing {
@@ -188,15 +193,23 @@ impl Pcap {
         } else {
             (remote_seq, local_seq)
         };
-        for chunk in data.chunks(SEGMENT) {
-            segment(out, p, *seq, *ack, chunk);
-            *seq = seq.wrapping_add(chunk.len() as u32);
+        for start in (0..data.len()).step_by(SEGMENT) {
+            let range = start..data.len().min(start + SEGMENT);
+            *seq = seq.wrapping_add(range.len() as u32);
+            segment(
+                out,
+                p,
+                seq.wrapping_sub(range.len() as u32),
+                *ack,
+                data,
+                range,
+            );
         }
     }
 
     /// An HTTP/2 call's whole frames, the start of an unfinished one held for the next
     /// call. The frame boundaries are the decoder's.
-    fn http2(&mut self, ev: &Event, call: &http2::Call, side: Side, p: &Packet, out: &mut Vec<u8>) {
+    fn http2(&mut self, ev: &Event, call: &http2::Call, side: Side, p: &Packet, out: &mut Batch) {
         let mut buf = self.held.remove(&side).unwrap_or_default();
         // The call starts on a frame boundary: what was held will never complete.
         let fresh = call.preface || call.frames.first().is_some_and(|f| !f.started_earlier);
@@ -233,16 +246,17 @@ impl Pcap {
 }
 
 /// Whole frames (after the preface, if it leads) as records of about 64 KiB.
-fn frames(out: &mut Vec<u8>, p: &Packet, buf: &[u8]) {
+fn frames(out: &mut Batch, p: &Packet, buf: &[u8]) {
     for record in frame_records(buf) {
         for piece in record.chunks(LONGEST_PDU) {
-            pdu(out, p, "http2", piece);
+            pdu(out, p, "http2", &Payload::Borrowed(piece), 0..piece.len());
         }
     }
 }
 
-/// An exported PDU for the named dissector, with the real addresses and ports.
-fn pdu(out: &mut Vec<u8>, p: &Packet, dissector: &str, data: &[u8]) {
+/// An exported PDU for the named dissector, with the real addresses and ports, of
+/// `range` of `data`.
+fn pdu(out: &mut Batch, p: &Packet, dissector: &str, data: &Payload, range: Range<usize>) {
     let mut tags = Vec::with_capacity(96);
     let mut tag = |kind: u16, value: &[u8]| {
         tags.extend_from_slice(&kind.to_be_bytes());
@@ -264,7 +278,7 @@ fn pdu(out: &mut Vec<u8>, p: &Packet, dissector: &str, data: &[u8]) {
     tag(25, &u32::from(p.src.port()).to_be_bytes());
     tag(26, &u32::from(p.dst.port()).to_be_bytes());
     tag(0, &[]);
-    packet_block(out, PDU_IF, p, &[&tags, data]);
+    packet_block(out, PDU_IF, p, &tags, data, range);
 }
 
 /// Cuts whole HTTP/2 frames into records of at most `RECORD` bytes where frames allow.
@@ -301,66 +315,87 @@ fn v6(a: IpAddr) -> std::net::Ipv6Addr {
     }
 }
 
-/// An enhanced packet block on `interface` whose packet is `parts` one after the other,
-/// with the call's comment.
-fn packet_block(out: &mut Vec<u8>, interface: u32, p: &Packet, parts: &[&[u8]]) {
-    let len = parts.iter().map(|part| part.len()).sum::<usize>() as u32;
-    let mut head = [0; 20];
-    head[..4].copy_from_slice(&interface.to_le_bytes());
-    head[4..8].copy_from_slice(&((p.ts >> 32) as u32).to_le_bytes());
-    head[8..12].copy_from_slice(&(p.ts as u32).to_le_bytes());
-    head[12..16].copy_from_slice(&len.to_le_bytes());
-    head[16..].copy_from_slice(&len.to_le_bytes());
-    let mut body = Vec::with_capacity(parts.len() + 1);
-    body.push(&head[..]);
-    body.extend_from_slice(parts);
-    block(out, 6, &body, &[(1, p.comment)]);
+/// An enhanced packet block on `interface` whose packet is `head`, then `range` of
+/// `data` (written from where it is when it can be), with the call's comment.
+fn packet_block(
+    out: &mut Batch,
+    interface: u32,
+    p: &Packet,
+    head: &[u8],
+    data: &Payload,
+    range: Range<usize>,
+) {
+    let len = (head.len() + range.len()) as u32;
+    let mut epb = [0; 20];
+    epb[..4].copy_from_slice(&interface.to_le_bytes());
+    epb[4..8].copy_from_slice(&((p.ts >> 32) as u32).to_le_bytes());
+    epb[8..12].copy_from_slice(&(p.ts as u32).to_le_bytes());
+    epb[12..16].copy_from_slice(&len.to_le_bytes());
+    epb[16..].copy_from_slice(&len.to_le_bytes());
+    block(
+        out,
+        6,
+        &[&epb, head],
+        Some((data, range)),
+        &[(1, p.comment)],
+    );
 }
 
 /// A pcapng block appended to `out`: type, total length, the body (`body` one part after
-/// the other) and each option (code, value) padded to 4 bytes, end of options, total
-/// length.
-fn block(out: &mut Vec<u8>, kind: u32, body: &[&[u8]], options: &[(u16, &[u8])]) {
-    let body_len: usize = body.iter().map(|part| part.len()).sum();
+/// the other, then the payload's range if any), padded to 4 bytes, each option (code,
+/// value) padded likewise, end of options, total length.
+fn block(
+    out: &mut Batch,
+    kind: u32,
+    body: &[&[u8]],
+    payload: Option<(&Payload, Range<usize>)>,
+    options: &[(u16, &[u8])],
+) {
+    let body_len = body.iter().map(|part| part.len()).sum::<usize>()
+        + payload.as_ref().map_or(0, |(_, range)| range.len());
     let options_len: usize = options
         .iter()
         .map(|(_, v)| 4 + padded(v.len()))
         .sum::<usize>()
         + if options.is_empty() { 0 } else { 4 };
     let total = (12 + padded(body_len) + options_len) as u32;
-    let start = out.len();
-    out.reserve(total as usize);
+    let start = out.size();
     out.extend_from_slice(&kind.to_le_bytes());
     out.extend_from_slice(&total.to_le_bytes());
     for part in body {
         out.extend_from_slice(part);
     }
-    pad(out, start);
+    if let Some((data, range)) = payload {
+        out.payload(data, range);
+    }
+    pad(out, body_len);
     for (code, value) in options {
         out.extend_from_slice(&code.to_le_bytes());
         out.extend_from_slice(&(value.len() as u16).to_le_bytes());
         out.extend_from_slice(value);
-        pad(out, start);
+        pad(out, value.len());
     }
     if !options.is_empty() {
         out.extend_from_slice(&[0; 4]); // opt_endofopt
     }
     out.extend_from_slice(&total.to_le_bytes());
-    debug_assert_eq!(out.len() - start, total as usize);
+    debug_assert_eq!(out.size() - start, total as usize);
 }
 
 fn padded(len: usize) -> usize {
     len.div_ceil(4) * 4
 }
 
-/// Pads the block that starts at `start` in `out` to a multiple of 4 bytes.
-fn pad(out: &mut Vec<u8>, start: usize) {
-    out.resize(start + padded(out.len() - start), 0);
+/// The zeros that pad a field of `len` bytes to a multiple of 4.
+fn pad(out: &mut Batch, len: usize) {
+    out.extend_from_slice(&[0; 3][..padded(len) - len]);
 }
 
 /// An enhanced packet block holding an IP packet with one TCP segment (PSH|ACK) of
-/// `payload`: the headers are laid out apart, the payload copied once, into the block.
-fn segment(out: &mut Vec<u8>, p: &Packet, seq: u32, ack: u32, payload: &[u8]) {
+/// `range` of `data`: the headers are laid out apart, the payload written from where it
+/// is, or copied once into the block.
+fn segment(out: &mut Batch, p: &Packet, seq: u32, ack: u32, data: &Payload, range: Range<usize>) {
+    let payload = &data[range.clone()];
     let mut head = [0u8; 60];
     let tcp_len = 20 + payload.len();
     // The TCP checksum covers a pseudo-header of the addresses, protocol and length.
@@ -392,7 +427,7 @@ fn segment(out: &mut Vec<u8>, p: &Packet, seq: u32, ack: u32, payload: &[u8]) {
     tcp[14..16].copy_from_slice(&u16::MAX.to_be_bytes());
     let sum = checksum(&[tcp, payload], pseudo_sum);
     tcp[16..18].copy_from_slice(&sum.to_be_bytes());
-    packet_block(out, TCP_IF, p, &[&head[..ip_len + 20], payload]);
+    packet_block(out, TCP_IF, p, &head[..ip_len + 20], data, range);
 }
 
 /// The sum of `data` as big-endian 16-bit words, an odd last byte padded with zero, not
@@ -435,9 +470,16 @@ mod tests {
             ts: 1,
             comment: b"c",
         };
-        let mut out = Vec::new();
-        segment(&mut out, &p, 1, 1, payload);
-        let mut packets = packets(&out);
+        let mut out = Batch::default();
+        segment(
+            &mut out,
+            &p,
+            1,
+            1,
+            &Payload::Borrowed(payload),
+            0..payload.len(),
+        );
+        let mut packets = packets(&written(&out));
         assert_eq!(packets.len(), 1);
         packets.remove(0).1
     }
@@ -501,15 +543,28 @@ mod tests {
         assert!(!expected.contains('\x1b'));
     }
 
+    /// What a batch writes.
+    fn written(batch: &Batch) -> Vec<u8> {
+        let mut out = Vec::new();
+        batch.write_to(&mut out).unwrap();
+        out
+    }
+
     #[test]
-    fn a_large_write_becomes_framed_segments() {
-        let data = vec![b'x'; SEGMENT + 10];
+    fn a_large_write_becomes_framed_segments_written_from_the_call() {
+        let data: Vec<u8> = (0..SEGMENT + 10).map(|i| i as u8).collect();
         let mut ev = crate::event::testing::event("SSL_write", &data);
+        ev.data = Payload::Shared(std::sync::Arc::new(data.clone()));
         ev.call.conn.local = Some("127.0.0.1:40000".parse().unwrap());
         ev.call.conn.remote = Some("127.0.0.1:443".parse().unwrap());
-        let mut out = Vec::new();
-        let mut pcap = Pcap::new(0, &mut out);
-        pcap.event(&ev, None, &mut out).unwrap();
+        let mut batch = Batch::default();
+        let mut pcap = Pcap::new(0, &mut batch);
+        pcap.event(&ev, None, &mut batch).unwrap();
+        assert!(batch.len() < 1024, "the first segment's payload was copied");
+        let out = written(&batch);
+        let packets = packets(&out);
+        assert_eq!(packets[0].1[40..], data[..SEGMENT]);
+        assert_eq!(packets[1].1[40..], data[SEGMENT..]);
         // Walk the blocks: section header, interface, then one packet per segment.
         let mut kinds = Vec::new();
         let mut at = 0;
@@ -526,9 +581,16 @@ mod tests {
 
     #[test]
     fn blocks_are_padded_and_framed() {
-        let mut out = vec![0; 3];
-        block(&mut out, 6, &[&[1, 2], &[3, 4, 5]], &[(1, b"abc")]);
-        let out = &out[3..];
+        let mut batch = Batch::default();
+        block(
+            &mut batch,
+            6,
+            &[&[1, 2], &[3, 4]],
+            Some((&Payload::Borrowed(b"56789"), 0..1)),
+            &[(1, b"abc")],
+        );
+        let out = &written(&batch)[..];
+        assert_eq!(out[8..16], [1, 2, 3, 4, b'5', 0, 0, 0]);
         assert_eq!(out.len() % 4, 0);
         let total = u32::from_le_bytes(out[4..8].try_into().unwrap()) as usize;
         assert_eq!(total, out.len());
@@ -568,7 +630,7 @@ mod tests {
             stream.len(),
         ];
         let mut decoders = Decoders::new();
-        let mut out = Vec::new();
+        let mut out = Batch::default();
         let mut pcap = Pcap::new(0, &mut out);
         for w in cuts.windows(2) {
             let mut ev = crate::event::testing::event("SSL_write", &stream[w[0]..w[1]]);
@@ -577,7 +639,7 @@ mod tests {
             let http = decoders.decode(ConnKey { pid: 1, conn: 2 }, Dir::Write, &ev.data);
             pcap.event(&ev, http.as_ref(), &mut out).unwrap();
         }
-        let packets = packets(&out);
+        let packets = packets(&written(&out));
         assert_eq!(
             packets.len(),
             2,

@@ -5,9 +5,9 @@ use std::io::{self, Write};
 
 use super::hexdump::hexdump;
 use super::http_text;
-use super::{write_addr, Formatter};
+use super::{write_addr, Batch, Formatter};
 use crate::config::TextOptions as Options;
-use crate::escape::{escape, escape_inline};
+use crate::escape::{escape, escape_inline, passes};
 use crate::event::{Direction, Event, Handshake};
 use crate::proto::Http;
 
@@ -181,7 +181,7 @@ impl Text {
 }
 
 impl Formatter for Text {
-    fn event(&mut self, ev: &Event, http: Option<&Http>, out: &mut Vec<u8>) -> io::Result<()> {
+    fn event(&mut self, ev: &Event, http: Option<&Http>, out: &mut Batch) -> io::Result<()> {
         self.row(ev);
         out.extend_from_slice(&self.line.0);
         if let Some(verdict) = ev.handshake {
@@ -191,9 +191,13 @@ impl Formatter for Text {
         if self.opts.hexdump {
             hexdump(out, &ev.data);
         } else if let Some(decoded) = http {
-            http_text::write_text(out, decoded, &ev.data)?;
+            http_text::write_text(&mut **out, decoded, &ev.data)?;
+        } else if passes(&ev.data) {
+            // Written as it is: from where it is, when it can be.
+            out.payload(&ev.data, 0..ev.data.len());
+            out.push(b'\n');
         } else {
-            escape(out, &ev.data)?;
+            escape(&mut **out, &ev.data)?;
             out.push(b'\n');
         }
         Self::data_end(ev, out)
@@ -224,12 +228,25 @@ mod tests {
     }
 
     fn render_http(opts: Options, events: &[Event], http: Option<&Http>) -> String {
-        let mut out = Vec::new();
+        let mut out = Batch::default();
         let mut text = Text::new(opts, &mut out);
         for ev in events {
             text.event(ev, http, &mut out).unwrap();
         }
-        String::from_utf8(out).unwrap()
+        let mut written = Vec::new();
+        out.write_to(&mut written).unwrap();
+        String::from_utf8(written).unwrap()
+    }
+
+    #[test]
+    fn a_payload_put_together_is_written_as_one_copied() {
+        let data = [&b"GET /x HTTP/1.1\n".repeat(1000)[..], b"\r\x1b"].concat();
+        for data in [&data[..16_000], &data[..]] {
+            let copied = render(Options::default(), &[event("SSL_read", data)]);
+            let mut ev = event("SSL_read", data);
+            ev.data = crate::event::Payload::Shared(std::sync::Arc::new(data.to_vec()));
+            assert_eq!(render(Options::default(), &[ev]), copied);
+        }
     }
 
     #[test]

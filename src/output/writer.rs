@@ -10,16 +10,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 
+use super::batch::Batch;
+
 /// Batches are handed over at about this size: few and large writes.
 pub const BATCH: usize = 256 * 1024;
 /// Emptied batches kept for reuse, so that the reader does not fault in fresh pages for
-/// every batch; larger ones (a batch that held a call over a MiB) are freed.
+/// every batch; larger ones (a batch that held a large call copied) are freed.
 const POOL: usize = 4;
 const POOLED_CAPACITY: usize = 2 << 20;
 
 struct Queue {
-    batches: VecDeque<Vec<u8>>,
-    pool: Vec<Vec<u8>>,
+    batches: VecDeque<Batch>,
+    pool: Vec<Batch>,
     /// The sink failed: nothing more is written, and the reader is told at its next push.
     error: Option<io::Error>,
     closed: bool,
@@ -85,7 +87,7 @@ impl Writer {
     /// dropped still go past the bound, up to an eighth more; beyond that the reader
     /// waits, as it did before there was a queue (the ring then fills, and the kernel
     /// counts what it cannot take). Err once the sink has failed.
-    pub fn push(&self, batch: &mut Vec<u8>) -> io::Result<()> {
+    pub fn push(&self, batch: &mut Batch) -> io::Result<()> {
         let mut q = self.shared.lock();
         while q.error.is_none() && self.held() > self.bound + self.bound / 8 {
             q = self
@@ -99,8 +101,8 @@ impl Writer {
         }
         // Room for a whole batch at once: grown from nothing, each new batch was
         // reallocated a dozen times on its way to BATCH.
-        let fresh = q.pool.pop().unwrap_or_else(|| Vec::with_capacity(BATCH));
-        self.shared.held.fetch_add(batch.len(), Ordering::Relaxed);
+        let fresh = q.pool.pop().unwrap_or_else(|| Batch::with_capacity(BATCH));
+        self.shared.held.fetch_add(batch.size(), Ordering::Relaxed);
         q.batches.push_back(std::mem::replace(batch, fresh));
         drop(q);
         self.shared.changed.notify_all();
@@ -148,8 +150,8 @@ fn write_batches(shared: &Shared, mut sink: impl Write) {
             continue;
         };
         drop(q);
-        let written = sink.write_all(&batch);
-        let len = batch.len();
+        let written = batch.write_to(&mut sink);
+        let len = batch.size();
         batch.clear();
         q = shared.lock();
         shared.held.fetch_sub(len, Ordering::Relaxed);
@@ -198,8 +200,10 @@ mod tests {
         let mut w = Writer::spawn(write, 1 << 20, "test").unwrap();
         let mut expected = Vec::new();
         for i in 0..100u32 {
-            let mut batch = i.to_string().repeat(1000).into_bytes();
-            expected.extend_from_slice(&batch);
+            let bytes = i.to_string().repeat(1000).into_bytes();
+            expected.extend_from_slice(&bytes);
+            let mut batch = Batch::default();
+            batch.extend_from_slice(&bytes);
             w.push(&mut batch).unwrap();
             assert!(batch.is_empty());
         }
@@ -215,13 +219,17 @@ mod tests {
         // Nobody reads: the pipe fills, then the queue.
         let mut pushed = 0;
         while w.has_room() {
-            w.push(&mut vec![b'x'; 64 * 1024]).unwrap();
+            let mut batch = Batch::default();
+            batch.resize(64 * 1024, b'x');
+            w.push(&mut batch).unwrap();
             pushed += 1;
             assert!(pushed < 1000, "the queue never filled");
         }
         drop(read);
         let failed = (0..100).any(|_| {
-            let result = w.push(&mut vec![b'y'; 10]);
+            let mut batch = Batch::default();
+            batch.extend_from_slice(b"y");
+            let result = w.push(&mut batch);
             thread::sleep(std::time::Duration::from_millis(5));
             result.is_err_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
         });

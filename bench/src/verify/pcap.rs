@@ -174,10 +174,10 @@ fn direction(comment: &[u8]) -> Result<Dir> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sslsniff::event::{Call, Comm, Conn, Event};
+    use sslsniff::event::{Call, Comm, Conn, Event, Payload};
     use sslsniff::output::pcap::Pcap;
-    use sslsniff::output::Formatter;
-    use std::borrow::Cow;
+    use sslsniff::output::{Batch, Formatter};
+    use std::sync::Arc;
 
     fn event<'a>(func: &str, tid: u32, end_ns: u64, data: &'a [u8]) -> Event<'a> {
         let (_, _, f) = sslsniff::libs::all_funcs()
@@ -204,7 +204,7 @@ mod tests {
         };
         Event {
             call,
-            data: Cow::Borrowed(data),
+            data: Payload::Shared(Arc::new(data.to_vec())),
             undelivered: 0,
             handshake: None,
         }
@@ -218,11 +218,13 @@ mod tests {
             event("SSL_read_ex", 11, 200, b"first read"),
             event("SSL_read_ex", 11, 300, b"second read"),
         ];
-        let mut out = Vec::new();
-        let mut pcap = Pcap::new(0, &mut out);
+        let mut batch = Batch::default();
+        let mut pcap = Pcap::new(0, &mut batch);
         for ev in &calls {
-            pcap.event(ev, None, &mut out).unwrap();
+            pcap.event(ev, None, &mut batch).unwrap();
         }
+        let mut out = Vec::new();
+        batch.write_to(&mut out).unwrap();
         let mut got = Vec::new();
         check(&out[..], &mut |dir, payload| {
             got.push((dir, payload.to_vec()))
