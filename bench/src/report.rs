@@ -27,7 +27,7 @@ const QUEUE_MIB: f64 = RING_MIB * 9.0 / 8.0;
 /// Resident memory besides the ring and the output queues.
 const RSS_BESIDES_RING_MIB: f64 = 16.0;
 
-const HEADERS: [&str; 16] = [
+const HEADERS: [&str; 17] = [
     "size",
     "N",
     "traced",
@@ -40,6 +40,7 @@ const HEADERS: [&str; 16] = [
     "wrong",
     "cut",
     "undelivered",
+    "behind",
     "cpu(s)",
     "cpu s/GB",
     "peak RSS(MiB)",
@@ -164,6 +165,7 @@ pub fn print(results: &[SizeResult]) {
     println!("pipe: stdout to a pipe that the bench reads and checks byte for byte as it comes; file: to a new file, checked after the run, as is every pcapng file;");
     println!("null: to /dev/null (capturing and formatting without delivering), judged from sslsniff's own counts.");
     println!("wrong: events printed whole that are no call made (or a repeat, or out of order); cut: truncated or undelivered ones.");
+    println!("undelivered: bytes sslsniff reports undelivered in the worst run; behind: of those, the payloads its output queue dropped because the sink (the bench's check on a pipe, or the file) fell behind; the rest the ring buffer could not take.");
     println!("cpu: sslsniff's own CPU time; cpu s/GB: per 10^9 payload bytes captured; peak RSS: largest of the runs; stop: SIGINT to exit, slowest run.");
     print_anomalies(results);
     print_others(results);
@@ -280,6 +282,7 @@ fn row(r: &SizeResult, mode: Mode) -> Vec<String> {
         c.wrong.to_string(),
         c.cut.to_string(),
         s.worst.report.summary.undelivered_bytes.to_string(),
+        s.worst.report.summary.dropped_bytes.to_string(),
         format!("{:.2}", s.cpu),
         format!("{:.2}", s.cpu_per_gb),
         format!("{:.1}", s.rss_mib),

@@ -13,7 +13,7 @@ use std::ops::Range;
 
 use crate::diag::warning;
 use crate::escape::escape_inline;
-use crate::event::{Call, Direction, Event, Payload};
+use crate::event::{Direction, Event, Payload};
 use crate::output::{Batch, Formatter};
 use crate::proto::{http2, Http, MAX_CONNS};
 
@@ -91,10 +91,14 @@ struct Packet<'a> {
 
 impl Formatter for Pcap {
     fn event(&mut self, ev: &Event, http: Option<&Http>, out: &mut Batch) -> io::Result<()> {
+        let c = &ev.call;
         if ev.data.is_empty() {
+            // Nothing to show but a gap in its stream, if it had one.
+            if let (Some(local), Some(remote)) = (c.conn.local, c.conn.remote) {
+                self.skip(ev, (local, remote));
+            }
             return Ok(());
         }
-        let c = &ev.call;
         let (Some(local), Some(remote)) = (c.conn.local, c.conn.remote) else {
             if self.left_out == 0 {
                 warning!("--pcap: calls whose connection is unknown are left out of the capture");
@@ -109,7 +113,7 @@ impl Formatter for Pcap {
             (remote, local)
         };
         let mut comment = mem::take(&mut self.comment);
-        write_comment(&mut comment, c);
+        write_comment(&mut comment, ev);
         let packet = Packet {
             src,
             dst,
@@ -131,16 +135,21 @@ impl Formatter for Pcap {
             None if self.http1.contains(&conn) => {
                 pdu(out, &packet, "http", &ev.data, 0..ev.data.len())
             }
-            None => self.tcp(&packet, (local, remote), outgoing, &ev.data, out),
+            None => {
+                self.tcp(&packet, (local, remote), outgoing, &ev.data, out);
+                self.skip(ev, (local, remote));
+            }
         }
         self.comment = comment;
         Ok(())
     }
 }
 
-/// What each packet says of its call: who made it. Reused from call to call and built
-/// without `format!`, which was a third of a small call's block.
-fn write_comment(out: &mut Vec<u8>, c: &Call) {
+/// What each packet says of its call: who made it, and what of it is missing. Reused
+/// from call to call and built without `format!`, which was a third of a small call's
+/// block.
+fn write_comment(out: &mut Vec<u8>, ev: &Event) {
+    let c = &ev.call;
     let mut n = itoa::Buffer::new();
     out.clear();
     field(out, "pid", n.format(c.pid).as_bytes());
@@ -148,6 +157,12 @@ fn write_comment(out: &mut Vec<u8>, c: &Call) {
     // The command name is the traced program's choice: escaped, as on a terminal.
     field(out, "comm", &safe(c.comm.bytes()));
     field(out, "func", c.func.name.as_bytes());
+    if ev.truncated() > 0 {
+        field(out, "truncated", n.format(ev.truncated()).as_bytes());
+    }
+    if ev.undelivered > 0 {
+        field(out, "undelivered", n.format(ev.undelivered).as_bytes());
+    }
 }
 
 /// `name=value`, after a space unless it is the first.
@@ -205,6 +220,22 @@ impl Pcap {
                 range,
             );
         }
+    }
+
+    /// The bytes of a call that are not in the capture (truncated or undelivered, always
+    /// its end) still move its side of the stream on: Wireshark then shows the gap
+    /// ("previous segment not captured") where they are missing.
+    fn skip(&mut self, ev: &Event, key: (SocketAddr, SocketAddr)) {
+        let missing = ev.truncated() + ev.undelivered;
+        if missing == 0 {
+            return;
+        }
+        let (local_seq, remote_seq) = self.streams.entry(key).or_insert((1, 1));
+        let seq = match ev.call.direction {
+            Direction::Write => local_seq,
+            _ => remote_seq,
+        };
+        *seq = seq.wrapping_add(missing as u32);
     }
 
     /// An HTTP/2 call's whole frames, the start of an unfinished one held for the next
@@ -530,17 +561,42 @@ mod tests {
     }
 
     #[test]
-    fn comments_name_the_caller_with_its_name_escaped() {
-        let mut c = crate::event::testing::call("SSL_write", b"x");
-        c.comm = crate::event::Comm::new(b"a\x1b]0;x\n");
+    fn comments_name_the_caller_with_its_name_escaped_and_what_is_missing() {
+        let mut ev = crate::event::testing::event("SSL_write", b"x");
+        ev.call.comm = crate::event::Comm::new(b"a\x1b]0;x\n");
         let mut out = b"left over".to_vec();
-        write_comment(&mut out, &c);
+        write_comment(&mut out, &ev);
         let expected = format!(
             "pid=42 tid=43 comm={} func=SSL_write",
-            crate::diag::safe(c.comm.bytes())
+            crate::diag::safe(ev.call.comm.bytes())
         );
-        assert_eq!(String::from_utf8(out).unwrap(), expected);
+        assert_eq!(String::from_utf8_lossy(&out), expected);
         assert!(!expected.contains('\x1b'));
+        ev.call.len = 10;
+        ev.call.captured = 4;
+        ev.undelivered = 3;
+        write_comment(&mut out, &ev);
+        assert!(String::from_utf8_lossy(&out).ends_with(" truncated=6 undelivered=3"));
+    }
+
+    #[test]
+    fn bytes_missing_from_a_call_leave_a_gap_in_its_stream() {
+        let seq_of = |packet: &[u8]| u32::from_be_bytes(packet[24..28].try_into().unwrap());
+        let mut batch = Batch::default();
+        let mut pcap = Pcap::new(0, &mut batch);
+        let mut first = crate::event::testing::event("SSL_write", b"abcd");
+        first.call.len = 10;
+        first.undelivered = 2;
+        first.call.captured = 6;
+        let second = crate::event::testing::event("SSL_write", b"efgh");
+        for mut ev in [first, second] {
+            ev.call.conn.local = Some("127.0.0.1:40000".parse().unwrap());
+            ev.call.conn.remote = Some("127.0.0.1:443".parse().unwrap());
+            pcap.event(&ev, None, &mut batch).unwrap();
+        }
+        let packets = packets(&written(&batch));
+        // 4 bytes shown, 2 undelivered and 4 truncated: the next starts 10 further on.
+        assert_eq!(seq_of(&packets[1].1) - seq_of(&packets[0].1), 10);
     }
 
     /// What a batch writes.
