@@ -1,7 +1,7 @@
 //! Command-line flags: a superset of bcc's sslsniff.py.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::{Parser, ValueEnum};
@@ -97,8 +97,9 @@ pub struct Cli {
     pub conn: bool,
 
     /// Output format on stdout: text (bcc's layout) or json (one object per line)
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
+    /// [default: text]
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
 
     /// Decode HTTP/1 and HTTP/2: auto shows HTTP/2 frames and headers in text, an http
     /// object in JSON and HTTP records in --pcap; off shows every call as its bytes
@@ -106,7 +107,8 @@ pub struct Cli {
     pub http: HttpMode,
 
     /// Also write the capture as pcapng to FILE, for Wireshark (implies --conn tracking).
-    /// FILE must not exist yet; it is created readable by its owner only
+    /// FILE must not exist yet; it is created readable by its owner only. `-` writes the
+    /// capture to stdout instead of text or JSON (`--pcap - | wireshark -k -i -`)
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
 
@@ -168,6 +170,9 @@ impl Cli {
         if let Some(comm) = &self.comm {
             check_comm(comm)?;
         }
+        if self.pcap_to_stdout() && (self.format.is_some() || self.hexdump) {
+            bail!("--pcap - writes the capture to stdout: --format and --hexdump would have nothing to write to");
+        }
         Ok(Config {
             filter: Filter {
                 pid: self.pid,
@@ -197,9 +202,17 @@ impl Cli {
         })
     }
 
+    fn pcap_to_stdout(&self) -> bool {
+        self.pcap.as_deref() == Some(Path::new("-"))
+    }
+
     fn output(&self) -> config::Output {
+        let (format, pcap) = match self.pcap_to_stdout() {
+            true => (Format::Pcap, None),
+            false => (self.format.unwrap_or(Format::Text), self.pcap.clone()),
+        };
         config::Output {
-            format: self.format,
+            format,
             text: TextOptions {
                 ids: self.ids,
                 latency: self.latency,
@@ -207,15 +220,18 @@ impl Cli {
                 hexdump: self.hexdump,
             },
             http: self.http == HttpMode::Auto,
-            pcap: self.pcap.clone(),
+            pcap,
             overwrite: self.overwrite,
             interactive: std::io::stdout().is_terminal(),
+            // As much as the ring holds: the two together are what a reader can fall
+            // behind by; unlike the ring's, this memory is taken only while it is used.
+            queue_bytes: self.ring_buffer_size as usize,
         }
     }
 
     /// Connection tracking costs a hook on every syscall: only when something shows it.
     fn tracks_connections(&self) -> bool {
-        self.conn || self.pcap.is_some() || self.format == Format::Json
+        self.conn || self.pcap.is_some() || self.format == Some(Format::Json)
     }
 
     fn kinds(&self) -> Vec<Kind> {

@@ -62,18 +62,25 @@ pub struct Output {
     pub text: TextOptions,
     /// Decode HTTP/1 and HTTP/2 (`--http auto`).
     pub http: bool,
-    /// Also write a pcapng capture here.
+    /// Also write a pcapng capture to this file.
     pub pcap: Option<PathBuf>,
     /// Let `pcap` replace a file of ours.
     pub overwrite: bool,
     /// Flush after every drain rather than every 100 ms (a terminal is reading).
     pub interactive: bool,
+    /// Formatted bytes each output holds for a slow reader or disk at most; past that,
+    /// payloads are dropped and counted as undelivered.
+    pub queue_bytes: usize,
 }
 
+/// What stdout carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Text,
     Json,
+    /// The pcapng capture (`--pcap -`), not a `--format` of its own.
+    #[value(skip)]
+    Pcap,
 }
 
 /// The columns and payload form of the text format.

@@ -2,9 +2,10 @@
 //! files it found. `kernel::record` makes them from the kernel's structs; everything
 //! downstream (assembly, protocols, outputs) sees only these.
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::cgroup::Cgroup;
 use crate::libs::Func;
@@ -113,11 +114,41 @@ impl Handshake {
     }
 }
 
+/// A call's payload: borrowed from its ring record when it came in one, or its records
+/// put together, which every output then writes from where it is, without a copy of
+/// its own (`output::Batch`).
+#[derive(Debug, Clone)]
+pub enum Payload<'a> {
+    Borrowed(&'a [u8]),
+    Shared(Arc<Vec<u8>>),
+}
+
+impl Payload<'_> {
+    /// The payload, when outputs can hold on to it past the event.
+    pub fn shared(&self) -> Option<&Arc<Vec<u8>>> {
+        match self {
+            Payload::Shared(data) => Some(data),
+            Payload::Borrowed(_) => None,
+        }
+    }
+}
+
+impl Deref for Payload<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Payload::Borrowed(data) => data,
+            Payload::Shared(data) => data,
+        }
+    }
+}
+
 /// One TLS call, whole: what the outputs print.
 #[derive(Debug)]
 pub struct Event<'a> {
     pub call: Call,
-    pub data: Cow<'a, [u8]>,
+    pub data: Payload<'a>,
     /// Captured bytes the kernel could not deliver (ring buffer full).
     pub undelivered: u64,
     pub handshake: Option<Handshake>,
@@ -180,7 +211,7 @@ pub mod testing {
     pub fn event<'a>(func: &str, data: &'a [u8]) -> Event<'a> {
         Event {
             call: call(func, data),
-            data: Cow::Borrowed(data),
+            data: Payload::Borrowed(data),
             undelivered: 0,
             handshake: None,
             cgroup: None,

@@ -20,7 +20,7 @@ use crate::diag::{self, warning, Summary};
 use crate::discover::{self, Target};
 use crate::follow::{self, Follower, SharedRegistry};
 use crate::kernel::{self, Features, Hook, Kernel, Load};
-use crate::output::{self, Output};
+use crate::output::{self, Outputs};
 use crate::probes::{Registry, Scope};
 use crate::procfs;
 use crate::pump::{self, Sink, Watch};
@@ -45,8 +45,9 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Option<Summary>> {
     }
     discover::set_debug_files(&cfg.discovery.debug_files)?;
     let targets = discover::targets(&cfg.discovery, cfg.filter.pid)?;
-    let mut out = output::open(&cfg.output)?;
+    // Before the outputs' threads start, so that they run at the reader's priority.
     raise_priority(cfg.debug);
+    let mut out = output::open(&cfg.output)?;
     let cgroup = cfg.filter.cgroup.as_deref().map(open_cgroup).transpose()?;
     let load = Load {
         filter: &cfg.filter,
@@ -92,7 +93,7 @@ fn capture(
     kernel: &'static Kernel,
     cfg: &Config,
     (follower, registry): (Follower<'static, 'static>, SharedRegistry),
-    out: &mut dyn Output,
+    out: &mut Outputs,
     stopped: &dyn Fn() -> bool,
 ) -> Result<Option<Summary>> {
     let sink = RefCell::new(Sink::new(out, cfg.output.http));
@@ -268,7 +269,7 @@ fn events_ring<'a>(kernel: &'a Kernel, sink: &'a RefCell<Sink>) -> Result<RingBu
 }
 
 /// Reports what is still held, the last undelivered bytes and the summary.
-fn wind_up(mut sink: Sink, reported: u64, kernel: &Kernel) -> Result<Option<Summary>> {
+fn wind_up(mut sink: Sink, reported: pump::Reported, kernel: &Kernel) -> Result<Option<Summary>> {
     let error = sink.finish();
     let counters = kernel.counters();
     pump::report_undelivered(reported, &sink, counters.unannounced_bytes);
@@ -280,6 +281,7 @@ fn wind_up(mut sink: Sink, reported: u64, kernel: &Kernel) -> Result<Option<Summ
         truncated_bytes: counts.truncated_bytes,
         undelivered_bytes: counts.undelivered_bytes + counters.unannounced_bytes,
         unannounced_bytes: counters.unannounced_bytes,
+        dropped_bytes: sink.dropped_bytes(),
         untracked_calls: counters.untracked_calls,
         malformed_records: counts.malformed,
     };

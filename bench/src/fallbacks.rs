@@ -89,7 +89,7 @@ pub fn run(sslsniff: &Path, sizes: &[(usize, u64)], runs: u64) -> Result<()> {
 /// The load traced on both sides with `without` forced, output to /dev/null; every call
 /// must reach sslsniff, none undelivered.
 fn under(sslsniff: &Path, without: &str, size: usize, n: u64) -> Result<Measured> {
-    let load = Paused::start(size, n, run_id())?;
+    let load = Paused::start(size, n, run_id(), None)?;
     let mut cmd = Command::new(sslsniff);
     cmd.args(["-p", &load.pid().to_string(), "--max-buffer-size", "0"])
         .args(["--status", "json"])

@@ -87,10 +87,9 @@ static __always_inline struct file *file_at(__u32 fd)
 	return file;
 }
 
-/* The socket at fd in the current task, or null when fd is not a socket. */
-static __always_inline struct sock *socket_at(__u32 fd)
+/* The socket of `file`, or null when it is not one. */
+static __always_inline struct socket *socket_of(struct file *file)
 {
-	struct file *file = file_at(fd);
 	struct socket *sock;
 
 	if (!file)
@@ -100,7 +99,15 @@ static __always_inline struct sock *socket_at(__u32 fd)
 	sock = BPF_CORE_READ(file, private_data);
 	if (!sock || BPF_CORE_READ(sock, file) != file)
 		return 0;
-	return BPF_CORE_READ(sock, sk);
+	return sock;
+}
+
+/* The socket at fd in the current task, or null when fd is not a socket. */
+static __always_inline struct sock *socket_at(__u32 fd)
+{
+	struct socket *sock = socket_of(file_at(fd));
+
+	return sock ? BPF_CORE_READ(sock, sk) : 0;
 }
 
 /* The addresses of socket sk at fd, when it is an IPv4 or IPv6 one (family 0 if not). */
@@ -124,20 +131,43 @@ static __always_inline void read_addresses(struct conn *c, __u32 fd, struct sock
 	}
 }
 
-/* Whether fd is a socket of the current task; fills in its addresses when it is an IPv4
- * or IPv6 one. */
-static __always_inline bool read_socket(struct conn *c, __u32 fd)
+/* Whether `file`, at fd, is a socket; fills in its addresses when it is an IPv4 or IPv6
+ * one. */
+static __always_inline bool read_socket(struct conn *c, struct file *file, __u32 fd)
 {
-	struct file *file = file_at(fd);
-	struct socket *sock;
+	struct socket *sock = socket_of(file);
 
-	if (!file)
-		return false;
-	sock = BPF_CORE_READ(file, private_data);
-	if (!sock || BPF_CORE_READ(sock, file) != file)
+	if (!sock)
 		return false;
 	read_addresses(c, fd, BPF_CORE_READ(sock, sk));
 	return true;
+}
+
+/* As read_socket, for a thread's call: the socket the thread's last call used is kept in
+ * its slot, and a thread mostly makes call after call on one connection, so most calls
+ * find their socket there and skip reading it. The file and its inode name the socket:
+ * a file freed and reused at the same address and fd has a new inode (sockfs numbers
+ * its inodes in sequence). Only connected sockets are kept: their addresses no longer
+ * change. On kernels without task storage the slot is given back after each call and
+ * nothing is kept. */
+static __always_inline void read_call_socket(struct call *call, __u32 fd)
+{
+	struct file *file = file_at(fd);
+	__u64 ino;
+
+	if (!file)
+		return;
+	ino = BPF_CORE_READ(file, f_inode, i_ino);
+	if (ino && call->last.file == (__u64)file && call->last.ino == ino) {
+		call->conn = call->last.conn;
+		call->conn.fd = fd;
+		return;
+	}
+	if (!read_socket(&call->conn, file, fd) || !call->conn.family || !call->conn.rport)
+		return;
+	call->last.file = (__u64)file;
+	call->last.ino = ino;
+	call->last.conn = call->conn;
 }
 
 /* The first socket a call does I/O on is its connection: a call's other syscalls may
@@ -150,7 +180,7 @@ static __always_inline bool note_socket(void *map, __u64 fd)
 	if (!call || !call->active)
 		return false;
 	if (call->conn.fd < 0)
-		read_socket(&call->conn, fd);
+		read_call_socket(call, fd);
 	return true;
 }
 

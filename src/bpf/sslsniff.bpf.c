@@ -60,12 +60,20 @@ volatile bool ties_unsafe = false;
  * plain files and sockets do not. */
 #define PR_DESC_LAYERED 4
 
+/* The socket a thread's last call used (conn.bpf.h): kept across its calls. */
+struct last_socket {
+	__u64 file;
+	__u64 ino;
+	struct conn conn;
+};
+
 struct call {
 	__u64 buf;
 	__u64 out;
 	__u64 tls_conn;
 	__u64 ts_ns;
 	struct conn conn;
+	struct last_socket last;
 	__u32 active; /* a call is in flight; cleared on every return path */
 	__u32 func;   /* the function's index, for returns that have no cookie to tell */
 	/* Connection tracking of objects fed through memory (conn.bpf.h): the socket read

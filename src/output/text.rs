@@ -5,14 +5,13 @@ use std::io::{self, Write};
 
 use super::hexdump::hexdump;
 use super::http_text;
-use super::Output;
+use super::{write_addr, Batch, Formatter};
 use crate::config::TextOptions as Options;
-use crate::escape::{escape, escape_inline};
+use crate::escape::{escape, escape_inline, passes};
 use crate::event::{Direction, Event, Handshake};
 use crate::proto::Http;
 
-pub struct Text<W: Write> {
-    out: W,
+pub struct Text {
     opts: Options,
     /// Times are printed relative to the first event.
     start_ns: Option<u64>,
@@ -21,25 +20,20 @@ pub struct Text<W: Write> {
     line: Line,
 }
 
-impl<W: Write> Text<W> {
-    pub fn new(mut out: W, opts: Options) -> io::Result<Self> {
+impl Text {
+    /// The format, with its header row appended to `out`.
+    pub fn new(opts: Options, out: &mut Vec<u8>) -> Self {
         let mut line = Line::default();
         for (i, (text, width)) in columns(opts).enumerate() {
             line.cell(i, text.as_bytes(), width);
         }
         line.0.push(b'\n');
-        out.write_all(&line.0)?;
-        Ok(Text {
-            out,
+        out.extend_from_slice(&line.0);
+        Text {
             opts,
             start_ns: None,
             line,
-        })
-    }
-
-    #[cfg(test)]
-    pub fn into_inner(self) -> W {
-        self.out
+        }
     }
 }
 
@@ -116,7 +110,7 @@ fn func_label(direction: Direction) -> &'static str {
     }
 }
 
-impl<W: Write> Text<W> {
+impl Text {
     /// Builds the event's row in `self.line`.
     fn row(&mut self, ev: &Event) {
         let c = &ev.call;
@@ -151,77 +145,72 @@ impl<W: Write> Text<W> {
         if self.opts.conn {
             // "-": the call did no socket I/O of its own (served from the library's
             // buffer, or a custom BIO); nothing is guessed.
-            let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-            line.cell(9, or_dash(c.conn.fd.map(|fd| fd.to_string())).as_bytes(), 4);
-            line.cell(
-                10,
-                or_dash(c.conn.local.map(|a| a.to_string())).as_bytes(),
-                21,
-            );
-            line.cell(
-                11,
-                or_dash(c.conn.remote.map(|a| a.to_string())).as_bytes(),
-                21,
-            );
+            match c.conn.fd {
+                Some(fd) => line.int(9, fd, 4),
+                None => line.cell(9, b"-", 4),
+            }
+            for (i, a) in [(10, c.conn.local), (11, c.conn.remote)] {
+                line.cell_with(i, 21, |line| match a {
+                    Some(a) => write_addr(line, a),
+                    None => line.push(b'-'),
+                });
+            }
         }
         line.0.push(b'\n');
     }
 
-    fn handshake_end(&mut self, ev: &Event, verdict: Handshake) -> io::Result<()> {
+    fn handshake_end(ev: &Event, verdict: Handshake, out: &mut Vec<u8>) -> io::Result<()> {
         let (func, ret) = (ev.call.func.name, ev.call.ret);
         match verdict {
             Handshake::Done => Ok(()),
             Handshake::Failed => writeln!(
-                self.out,
+                out,
                 "----- HANDSHAKE FAILED ({func} returned {ret}) -----\n"
             ),
             Handshake::NotCompleted => writeln!(
-                self.out,
+                out,
                 "----- HANDSHAKE NOT COMPLETED ({func} returned {ret}, no success followed) -----\n"
             ),
         }
     }
 
-    fn data_end(&mut self, ev: &Event) -> io::Result<()> {
+    fn data_end(ev: &Event, out: &mut Vec<u8>) -> io::Result<()> {
         if ev.truncated() == 0 && ev.undelivered == 0 {
-            return self.out.write_all(b"----- END DATA -----\n\n");
+            out.extend_from_slice(b"----- END DATA -----\n\n");
+            return Ok(());
         }
-        write!(self.out, "----- END DATA")?;
+        write!(out, "----- END DATA")?;
         if ev.truncated() > 0 {
-            write!(self.out, " (TRUNCATED, {} bytes truncated)", ev.truncated())?;
+            write!(out, " (TRUNCATED, {} bytes truncated)", ev.truncated())?;
         }
         if ev.undelivered > 0 {
-            write!(
-                self.out,
-                " (INCOMPLETE, {} bytes undelivered)",
-                ev.undelivered
-            )?;
+            write!(out, " (INCOMPLETE, {} bytes undelivered)", ev.undelivered)?;
         }
-        writeln!(self.out, " -----\n")
+        writeln!(out, " -----\n")
     }
 }
 
-impl<W: Write> Output for Text<W> {
-    fn event(&mut self, ev: &Event, http: Option<&Http>) -> io::Result<()> {
+impl Formatter for Text {
+    fn event(&mut self, ev: &Event, http: Option<&Http>, out: &mut Batch) -> io::Result<()> {
         self.row(ev);
-        self.out.write_all(&self.line.0)?;
+        out.extend_from_slice(&self.line.0);
         if let Some(verdict) = ev.handshake {
-            return self.handshake_end(ev, verdict);
+            return Self::handshake_end(ev, verdict, out);
         }
-        self.out.write_all(b"----- DATA -----\n")?;
+        out.extend_from_slice(b"----- DATA -----\n");
         if self.opts.hexdump {
-            hexdump(&mut self.out, &ev.data)?;
+            hexdump(out, &ev.data);
         } else if let Some(decoded) = http {
-            http_text::write_text(&mut self.out, decoded, &ev.data)?;
+            http_text::write_text(&mut **out, decoded, &ev.data)?;
+        } else if passes(&ev.data) {
+            // Written as it is: from where it is, when it can be.
+            out.payload(&ev.data, 0..ev.data.len());
+            out.push(b'\n');
         } else {
-            escape(&mut self.out, &ev.data)?;
-            self.out.write_all(b"\n")?;
+            escape(&mut **out, &ev.data)?;
+            out.push(b'\n');
         }
-        self.data_end(ev)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        Self::data_end(ev, out)
     }
 }
 
@@ -249,11 +238,25 @@ mod tests {
     }
 
     fn render_http(opts: Options, events: &[Event], http: Option<&Http>) -> String {
-        let mut text = Text::new(Vec::new(), opts).unwrap();
+        let mut out = Batch::default();
+        let mut text = Text::new(opts, &mut out);
         for ev in events {
-            text.event(ev, http).unwrap();
+            text.event(ev, http, &mut out).unwrap();
         }
-        String::from_utf8(text.into_inner()).unwrap()
+        let mut written = Vec::new();
+        out.write_to(&mut written).unwrap();
+        String::from_utf8(written).unwrap()
+    }
+
+    #[test]
+    fn a_payload_put_together_is_written_as_one_copied() {
+        let data = [&b"GET /x HTTP/1.1\n".repeat(1000)[..], b"\r\x1b"].concat();
+        for data in [&data[..16_000], &data[..]] {
+            let copied = render(Options::default(), &[event("SSL_read", data)]);
+            let mut ev = event("SSL_read", data);
+            ev.data = crate::event::Payload::Shared(std::sync::Arc::new(data.to_vec()));
+            assert_eq!(render(Options::default(), &[ev]), copied);
+        }
     }
 
     #[test]
