@@ -11,7 +11,7 @@ TEST_DEPS := openssl curl python3 gnutls-bin libnss3-tools util-linux gcc binuti
 	android-libboringssl-dev libwolfssl-dev libmbedtls-dev tshark nodejs golang-go \
 	qemu-system-x86 busybox-static cpio bpftool
 
-.PHONY: all build deps run test test-kernels test-fallbacks bench lint clean
+.PHONY: all build deps run test test-kernels test-fallbacks fuzz bench lint clean
 
 all: build
 
@@ -57,6 +57,16 @@ test-fallbacks: deps
 # The kernel matrix alone (part of `make test`): Debian's 5.10, 6.1 and 6.12 under qemu.
 test-kernels: deps
 	$(RUNNER) $(CARGO) test --release --test kernels -- --test-threads=1 --nocapture
+
+# The fuzzers of hostile input (unit tests named fuzz_*) run 2.5 s each in `make test`; here
+# as long as asked: SECONDS per target, or ITERATIONS inputs per target; SEED for other
+# inputs. A failure names its input: SSLSNIFF_FUZZ_INPUT=N runs that one again.
+SECONDS ?= 60
+ITERATIONS ?=
+SEED ?=
+fuzz: deps
+	SSLSNIFF_FUZZ_SECONDS=$(SECONDS) SSLSNIFF_FUZZ_ITERATIONS=$(ITERATIONS) SSLSNIFF_FUZZ_SEED=$(SEED) \
+		$(CARGO) test --release fuzz_ -- --test-threads=1 --nocapture
 
 # Temporary files of the bench and of the tools it runs (go build) go to /dev/shm, memory
 # rather than this machine's disk, whose speed would otherwise be part of what is measured.

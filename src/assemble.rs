@@ -1,10 +1,10 @@
 //! Turns decoded records into whole events: reassembles the chunks of one call, and
 //! resolves handshakes that need a later call to be judged.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use crate::event::{Call, Direction, Event, Handshake, Record};
+use crate::event::{Call, Direction, Event, Handshake, Payload, Record};
 use crate::libs::{Outcome, Role};
 
 /// How long an unfinished handshake attempt waits for a success before it is reported.
@@ -72,10 +72,10 @@ impl Assembler {
                 self.partial.remove(&tid)
             };
             if let Some(old) = held {
-                self.finish_call(old.call, Cow::Owned(old.data), emit)?;
+                self.finish_call(old.call, Payload::Shared(Arc::new(old.data)), emit)?;
             }
             if r.ends_short() || r.chunk.len() as u64 == r.call.captured {
-                return self.finish_call(r.call, Cow::Borrowed(r.chunk), emit);
+                return self.finish_call(r.call, Payload::Borrowed(r.chunk), emit);
             }
             let mut data = Vec::with_capacity(r.call.captured as usize);
             data.extend_from_slice(r.chunk);
@@ -92,12 +92,12 @@ impl Assembler {
         p.data.extend_from_slice(r.chunk);
         if r.ends_short() || p.data.len() as u64 == p.call.captured {
             let p = self.partial.remove(&tid).expect("entry was just looked up");
-            self.finish_call(p.call, Cow::Owned(p.data), emit)?;
+            self.finish_call(p.call, Payload::Shared(Arc::new(p.data)), emit)?;
         }
         Ok(())
     }
 
-    fn finish_call<E>(&mut self, call: Call, data: Cow<[u8]>, emit: Emit<'_, E>) -> Result<(), E> {
+    fn finish_call<E>(&mut self, call: Call, data: Payload, emit: Emit<'_, E>) -> Result<(), E> {
         let undelivered = call.captured - data.len() as u64;
         self.counts.events += 1;
         self.counts.bytes += data.len() as u64;
@@ -108,6 +108,7 @@ impl Assembler {
             data,
             undelivered,
             handshake: None,
+            cgroup: None,
         })
     }
 
@@ -149,9 +150,10 @@ impl Assembler {
         self.counts.events += 1;
         emit(Event {
             call,
-            data: Cow::Borrowed(&[]),
+            data: Payload::Borrowed(&[]),
             undelivered: 0,
             handshake: Some(verdict),
+            cgroup: None,
         })
     }
 
@@ -166,7 +168,7 @@ impl Assembler {
             .collect();
         for tid in stale {
             let p = self.partial.remove(&tid).expect("key was just listed");
-            self.finish_call(p.call, Cow::Owned(p.data), emit)?;
+            self.finish_call(p.call, Payload::Shared(Arc::new(p.data)), emit)?;
         }
         self.expire_attempts(|a| overdue(&a.call, HANDSHAKE_PATIENCE_NS), emit)
     }
@@ -174,7 +176,7 @@ impl Assembler {
     /// Reports everything still held, at exit.
     pub fn finish<E>(&mut self, emit: Emit<'_, E>) -> Result<(), E> {
         for (_, p) in std::mem::take(&mut self.partial) {
-            self.finish_call(p.call, Cow::Owned(p.data), emit)?;
+            self.finish_call(p.call, Payload::Shared(Arc::new(p.data)), emit)?;
         }
         self.expire_attempts(|_| true, emit)
     }

@@ -1,7 +1,7 @@
 //! Command-line flags: a superset of bcc's sslsniff.py.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::{Parser, ValueEnum};
@@ -19,6 +19,7 @@ use crate::libs::{self, Kind, Library};
         sudo sslsniff                      # every TLS read and write on the machine\n  \
         sudo sslsniff -p 181               # only PID 181\n  \
         sudo sslsniff -c curl              # only processes named curl\n  \
+        sudo sslsniff --cgroup /docker/ID  # only one container's processes\n  \
         sudo sslsniff -l --handshake       # with latency, and handshakes\n  \
         sudo sslsniff --hexdump -x         # payload as hexdump -C, with UID and TID\n  \
         sudo sslsniff --conn               # with each call's socket addresses\n  \
@@ -41,7 +42,12 @@ pub struct Cli {
     #[arg(short, long)]
     pub comm: Option<String>,
 
-    /// Show UID and TID columns
+    /// Trace only this cgroup and its descendants: a path in the cgroup v2 hierarchy, as
+    /// events show it (/docker/ID), or its directory under the mount
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+
+    /// Show UID, TID and CONTAINER columns
     #[arg(short = 'x', long = "extra")]
     pub ids: bool,
 
@@ -91,8 +97,9 @@ pub struct Cli {
     pub conn: bool,
 
     /// Output format on stdout: text (bcc's layout) or json (one object per line)
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
+    /// [default: text]
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
 
     /// Decode HTTP/1 and HTTP/2: auto shows HTTP/2 frames and headers in text, an http
     /// object in JSON and HTTP records in --pcap; off shows every call as its bytes
@@ -100,7 +107,8 @@ pub struct Cli {
     pub http: HttpMode,
 
     /// Also write the capture as pcapng to FILE, for Wireshark (implies --conn tracking).
-    /// FILE must not exist yet; it is created readable by its owner only
+    /// FILE must not exist yet; it is created readable by its owner only. `-` writes the
+    /// capture to stdout instead of text or JSON (`--pcap - | wireshark -k -i -`)
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
 
@@ -169,6 +177,9 @@ impl Cli {
         if let Some(comm) = &self.comm {
             check_comm(comm)?;
         }
+        if self.pcap_to_stdout() && (self.format.is_some() || self.hexdump) {
+            bail!("--pcap - writes the capture to stdout: --format and --hexdump would have nothing to write to");
+        }
         Ok(Config {
             filter: Filter {
                 pid: self.pid,
@@ -177,6 +188,7 @@ impl Cli {
                     .comm
                     .as_ref()
                     .map(|c| c.bytes().take(COMM_LEN).collect()),
+                cgroup: self.cgroup.clone(),
             },
             capture: Capture {
                 max_bytes: self.max_buffer_size,
@@ -198,9 +210,17 @@ impl Cli {
         })
     }
 
+    fn pcap_to_stdout(&self) -> bool {
+        self.pcap.as_deref() == Some(Path::new("-"))
+    }
+
     fn output(&self) -> config::Output {
+        let (format, pcap) = match self.pcap_to_stdout() {
+            true => (Format::Pcap, None),
+            false => (self.format.unwrap_or(Format::Text), self.pcap.clone()),
+        };
         config::Output {
-            format: self.format,
+            format,
             text: TextOptions {
                 ids: self.ids,
                 latency: self.latency,
@@ -208,15 +228,18 @@ impl Cli {
                 hexdump: self.hexdump,
             },
             http: self.http == HttpMode::Auto,
-            pcap: self.pcap.clone(),
+            pcap,
             overwrite: self.overwrite,
             interactive: std::io::stdout().is_terminal(),
+            // As much as the ring holds: the two together are what a reader can fall
+            // behind by; unlike the ring's, this memory is taken only while it is used.
+            queue_bytes: self.ring_buffer_size as usize,
         }
     }
 
     /// Connection tracking costs a hook on every syscall: only when something shows it.
     fn tracks_connections(&self) -> bool {
-        self.conn || self.pcap.is_some() || self.format == Format::Json
+        self.conn || self.pcap.is_some() || self.format == Some(Format::Json)
     }
 
     fn kinds(&self) -> Vec<Kind> {

@@ -27,6 +27,9 @@ pub struct Filter {
     pub uid: Option<u32>,
     /// At most COMM_LEN bytes, without NUL: what the kernel keeps of a name.
     pub comm: Option<Vec<u8>>,
+    /// Only this cgroup and its descendants (`--cgroup`): a path in the cgroup v2
+    /// hierarchy, as events show it, or a directory of the mounted hierarchy.
+    pub cgroup: Option<PathBuf>,
 }
 
 /// What the kernel side captures of each call.
@@ -61,24 +64,31 @@ pub struct Output {
     pub text: TextOptions,
     /// Decode HTTP/1 and HTTP/2 (`--http auto`).
     pub http: bool,
-    /// Also write a pcapng capture here.
+    /// Also write a pcapng capture to this file.
     pub pcap: Option<PathBuf>,
     /// Let `pcap` replace a file of ours.
     pub overwrite: bool,
     /// Flush after every drain rather than every 100 ms (a terminal is reading).
     pub interactive: bool,
+    /// Formatted bytes each output holds for a slow reader or disk at most; past that,
+    /// payloads are dropped and counted as undelivered.
+    pub queue_bytes: usize,
 }
 
+/// What stdout carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Text,
     Json,
+    /// The pcapng capture (`--pcap -`), not a `--format` of its own.
+    #[value(skip)]
+    Pcap,
 }
 
 /// The columns and payload form of the text format.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TextOptions {
-    /// UID and TID columns (`-x`).
+    /// UID, TID and CONTAINER columns (`-x`).
     pub ids: bool,
     /// LAT(ms) column (`-l`).
     pub latency: bool,

@@ -13,8 +13,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::escape::escape_inline;
-use crate::kernel::features::Mechanism;
-use crate::kernel::VariantCheck;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Status {
@@ -93,6 +91,18 @@ pub fn undelivered(bytes: u64) {
     );
 }
 
+/// Payload bytes dropped since the last report because an output could not keep up.
+pub fn output_behind(bytes: u64) {
+    let message = format!(
+        "{bytes} bytes undelivered: the output fell behind (the reader of stdout or the disk is slower than the traffic)"
+    );
+    emit(
+        "warning",
+        || format!("warning: {message}"),
+        json!({ "message": message, "undelivered_bytes": bytes }),
+    );
+}
+
 /// The fatal error that ends the run, on one line.
 pub fn error(e: &anyhow::Error) {
     let message = format!("{e:#}");
@@ -162,6 +172,23 @@ pub fn tracing(t: &Tracing) {
     );
 }
 
+/// What a kernel feature is used for here: its own mechanism, or the fallback.
+#[derive(Debug, Clone, Serialize)]
+pub struct Mechanism {
+    pub feature: &'static str,
+    /// The feature is used (not missing, nor turned off by SSLSNIFF_WITHOUT).
+    pub native: bool,
+    pub uses: &'static str,
+}
+
+/// One set of mechanisms that `--check-kernel` loaded, or could not.
+#[derive(Debug, Clone)]
+pub struct VariantCheck {
+    pub name: String,
+    pub error: Option<String>,
+    pub millis: u64,
+}
+
 /// Which mechanism each kernel feature uses: with -d as prose, and always with
 /// `--status json` (programs that read it want to know what they are testing).
 pub fn kernel(mechanisms: &[Mechanism], debug: bool) {
@@ -202,11 +229,15 @@ pub struct Summary {
     pub captured_bytes: u64,
     /// Bytes beyond --max-buffer-size, never captured.
     pub truncated_bytes: u64,
-    /// Captured bytes the kernel could not deliver (ring buffer full): those of calls
-    /// marked INCOMPLETE plus `unannounced_bytes`.
+    /// Captured bytes that did not reach the output (the ring buffer was full, or an
+    /// output fell behind): those of calls marked INCOMPLETE plus `unannounced_bytes`.
     pub undelivered_bytes: u64,
     /// Of those, bytes of calls that never reached user space at all.
     pub unannounced_bytes: u64,
+    /// Of those, bytes dropped because an output (the reader of stdout, the disk) fell
+    /// behind and its queue was full.
+    #[serde(default)]
+    pub dropped_bytes: u64,
     /// Calls not traced at all: the per-thread table of kernels without task storage
     /// was full.
     pub untracked_calls: u64,
@@ -267,6 +298,12 @@ pub fn summary(s: &Summary) {
                 text.push_str(&format!(
                     " ({} of them in calls that never reached user space)",
                     s.unannounced_bytes
+                ));
+            }
+            if s.dropped_bytes > 0 {
+                text.push_str(&format!(
+                    " ({} of them dropped because the output fell behind)",
+                    s.dropped_bytes
                 ));
             }
             if s.untracked_calls > 0 {

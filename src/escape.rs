@@ -68,6 +68,12 @@ pub fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
+/// Whether `escape` would write `data` as it is (a payload of printable ASCII, newlines
+/// and tabs): then it need not be copied to be written.
+pub fn passes(data: &[u8]) -> bool {
+    passing_run(data) == data.len()
+}
+
 /// The length of the leading run of bytes that pass unescaped in a payload: printable
 /// ASCII, \n and \t. This scan is most of the text reader's work on large payloads.
 fn passing_run(data: &[u8]) -> usize {

@@ -2,9 +2,12 @@
 //! files it found. `kernel::record` makes them from the kernel's structs; everything
 //! downstream (assembly, protocols, outputs) sees only these.
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::ops::Deref;
+use std::rc::Rc;
+use std::sync::Arc;
 
+use crate::cgroup::Cgroup;
 use crate::libs::Func;
 use crate::procfs::FileId;
 
@@ -34,7 +37,8 @@ impl Comm {
     }
 }
 
-/// The socket under a call, when connection tracking saw it.
+/// The socket under a call, when connection tracking saw it: the one the call did I/O
+/// on, or for an object fed through memory, the one it was tied to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Conn {
     pub fd: Option<i32>,
@@ -63,6 +67,8 @@ pub struct Call {
     /// The library's connection object (SSL *, session, PRFileDesc *): names the TLS
     /// connection when no socket is known.
     pub tls_conn: u64,
+    /// The thread's cgroup in the cgroup v2 hierarchy: its directory's inode.
+    pub cgroup_id: u64,
     pub conn: Conn,
 }
 
@@ -108,14 +114,46 @@ impl Handshake {
     }
 }
 
+/// A call's payload: borrowed from its ring record when it came in one, or its records
+/// put together, which every output then writes from where it is, without a copy of
+/// its own (`output::Batch`).
+#[derive(Debug, Clone)]
+pub enum Payload<'a> {
+    Borrowed(&'a [u8]),
+    Shared(Arc<Vec<u8>>),
+}
+
+impl Payload<'_> {
+    /// The payload, when outputs can hold on to it past the event.
+    pub fn shared(&self) -> Option<&Arc<Vec<u8>>> {
+        match self {
+            Payload::Shared(data) => Some(data),
+            Payload::Borrowed(_) => None,
+        }
+    }
+}
+
+impl Deref for Payload<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Payload::Borrowed(data) => data,
+            Payload::Shared(data) => data,
+        }
+    }
+}
+
 /// One TLS call, whole: what the outputs print.
 #[derive(Debug)]
 pub struct Event<'a> {
     pub call: Call,
-    pub data: Cow<'a, [u8]>,
+    pub data: Payload<'a>,
     /// Captured bytes the kernel could not deliver (ring buffer full).
     pub undelivered: u64,
     pub handshake: Option<Handshake>,
+    /// The call's cgroup, when its path is known (set after assembly).
+    pub cgroup: Option<Rc<Cgroup>>,
 }
 
 impl Event<'_> {
@@ -165,6 +203,7 @@ pub mod testing {
             captured: data.len() as u64,
             ret: 0,
             tls_conn: 0,
+            cgroup_id: 1,
             conn: Conn::default(),
         }
     }
@@ -172,9 +211,10 @@ pub mod testing {
     pub fn event<'a>(func: &str, data: &'a [u8]) -> Event<'a> {
         Event {
             call: call(func, data),
-            data: Cow::Borrowed(data),
+            data: Payload::Borrowed(data),
             undelivered: 0,
             handshake: None,
+            cgroup: None,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! `tracer` puts the steps in order; the binary only parses flags and handles signals.
 
 pub mod assemble;
+pub mod cgroup;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -16,6 +17,10 @@ pub mod escape;
 pub mod event;
 pub mod follow;
 pub mod golang;
+/// Crafted files and header blocks, and the fuzzers' runner (shared with tests/ and bench/).
+#[cfg(test)]
+#[path = "../tests/common/hostile.rs"]
+mod hostile;
 pub mod kernel;
 pub mod libs;
 pub mod output;
@@ -27,3 +32,8 @@ pub mod signatures;
 pub mod symbolless;
 pub mod symbols;
 pub mod tracer;
+
+/// Counts each thread's allocations: the fuzzers' measure of work.
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: hostile::Counting = hostile::Counting;

@@ -145,6 +145,12 @@ pub struct Library {
     pub nspr_fd: bool,
     pub abi: Abi,
     pub funcs: &'static [Func],
+    /// Functions whose first argument is a connection object that stops being the
+    /// connection it was: the first frees it, the others ready it for another
+    /// connection or transport. Probed with connection tracking, they end the object's
+    /// tie to its socket (src/bpf/conn.bpf.h); a file without the first learns no tie.
+    /// Empty: the library's objects are never tied.
+    pub untie: &'static [&'static str],
 }
 
 const fn func(name: &'static str, role: Role) -> Func {
@@ -211,6 +217,16 @@ pub static LIBRARIES: &[Library] = &[
             func("SSL_write_ex", Role::Write(EX)),
             func("SSL_do_handshake", Role::Handshake(OPENSSL_HANDSHAKE)),
         ],
+        // SSL_set_fd may set the BIO without calling SSL_set_bio (the compiler may
+        // inline it): each setter is probed.
+        untie: &[
+            "SSL_free",
+            "SSL_clear",
+            "SSL_set_bio",
+            "SSL_set0_rbio",
+            "SSL_set0_wbio",
+            "SSL_set_fd",
+        ],
     },
     Library {
         kind: Kind::GnuTls,
@@ -223,6 +239,7 @@ pub static LIBRARIES: &[Library] = &[
             func_ssize_t("gnutls_record_send", Role::Write(COUNT)),
             func("gnutls_handshake", Role::Handshake(GNUTLS_HANDSHAKE)),
         ],
+        untie: &[],
     },
     Library {
         kind: Kind::Nss,
@@ -236,6 +253,7 @@ pub static LIBRARIES: &[Library] = &[
             func("PR_Write", Role::Write(COUNT)),
             func("PR_Send", Role::Write(COUNT)),
         ],
+        untie: &[],
     },
     Library {
         kind: Kind::WolfSsl,
@@ -249,6 +267,7 @@ pub static LIBRARIES: &[Library] = &[
             func("wolfSSL_connect", Role::Handshake(OPENSSL_HANDSHAKE)),
             func("wolfSSL_accept", Role::Handshake(OPENSSL_HANDSHAKE)),
         ],
+        untie: &[],
     },
     Library {
         kind: Kind::MbedTls,
@@ -261,6 +280,7 @@ pub static LIBRARIES: &[Library] = &[
             func("mbedtls_ssl_write", Role::Write(COUNT)),
             func("mbedtls_ssl_handshake", Role::Handshake(MBEDTLS_HANDSHAKE)),
         ],
+        untie: &[],
     },
     // rustls over aws-lc, inside stripped programs (Deno, uv): found by its code
     // (src/symbolless/), never by a file name. Records are sealed with their plaintext
@@ -285,6 +305,7 @@ pub static LIBRARIES: &[Library] = &[
                 AeadArgs::OpenGather,
             ),
         ],
+        untie: &[],
     },
     // Go's crypto/tls, linked into each Go program: found by what an executable is, not
     // by a file name. The names are those src/golang/ looks up (tested).
@@ -306,6 +327,7 @@ pub static LIBRARIES: &[Library] = &[
                 Role::Handshake(GO_HANDSHAKE),
             ),
         ],
+        untie: &[],
     },
 ];
 
@@ -342,6 +364,14 @@ pub fn by_name(name: &str) -> Option<&'static Library> {
 }
 
 impl Library {
+    /// Every symbol looked up in a file of this library: its functions and its untie.
+    pub fn symbol_names(&self) -> impl Iterator<Item = &'static str> {
+        self.funcs
+            .iter()
+            .map(|f| f.name)
+            .chain(self.untie.iter().copied())
+    }
+
     pub fn matches_file_name(&self, file_name: &str) -> bool {
         self.sonames.iter().any(|soname| {
             file_name

@@ -1,14 +1,15 @@
 //! Every read of `/proc`: the processes, what each maps and runs, its name, its mount
-//! namespace, and our own capabilities. The kernel writes these files, but the paths and
-//! names in them are chosen by the traced side: they stay bytes, for whoever prints them
-//! to escape, and no path read here is ever opened again by name (a file a process maps
-//! is opened through `map_files`, the very inode it maps).
+//! namespace, our own capabilities, and the cgroup v2 hierarchy (found through our
+//! mountinfo). The kernel writes these files, but the paths and names in them are chosen
+//! by the traced side: they stay bytes, for whoever prints them to escape, and no path
+//! read here is ever opened again by name (a file a process maps is opened through
+//! `map_files`, the very inode it maps; a cgroup through its id).
 
 use std::ffi::OsStr;
 use std::fs::{self, Metadata};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -241,6 +242,148 @@ impl Watch {
     }
 }
 
+/// The cgroup v2 hierarchy as our mount namespace has it mounted (at /sys/fs/cgroup, or
+/// /sys/fs/cgroup/unified beside v1 on a hybrid machine): its mount point, and its root
+/// directory open, which the kernel needs to find a cgroup by id.
+#[derive(Debug)]
+pub struct CgroupHierarchy {
+    mount: PathBuf,
+    root: OwnedFd,
+}
+
+/// The kernel's file handle type for kernfs (cgroup2) nodes, whose 8 bytes are the id.
+const FILEID_KERNFS: i32 = 0xfe;
+/// A cgroup path is this long at most (PATH_MAX).
+const MAX_CGROUP_PATH: usize = 4096;
+
+impl CgroupHierarchy {
+    /// The first cgroup2 mount of /proc/self/mountinfo, or None (a machine with only
+    /// cgroup v1).
+    pub fn open() -> Option<CgroupHierarchy> {
+        let info = fs::read("/proc/self/mountinfo").ok()?;
+        let mount = info.split(|&b| b == b'\n').find_map(cgroup2_mount)?;
+        let root = open_directory(&mount).ok()?;
+        is_cgroup2(&root).then_some(CgroupHierarchy { mount, root })
+    }
+
+    pub fn mount(&self) -> &Path {
+        &self.mount
+    }
+
+    /// The path, from the hierarchy's root, of the cgroup whose id is `id`: the kernel
+    /// finds the directory by its inode (a kernfs file handle), so no tree is walked.
+    /// None when there is no such cgroup any more, or it is outside our mount.
+    pub fn path_of(&self, id: u64) -> Option<Vec<u8>> {
+        #[repr(C)]
+        struct KernfsHandle {
+            handle_bytes: u32,
+            handle_type: i32,
+            id: u64,
+        }
+        let mut handle = KernfsHandle {
+            handle_bytes: 8,
+            handle_type: FILEID_KERNFS,
+            id,
+        };
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+        // SAFETY: the handle is a struct file_handle with 8 bytes of f_handle, alive for
+        // the call; a non-negative result is a new fd, ours.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_open_by_handle_at,
+                self.root.as_raw_fd(),
+                &mut handle,
+                flags,
+            )
+        };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: the kernel just gave us this fd.
+        let dir = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let path = fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd())).ok()?;
+        // Removed since it was opened: its name is not known for sure any more.
+        if path.as_os_str().as_bytes().ends_with(b" (deleted)") {
+            return None;
+        }
+        let relative = path.strip_prefix(&self.mount).ok()?.as_os_str().as_bytes();
+        (relative.len() < MAX_CGROUP_PATH).then(|| [b"/", relative].concat())
+    }
+
+    /// The directory of the cgroup `path` names: a path from the hierarchy's root (as
+    /// events show it), or a directory under the mount point.
+    pub fn open_cgroup(&self, path: &Path) -> Result<OwnedFd> {
+        let dir = if path.starts_with(&self.mount) {
+            path.to_path_buf()
+        } else {
+            self.mount.join(path.strip_prefix("/").unwrap_or(path))
+        };
+        let fd = open_directory(&dir).with_context(|| {
+            format!(
+                "no cgroup {} under {}",
+                path.display(),
+                self.mount.display()
+            )
+        })?;
+        if !is_cgroup2(&fd) {
+            bail!("{} is not a cgroup v2 directory", dir.display());
+        }
+        Ok(fd)
+    }
+}
+
+/// The mount point of a mountinfo line whose filesystem type is cgroup2.
+fn cgroup2_mount(line: &[u8]) -> Option<PathBuf> {
+    let text = std::str::from_utf8(line).ok()?;
+    let (mount, fs) = text.split_once(" - ")?;
+    if fs.split(' ').next() != Some("cgroup2") {
+        return None;
+    }
+    let point = mount.split(' ').nth(4)?;
+    Some(PathBuf::from(OsStr::from_bytes(&unescape_octal(
+        point.as_bytes(),
+    ))))
+}
+
+/// mountinfo's escapes (`\040` for a space, and so on) undone.
+fn unescape_octal(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        let digits = s
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match (s[i], digits) {
+            (b'\\', Some(d)) => {
+                out.push(d.iter().fold(0u8, |n, b| n.wrapping_mul(8) + (b - b'0')));
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+fn open_directory(path: &Path) -> Result<OwnedFd> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(OwnedFd::from(file))
+}
+
+fn is_cgroup2(dir: &OwnedFd) -> bool {
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: fstatfs fills the struct on success, which is checked before reading it.
+    let ok = unsafe { libc::fstatfs(dir.as_raw_fd(), st.as_mut_ptr()) } == 0;
+    // SAFETY: initialised by the successful call.
+    ok && unsafe { st.assume_init() }.f_type == libc::CGROUP2_SUPER_MAGIC
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,6 +455,21 @@ mod tests {
             shown_path(u32::MAX, other).as_os_str().as_bytes(),
             [format!("/proc/{}/root/lib/", u32::MAX).as_bytes(), b"\xff"].concat()
         );
+    }
+
+    #[test]
+    fn finds_the_cgroup2_mount_among_mountinfo_lines() {
+        let unified =
+            b"41 31 0:38 / /sys/fs/cgroup/unified rw,relatime shared:9 - cgroup2 cgroup2 rw";
+        assert_eq!(
+            cgroup2_mount(unified),
+            Some("/sys/fs/cgroup/unified".into())
+        );
+        let v1 = b"32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu";
+        assert_eq!(cgroup2_mount(v1), None);
+        let spaced = b"41 31 0:38 / /mnt/a\\040b\\134 rw - cgroup2 none rw";
+        assert_eq!(cgroup2_mount(spaced), Some("/mnt/a b\\".into()));
+        assert_eq!(cgroup2_mount(b"garbage - cgroup2"), None);
     }
 
     #[test]

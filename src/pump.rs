@@ -1,5 +1,8 @@
 //! The drain loop: ring buffer -> decode -> assemble -> protocols -> outputs, until told
 //! to stop, with loss reported as it happens and everything still held flushed at the end.
+//! The outputs write on threads of their own (`output`): when one falls behind, a call's
+//! payload is dropped here, before the protocol stage, and reported as undelivered just
+//! as the ring's losses are.
 
 use std::cell::RefCell;
 use std::io;
@@ -9,11 +12,12 @@ use anyhow::{Context, Result};
 use libbpf_rs::{ErrorKind, RingBuffer};
 
 use crate::assemble::{Assembler, Counts};
+use crate::cgroup::Cgroups;
 use crate::clock::monotonic_ns;
 use crate::diag;
-use crate::event::{Direction, Event};
+use crate::event::{Direction, Event, Payload};
 use crate::kernel::record::decode;
-use crate::output::Output;
+use crate::output::Outputs;
 use crate::proto::{ConnKey, Decoders, Dir, Http};
 
 /// How often the ring buffer is drained when the BPF side does not wake us. Waking
@@ -25,26 +29,39 @@ const REPORT_INTERVAL: Duration = Duration::from_millis(100);
 /// Where events go, shared by the ring-buffer callback and the loop.
 pub struct Sink<'o> {
     asm: Assembler,
-    /// The protocol stage; `None` with `--http off`.
-    http: Option<Decoders>,
-    out: &'o mut dyn Output,
+    stage: Stage<'o>,
     error: Option<io::Error>,
 }
 
+/// What an assembled event goes through: the cgroup and protocol stages, then the
+/// outputs.
+struct Stage<'o> {
+    /// The protocol stage; `None` with `--http off`.
+    http: Option<Decoders>,
+    cgroups: Cgroups,
+    out: &'o mut Outputs,
+    /// Payload bytes dropped because an output fell behind.
+    dropped_bytes: u64,
+}
+
 impl<'o> Sink<'o> {
-    pub fn new(out: &'o mut dyn Output, http: bool) -> Self {
+    pub fn new(out: &'o mut Outputs, http: bool) -> Self {
         Sink {
             asm: Assembler::new(),
-            http: http.then(Decoders::new),
-            out,
+            stage: Stage {
+                http: http.then(Decoders::new),
+                cgroups: Cgroups::new(),
+                out,
+                dropped_bytes: 0,
+            },
             error: None,
         }
     }
 
     /// The ring-buffer callback: a non-zero return stops the ring's consume.
     pub fn record(&mut self, raw: &[u8]) -> i32 {
-        let (http, out) = (&mut self.http, &mut *self.out);
-        if let Err(e) = self.asm.push(decode(raw), &mut |ev| emit(http, out, ev)) {
+        let stage = &mut self.stage;
+        if let Err(e) = self.asm.push(decode(raw), &mut |ev| stage.emit(ev)) {
             self.error = Some(e);
             return -1;
         }
@@ -52,51 +69,75 @@ impl<'o> Sink<'o> {
     }
 
     fn tick(&mut self) {
-        let (http, out) = (&mut self.http, &mut *self.out);
-        if let Err(e) = self.asm.tick(monotonic_ns(), &mut |ev| emit(http, out, ev)) {
+        let stage = &mut self.stage;
+        if let Err(e) = self.asm.tick(monotonic_ns(), &mut |ev| stage.emit(ev)) {
             self.error = Some(e);
         }
     }
 
     /// Calls were lost without knowing whose: no HTTP/2 direction can trust its state.
     fn lost_unknown_calls(&mut self) {
-        if let Some(http) = &mut self.http {
+        if let Some(http) = &mut self.stage.http {
             http.gap_all();
         }
     }
 
     fn flush(&mut self) {
-        if let Err(e) = self.out.flush() {
+        if let Err(e) = self.stage.out.flush() {
             self.error = Some(e);
         }
     }
 
+    /// What the assembler handed on, less the payloads dropped because an output fell
+    /// behind: those are undelivered.
     pub fn counts(&self) -> Counts {
-        self.asm.counts
+        let mut counts = self.asm.counts;
+        counts.bytes -= self.stage.dropped_bytes;
+        counts.undelivered_bytes += self.stage.dropped_bytes;
+        counts
     }
 
-    /// Reports what is still held and flushes, unless output already failed; returns
-    /// the output's error, if any.
+    /// Of the undelivered bytes, those dropped because an output fell behind.
+    pub fn dropped_bytes(&self) -> u64 {
+        self.stage.dropped_bytes
+    }
+
+    /// Reports what is still held and waits for the outputs to write everything, unless
+    /// output already failed; returns the output's error, if any.
     pub fn finish(&mut self) -> Option<io::Error> {
         if self.error.is_none() {
-            let (http, out) = (&mut self.http, &mut *self.out);
-            if let Err(e) = self.asm.finish(&mut |ev| emit(http, out, ev)) {
+            let stage = &mut self.stage;
+            if let Err(e) = self.asm.finish(&mut |ev| stage.emit(ev)) {
                 self.error = Some(e);
             }
         }
-        if self.error.is_none() {
-            self.flush();
+        // The writer threads end either way; a first error is the one reported.
+        let finished = self.stage.out.finish();
+        if let Err(e) = finished {
+            self.error.get_or_insert(e);
         }
         self.error.take()
     }
 }
 
-/// The protocol stage, then the outputs.
-fn emit(http: &mut Option<Decoders>, out: &mut dyn Output, ev: Event) -> io::Result<()> {
-    let decoded = http
-        .as_mut()
-        .and_then(|decoders| decode_http(decoders, &ev));
-    out.event(&ev, decoded.as_ref())
+impl Stage<'_> {
+    /// The cgroup and protocol stages, then the outputs. A call whose payload an output
+    /// cannot take now goes on without it, its bytes undelivered: before the protocol
+    /// stage, so that the decoders see the gap as they see the ring's.
+    fn emit(&mut self, mut ev: Event) -> io::Result<()> {
+        ev.cgroup = self.cgroups.get(ev.call.cgroup_id);
+        if !ev.data.is_empty() && !self.out.has_room() {
+            let n = ev.data.len() as u64;
+            self.dropped_bytes += n;
+            ev.undelivered += n;
+            ev.data = Payload::Borrowed(&[]);
+        }
+        let decoded = self
+            .http
+            .as_mut()
+            .and_then(|decoders| decode_http(decoders, &ev));
+        self.out.event(&ev, decoded.as_ref())
+    }
 }
 
 /// The call's HTTP, per TLS connection object (a socket is not always known) and
@@ -131,8 +172,8 @@ pub struct Watch<'a> {
 
 /// Drains the ring into the sink until `watch.stop` says so or output fails. Returns
 /// the undelivered bytes already reported, for the final report.
-pub fn drain(ring: &RingBuffer, sink: &RefCell<Sink>, watch: &Watch) -> Result<u64> {
-    let mut reported = 0;
+pub fn drain(ring: &RingBuffer, sink: &RefCell<Sink>, watch: &Watch) -> Result<Reported> {
+    let mut reported = Reported::default();
     let mut unannounced = 0;
     let mut last_report = Instant::now();
     while !(watch.stop)() {
@@ -168,13 +209,29 @@ pub fn drain(ring: &RingBuffer, sink: &RefCell<Sink>, watch: &Watch) -> Result<u
     Ok(reported)
 }
 
-/// Warns about bytes undelivered since the last report; returns the new total. The
+/// Undelivered bytes already warned about, by cause.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Reported {
+    /// The ring buffer was full.
+    pub ring: u64,
+    /// An output fell behind.
+    pub dropped: u64,
+}
+
+/// Warns about bytes undelivered since the last report; returns the new totals. The
 /// warnings, the INCOMPLETE markers and the summary all count the same bytes.
 /// `unannounced` is the kernel's count of bytes of calls user space never saw.
-pub fn report_undelivered(reported: u64, sink: &Sink, unannounced: u64) -> u64 {
-    let total = sink.counts().undelivered_bytes + unannounced;
-    if total > reported {
-        diag::undelivered(total - reported);
+pub fn report_undelivered(reported: Reported, sink: &Sink, unannounced: u64) -> Reported {
+    let dropped = sink.dropped_bytes();
+    let now = Reported {
+        ring: sink.counts().undelivered_bytes - dropped + unannounced,
+        dropped,
+    };
+    if now.ring > reported.ring {
+        diag::undelivered(now.ring - reported.ring);
     }
-    total
+    if now.dropped > reported.dropped {
+        diag::output_behind(now.dropped - reported.dropped);
+    }
+    now
 }

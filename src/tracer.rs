@@ -5,8 +5,12 @@
 use std::cell::RefCell;
 use std::io;
 use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use libbpf_rs::{RingBuffer, RingBufferBuilder};
@@ -14,9 +18,9 @@ use libbpf_rs::{RingBuffer, RingBufferBuilder};
 use crate::config::Config;
 use crate::diag::{self, warning, Summary};
 use crate::discover::{self, Target};
-use crate::follow::{Follower, Following};
+use crate::follow::{self, Follower, Following, SharedRegistry};
 use crate::kernel::{self, Features, Hook, Kernel, Load};
-use crate::output::{self, Output};
+use crate::output::{self, Outputs};
 use crate::probes::{Registry, Scope};
 use crate::procfs;
 use crate::pump::{self, Sink, Watch};
@@ -41,34 +45,35 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Option<Summary>> {
     }
     discover::set_debug_files(&cfg.discovery.debug_files)?;
     let targets = discover::targets(&cfg.discovery, cfg.filter.pid)?;
-    let mut out = output::open(&cfg.output)?;
+    // Before the outputs' threads start, so that they run at the reader's priority.
     raise_priority(cfg.debug);
-    let mut storage = MaybeUninit::uninit();
+    let mut out = output::open(&cfg.output)?;
+    let cgroup = cfg.filter.cgroup.as_deref().map(open_cgroup).transpose()?;
     let load = Load {
         filter: &cfg.filter,
+        cgroup: cgroup.as_ref().map(|fd| fd.as_fd()),
         capture: &cfg.capture,
         follow: cfg.follow,
     };
-    let kernel = Kernel::load(&mut storage, &load, features)?;
-    say_capture_limit(&kernel, cfg.capture.max_bytes);
-    let registry = attach_at_start(&kernel, cfg, targets)?;
+    // For the rest of the process: the follower's thread may still be examining a file
+    // when the tracer returns, and the process's exit ends it.
+    let storage = Box::leak(Box::new(MaybeUninit::uninit()));
+    let kernel: &'static Kernel = Box::leak(Box::new(Kernel::load(storage, &load, features)?));
+    say_capture_limit(kernel, cfg.capture.max_bytes);
+    let registry = Arc::new(Mutex::new(Some(attach_at_start(kernel, cfg, targets)?)));
+    let libraries = cfg.discovery.libraries.clone();
     let following = match (cfg.follow, cfg.hold) {
         (false, _) => Following::Off,
         (true, false) => Following::Attach,
         (true, true) => Following::Hold,
     };
-    let mut follower = Follower::new(
-        &kernel,
-        registry,
-        cfg.discovery.libraries.clone(),
-        following,
-    );
+    let mut follower = Follower::new(kernel, Arc::clone(&registry), libraries, following);
     follower.examine_running(cfg.filter.pid);
     if cfg.debug {
-        diag::notice(&format!(
-            "{} links attached",
-            follower.registry().link_count()
-        ));
+        let links = follow::lock(&registry)
+            .as_ref()
+            .map_or(0, Registry::link_count);
+        diag::notice(&format!("{links} links attached"));
     }
     let stopped = || {
         let exited = watch.as_ref().is_some_and(procfs::Watch::exited);
@@ -80,16 +85,20 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Option<Summary>> {
         }
         exited || stop.load(Ordering::Relaxed)
     };
-    capture(&kernel, cfg, follower, &mut out, &stopped)
+    capture(kernel, cfg, (follower, registry), &mut out, &stopped)
 }
+
+/// How long the exit waits for the follower to finish the file it is examining; past
+/// that the links are detached anyway, and the follower attaches nothing more.
+const FOLLOWER_GRACE: Duration = Duration::from_millis(200);
 
 /// Drains the ring, with the follower on a thread of its own, until told to stop; then
 /// detaches everything and sums up.
 fn capture(
-    kernel: &Kernel,
+    kernel: &'static Kernel,
     cfg: &Config,
-    follower: Follower,
-    out: &mut dyn Output,
+    (follower, registry): (Follower<'static, 'static>, SharedRegistry),
+    out: &mut Outputs,
     stopped: &dyn Fn() -> bool,
 ) -> Result<Option<Summary>> {
     let sink = RefCell::new(Sink::new(out, cfg.output.http));
@@ -100,21 +109,18 @@ fn capture(
         unannounced_bytes: &unannounced,
         interactive: cfg.output.interactive,
     };
-    let follower_stop = AtomicBool::new(false);
-    let (drained, registry) = std::thread::scope(|scope| {
-        let following = scope.spawn(|| follower.run(&follower_stop));
-        diag::ready();
-        let drained = pump::drain(&ring, &sink, &watch);
-        follower_stop.store(true, Ordering::Relaxed);
-        let registry = following
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("following the machine failed")));
-        (drained, registry)
-    });
+    let follower_stop = Arc::new(AtomicBool::new(false));
+    let following = spawn_follower(follower, Arc::clone(&follower_stop));
+    diag::ready();
+    let drained = pump::drain(&ring, &sink, &watch);
+    follower_stop.store(true, Ordering::Relaxed);
+    let _ = following.recv_timeout(FOLLOWER_GRACE);
     // Detach first so that nothing new arrives, then drain what is already queued.
     let detach_started = Instant::now();
     kernel.stop_probes();
-    registry?.detach_all();
+    if let Some(registry) = follow::lock(&registry).take() {
+        registry.detach_all();
+    }
     if cfg.debug {
         diag::notice(&format!("detached in {:?}", detach_started.elapsed()));
     }
@@ -122,6 +128,27 @@ fn capture(
     let _ = ring.consume();
     drop(ring);
     wind_up(sink.into_inner(), reported, kernel)
+}
+
+/// The directory of --cgroup's cgroup, in the cgroup v2 hierarchy.
+fn open_cgroup(path: &Path) -> Result<OwnedFd> {
+    let hierarchy = procfs::CgroupHierarchy::open()
+        .context("--cgroup: no cgroup v2 hierarchy is mounted (cgroup2 in /proc/self/mountinfo)")?;
+    hierarchy
+        .open_cgroup(path)
+        .with_context(|| format!("--cgroup {}", diag::safe_path(path)))
+}
+
+/// Runs the follower on a thread of its own; the receiver hears when it has stopped.
+fn spawn_follower(follower: Follower<'static, 'static>, stop: Arc<AtomicBool>) -> Receiver<()> {
+    let (done, stopped) = mpsc::channel();
+    std::thread::spawn(move || {
+        if let Err(e) = follower.run(&stop) {
+            diag::warn(&format!("following the machine stopped: {e:#}"));
+        }
+        let _ = done.send(());
+    });
+    stopped
 }
 
 fn watch_process(pid: u32) -> Result<procfs::Watch> {
@@ -172,6 +199,7 @@ fn attach_at_start(kernel: &Kernel, cfg: &Config, targets: Vec<Target>) -> Resul
     let scope = Scope {
         pid: cfg.filter.pid,
         handshakes: cfg.capture.handshakes,
+        connections: cfg.capture.connections,
     };
     let features = kernel.features();
     let mut registry = Registry::new(scope, features.uprobe_multi, cfg.debug);
@@ -246,7 +274,7 @@ fn events_ring<'a>(kernel: &'a Kernel, sink: &'a RefCell<Sink>) -> Result<RingBu
 }
 
 /// Reports what is still held, the last undelivered bytes and the summary.
-fn wind_up(mut sink: Sink, reported: u64, kernel: &Kernel) -> Result<Option<Summary>> {
+fn wind_up(mut sink: Sink, reported: pump::Reported, kernel: &Kernel) -> Result<Option<Summary>> {
     let error = sink.finish();
     let counters = kernel.counters();
     pump::report_undelivered(reported, &sink, counters.unannounced_bytes);
@@ -258,6 +286,7 @@ fn wind_up(mut sink: Sink, reported: u64, kernel: &Kernel) -> Result<Option<Summ
         truncated_bytes: counts.truncated_bytes,
         undelivered_bytes: counts.undelivered_bytes + counters.unannounced_bytes,
         unannounced_bytes: counters.unannounced_bytes,
+        dropped_bytes: sink.dropped_bytes(),
         untracked_calls: counters.untracked_calls,
         malformed_records: counts.malformed,
     };

@@ -2,9 +2,14 @@
 
 mod common;
 
-use std::process::Command;
+use std::io::{BufReader, Read};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::Duration;
 
 use common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 #[test]
 fn json_lines_carry_direction_and_addresses() {
@@ -159,4 +164,111 @@ fn reused_fd_is_attributed_to_each_connection() {
     assert_eq!(a["fd"], b["fd"], "the test needs the fd number reused");
     assert_eq!(a["raddr"], format!("127.0.0.1:{port_a}").as_str());
     assert_eq!(b["raddr"], format!("127.0.0.1:{port_b}").as_str());
+}
+
+/// A reader of stdout that stops reading: the calls go on without their payloads once
+/// the output's queue is full, each still shown and marked, and the warnings, the
+/// markers and the summary count the same bytes.
+#[test]
+fn a_stalled_reader_costs_payloads_not_rows_and_every_byte_is_counted() {
+    if !root_or_skip("a_stalled_reader_costs_payloads_not_rows_and_every_byte_is_counted") {
+        return;
+    }
+    let work = Workdir::new();
+    let (_server, port) = sink_server(&work);
+    let tag = marker("stalled");
+    const CALLS: usize = 200;
+    const SIZE: usize = 16 * 1024;
+    // A 64 KiB ring makes a 64 KiB output queue: 3 MiB of rows cannot fit in it and
+    // the pipe while nobody reads.
+    let mut proc = Proc::spawn(
+        "sslsniff",
+        Command::new(SNIFFER)
+            .args([
+                "--status",
+                "json",
+                "-c",
+                "python3",
+                "--ring-buffer-size",
+                "65536",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let stdout = proc.child.stdout.take().unwrap();
+    let stderr = await_ready(&mut proc, Duration::from_secs(30));
+    let client = run_client(
+        "python3",
+        &mut python(&format!(
+            "s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', {port})))\n\
+             for i in range({CALLS}):\n\
+             \x20   head = b'{tag}:%05d:' % i\n\
+             \x20   s.sendall(head + b'x' * ({SIZE} - len(head)))\n\
+             s.close()\n"
+        )),
+    );
+    // The reader comes back only now, and reads everything.
+    let reader = thread::spawn(move || {
+        let mut all = String::new();
+        BufReader::new(stdout).read_to_string(&mut all).unwrap();
+        all
+    });
+    thread::sleep(Duration::from_millis(300));
+    kill(Pid::from_raw(proc.pid() as i32), Signal::SIGINT).unwrap();
+    assert!(proc.wait_timeout(Duration::from_secs(10)).success());
+    let stdout = reader.join().unwrap();
+    let stderr = stderr.recv_timeout(Duration::from_secs(10)).unwrap();
+
+    let summary = &status_lines(&stderr, "summary")[0];
+    let count = |field: &str| summary[field].as_u64().unwrap();
+    assert!(count("dropped_bytes") > 0, "nothing dropped:\n{stderr}");
+    let warned = |cause: &str| -> u64 {
+        status_lines(&stderr, "warning")
+            .iter()
+            .filter(|w| w["message"].as_str().unwrap().contains(cause))
+            .filter_map(|w| w["undelivered_bytes"].as_u64())
+            .sum()
+    };
+    assert_eq!(
+        warned("the output fell behind"),
+        count("dropped_bytes"),
+        "{stderr}"
+    );
+    assert_eq!(
+        warned("the output fell behind") + warned("the ring buffer was full"),
+        count("undelivered_bytes"),
+        "{stderr}"
+    );
+    // The server is python3 too: its reads count alike.
+    let rows = rows(&stdout);
+    let marked: u64 = rows
+        .iter()
+        .filter_map(|r| r.end.split("(INCOMPLETE, ").nth(1))
+        .filter_map(|rest| rest.split(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(
+        marked + count("unannounced_bytes"),
+        count("undelivered_bytes"),
+        "{stderr}"
+    );
+    // Each call shown is whole and exact, or has no payload and says so.
+    let writes = rows
+        .iter()
+        .filter(|r| r.func == "WRITE/SEND" && r.pid == client.pid());
+    let mut whole = 0;
+    for w in writes {
+        if w.data.is_empty() {
+            let lacks = format!("(INCOMPLETE, {SIZE} bytes undelivered)");
+            assert!(w.end.contains(&lacks), "{}", w.end);
+            continue;
+        }
+        let index: usize = w.data.split(':').nth(1).unwrap().parse().unwrap();
+        let head = format!("{tag}:{index:05}:");
+        assert_eq!(w.data, format!("{head}{}", "x".repeat(SIZE - head.len())));
+        assert_eq!(w.end, "----- END DATA -----");
+        whole += 1;
+    }
+    assert!(whole > 0, "nothing captured whole:\n{stderr}");
+    assert!(whole < CALLS, "nothing dropped:\n{stderr}");
 }

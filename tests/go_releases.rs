@@ -4,6 +4,8 @@
 //! flag beyond `--format json`.
 
 mod common;
+#[path = "support/go_fetch.rs"]
+mod go_fetch;
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
@@ -12,21 +14,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use go_fetch::{fetch, FIXTURES};
 use serde_json::Value;
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/go");
-
-/// The fetch script's answer: a GOROOT or an unpacked package, in its cache.
-fn fetch(args: &[&str]) -> PathBuf {
-    let out = Command::new("sh")
-        .arg(format!("{FIXTURES}/fetch.sh"))
-        .args(args)
-        .output()
-        .expect("sh runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "fetch.sh {args:?} failed: {stderr}");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
 
 /// `tests/fixtures/go/https.go` built by `go`, into the work directory.
 fn build(go: &Path, work: &Workdir, name: &str, flags: &[&str]) -> PathBuf {

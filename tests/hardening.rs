@@ -482,8 +482,8 @@ fn libssl_copies(dir: &Path, n: usize) -> Vec<String> {
 /// sslsniff on the one-link-per-probe path, with a filter that matches nothing: the
 /// exit time is the detach, not the machine's traffic. The kernel creates and releases
 /// perf-event uprobes under one mutex, and each release waits for a grace period while
-/// holding it: while an earlier run's links are being released (minutes, for 200
-/// copies; other tests' runs too), new ones attach at that pace. Becoming ready may
+/// holding it: while an earlier run's links are being released (seconds to minutes;
+/// other tests' runs too), new ones attach at that pace. Becoming ready may
 /// be slow; exiting must not be.
 fn start_per_probe(args: &[String]) -> Running {
     Running::start_within(
@@ -497,8 +497,8 @@ fn start_per_probe(args: &[String]) -> Running {
 }
 
 #[test]
-fn per_probe_links_exit_fast_even_with_200_library_copies() {
-    if !root_or_skip("per_probe_links_exit_fast_even_with_200_library_copies") {
+fn per_probe_links_exit_fast_even_with_50_library_copies() {
+    if !root_or_skip("per_probe_links_exit_fast_even_with_50_library_copies") {
         return;
     }
     let work = Workdir::new();
@@ -512,19 +512,23 @@ fn per_probe_links_exit_fast_even_with_200_library_copies() {
     );
     wait_released(&ids, Duration::from_secs(600));
 
-    let sniffer = start_per_probe(&libssl_copies(work.path(), 200));
+    // 50 copies: 400 links, which closed one after another take 40 s here.
+    let sniffer = start_per_probe(&libssl_copies(work.path(), 50));
+    let ids = link_ids(&sniffer.proc.pid().to_string());
     let (status, stderr, took) = sniffer.stop_with(Signal::SIGINT);
     assert!(status.success(), "{stderr}");
     let traced = status_lines(&stderr, "tracing")
         .iter()
         .filter(|t| t["path"].as_str().unwrap_or("").contains("/libssl-"))
         .count();
-    assert_eq!(traced, 200, "not every copy traced:\n{stderr}");
+    assert_eq!(traced, 50, "not every copy traced:\n{stderr}");
     assert!(
-        took < Duration::from_secs(2),
-        "200 copies: exit took {took:?}"
+        took < Duration::from_secs(1),
+        "50 copies: exit took {took:?}"
     );
-    // Their release takes minutes in the background; nothing waits for it here.
+    // Released in the background; waited for, so that later tests do not attach behind
+    // it.
+    wait_released(&ids, Duration::from_secs(600));
 }
 
 /// The BPF link ids in the descriptors of `pid`.

@@ -93,6 +93,8 @@ const CASES: &[Case] = &[
     case("curl", After, TRACEFS, "", CURL, curl_both_ways),
     case("gnutls", After, TRACEFS, "", "gnutls-cli --insecure -p 4433 127.0.0.1 </srv/$PAGE.req", http10_both_ways),
     case("python", After, TRACEFS, "--format json", "python3 /srv/$PAGE.py", python_ex_calls),
+    // asyncio feeds OpenSSL through memory BIOs: its calls are tied to their socket.
+    case("asyncio", After, TRACEFS, "--format json", "python3 /srv/$PAGE.asyncio.py", json_addresses_of_python),
     case("go", After, TRACEFS, "", "go-client client https://127.0.0.1:4433/$PAGE", go_both_ways),
     // A static program that starts after sslsniff: found by following.
     case("follow", After, TRACEFS, "", STATIC, held_both_ways),
@@ -210,6 +212,7 @@ fn initramfs(work: &Workdir, pages: &[Page]) -> Initramfs {
     }
     // encodings.idna: what getaddrinfo() loads on first use.
     let modules = [
+        "asyncio",
         "encodings.idna",
         "http.server",
         "socket",
@@ -269,6 +272,25 @@ fn serve(fs: &mut Initramfs, path: &str, body: &str, gated: bool) {
     let python = python_client(S_SERVER_PORT, &http_get(path), gated);
     let script = python.get_args().nth(1).unwrap().to_str().unwrap();
     fs.file(&format!("/srv/{path}.py"), script.as_bytes(), 0o644);
+    let script = asyncio_client(S_SERVER_PORT, &http_get(path));
+    fs.file(&format!("/srv/{path}.asyncio.py"), script.as_bytes(), 0o644);
+}
+
+/// A python3 client over asyncio (`asyncio.open_connection(ssl=...)`) that sends
+/// `payload` (a Python bytes literal) and reads until the server closes.
+fn asyncio_client(port: u16, payload: &str) -> String {
+    format!(
+        "import asyncio, ssl\n\
+         async def main():\n\
+         \x20   ctx = ssl.create_default_context()\n\
+         \x20   ctx.check_hostname = False\n\
+         \x20   ctx.verify_mode = ssl.CERT_NONE\n\
+         \x20   r, w = await asyncio.open_connection('127.0.0.1', {port}, ssl=ctx)\n\
+         \x20   w.write({payload})\n\
+         \x20   await r.read()\n\
+         \x20   w.close()\n\
+         asyncio.run(main())\n"
+    )
 }
 
 fn http10(path: &str) -> String {
@@ -601,7 +623,17 @@ fn python_ex_calls(run: &Run) {
 
 fn json_addresses(run: &Run) {
     let (write, read) = json_both_ways(run, &curl_request(run, S_SERVER_PORT));
-    for event in [&write, &read] {
+    same_connection(&write, &read);
+}
+
+fn json_addresses_of_python(run: &Run) {
+    let (write, read) = json_both_ways(run, &http10(&run.page.path));
+    same_connection(&write, &read);
+}
+
+/// Both calls on the client's connection to s_server, with its fd.
+fn same_connection(write: &Value, read: &Value) {
+    for event in [write, read] {
         assert_eq!(
             event["raddr"],
             format!("127.0.0.1:{S_SERVER_PORT}"),

@@ -17,7 +17,7 @@ use crate::load::Outcome;
 use crate::message::size_label;
 use crate::message::Messages;
 use crate::proc::Proc;
-use crate::sniff::{self, mode_label, Mode, Report, MODES};
+use crate::sniff::{self, Files, Format, Mode, Report, Sink, MODES};
 use crate::verify::{self, Capture};
 
 /// sslsniff is stopped a moment after the traffic ends, as a user would stop it: by then
@@ -29,6 +29,8 @@ pub struct Plan {
     /// Message size and calls per run.
     pub sizes: Vec<(usize, u64)>,
     pub runs: u64,
+    /// Where the file sinks' files go.
+    pub file_dir: PathBuf,
 }
 
 pub struct SizeResult {
@@ -48,9 +50,18 @@ pub struct Run {
 
 pub struct Sniffed {
     pub mode: Mode,
+    /// Calls the writer made: fewer than the run's for formats whose output is larger
+    /// than the payload (`calls_for`).
+    pub n: u64,
     pub outcome: Outcome,
     pub report: Report,
     pub capture: Capture,
+}
+
+/// The calls of a run in `format`: hexdump's output is five times the payload, so that
+/// its runs get a fifth of the calls, to keep its files and checks the size of the others'.
+pub fn calls_for(format: Format, n: u64) -> u64 {
+    (n / format.expansion()).max(1)
 }
 
 /// Stops at the first error. Ctrl-C reaches the children too, so a measurement in
@@ -70,7 +81,7 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> Result<Vec<SizeResult>> {
                 .map(|s| {
                     format!(
                         "{} {:.3} s {}/{}",
-                        mode_label(s.mode),
+                        s.mode.label(),
                         s.outcome.elapsed_s,
                         s.capture.captured,
                         s.capture.made
@@ -97,15 +108,22 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> Result<Vec<SizeResult>> {
 /// on all of them alike rather than on one.
 fn one_run(plan: &Plan, size: usize, n: u64) -> Result<Run> {
     let mut others = other_tracers();
-    let untraced = Paused::start(size, n, run_id())?
+    let untraced = Paused::start(size, n, run_id(), None)?
         .release()
         .context("untraced load")?;
-    let load = Paused::start(size, n, run_id())?;
+    let load = Paused::start(size, n, run_id(), None)?;
     let floor =
         floor::traced(load.pid(), || load.release()).context("load under the floor probes")?;
     let sniffed = MODES
         .iter()
-        .map(|&mode| under_sslsniff(&plan.sslsniff, mode, size, n))
+        .map(|&mode| {
+            let load = Load {
+                size,
+                n: calls_for(mode.format, n),
+                rate: None,
+            };
+            under_sslsniff(&plan.sslsniff, mode, &load, &plan.file_dir)
+        })
         .collect::<Result<_>>()?;
     others.extend(other_tracers());
     others.sort();
@@ -118,17 +136,30 @@ fn one_run(plan: &Plan, size: usize, n: u64) -> Result<Run> {
     })
 }
 
-/// The output goes to a pipe that this process reads and checks as it comes: a reader
-/// that drops it would not show what a consumer of the output costs, and a file in
-/// /dev/shm cost sslsniff four times the pipe here (the host backing guest pages touched
-/// for the first time). The null mode sends it to /dev/null, to show that cost apart.
-fn under_sslsniff(sslsniff: &Path, mode: Mode, size: usize, n: u64) -> Result<Sniffed> {
+/// What the load child does: `n` messages of `size` bytes, at most `rate` bytes a second.
+pub struct Load {
+    pub size: usize,
+    pub n: u64,
+    pub rate: Option<u64>,
+}
+
+/// A pipe sink is read and checked by this process as the output comes: a reader that
+/// drops it would not show what a consumer of the output costs. A file sink is a new
+/// file in `file_dir`, checked once sslsniff has exited, and removed.
+pub fn under_sslsniff(
+    sslsniff: &Path,
+    mode: Mode,
+    load: &Load,
+    file_dir: &Path,
+) -> Result<Sniffed> {
     let id = run_id();
-    let load = Paused::start(size, n, id)?;
-    let (sniffer, stdout) = sniff::start(sslsniff, load.pid(), mode)?;
+    let files = Files::new(file_dir, id);
+    let messages = Messages::new(id, load.size);
+    let paused = Paused::start(load.size, load.n, id, load.rate)?;
+    let (sniffer, stdout) = sniff::start(sslsniff, paused.pid(), mode, &files)?;
     let checker = stdout.map(|stdout| {
+        let (messages, n, size) = (messages.clone(), load.n, load.size);
         thread::spawn(move || -> Result<Capture> {
-            let messages = Messages::new(id, size);
             // The reads are known once the load ends; the check needs them only as a count.
             let expected = verify::Expected {
                 messages: &messages,
@@ -136,25 +167,51 @@ fn under_sslsniff(sslsniff: &Path, mode: Mode, size: usize, n: u64) -> Result<Sn
                 size,
                 reads: mode.both.then_some(0),
             };
-            verify::check(stdout, mode.format, &expected)
+            verify::check(stdout, mode.format.stdout(), &expected)
         })
     });
-    let outcome = load.release().context("load under sslsniff");
+    let outcome = paused.release().context("load under sslsniff");
     thread::sleep(DRAIN_GRACE);
     let report = sniffer.stop();
-    let checked = checker.map(|c| c.join().map_err(|_| anyhow!("the output checker panicked")));
-    let (outcome, report) = (outcome?, report?);
-    let made = n + if mode.both { outcome.reads } else { 0 };
-    let capture = match checked {
-        Some(checked) => Capture { made, ..checked?? },
-        None => counted(&report, made),
+    // The checker's error first: one that stops reading makes sslsniff's output fail.
+    let checked = match checker {
+        Some(c) => Some(
+            c.join()
+                .map_err(|_| anyhow!("the output checker panicked"))?
+                .context("checking sslsniff's output")?,
+        ),
+        None => None,
     };
+    let (outcome, report) = (outcome?, report?);
+    let made = load.n + if mode.both { outcome.reads } else { 0 };
+    let expected = verify::Expected {
+        messages: &messages,
+        n: load.n,
+        size: load.size,
+        reads: mode.both.then_some(0),
+    };
+    let mut capture = match (checked, mode.sink) {
+        (Some(checked), _) => checked,
+        (None, Sink::File) => check_file(&files.stdout, mode.format.stdout(), &expected)?,
+        (None, _) => counted(&report, made),
+    };
+    if mode.format == Format::TextPcap {
+        let pcap = check_file(&files.pcap, verify::Format::Pcap, &expected)?;
+        capture = capture.worse(&pcap);
+    }
+    capture.made = made;
     Ok(Sniffed {
         mode,
+        n: load.n,
         outcome,
         report,
         capture,
     })
+}
+
+fn check_file(path: &Path, format: verify::Format, expected: &verify::Expected) -> Result<Capture> {
+    let file = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    verify::check(file, format, expected).with_context(|| format!("checking {}", path.display()))
 }
 
 /// The capture of a run whose output was discarded, from sslsniff's own counts: whole
@@ -191,20 +248,20 @@ fn other_tracers() -> Vec<String> {
 }
 
 /// Different in every load, so that a payload from another run can never pass.
-fn run_id() -> u32 {
+pub fn run_id() -> u32 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos())
 }
 
 /// A load child that has finished its handshake and waits to start its timed loop.
-struct Paused {
+pub struct Paused {
     proc: Proc,
     stdout: BufReader<ChildStdout>,
 }
 
 impl Paused {
-    fn start(size: usize, n: u64, run_id: u32) -> Result<Self> {
+    pub fn start(size: usize, n: u64, run_id: u32, rate: Option<u64>) -> Result<Self> {
         let exe = env::current_exe().context("cannot find the benchmark's own binary")?;
         let mut cmd = Command::new(exe);
         cmd.arg("load")
@@ -218,6 +275,9 @@ impl Paused {
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
+        if let Some(rate) = rate {
+            cmd.args(["--rate", &rate.to_string()]);
+        }
         let mut proc = Proc::spawn(&mut cmd)?;
         let mut stdout = BufReader::new(proc.child().stdout.take().expect("stdout is piped"));
         let line = read_line(&mut stdout)?;
@@ -228,12 +288,12 @@ impl Paused {
         Ok(Paused { proc, stdout })
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.proc.pid()
     }
 
     /// Lets the timed loop run and returns what the load measured.
-    fn release(mut self) -> Result<Outcome> {
+    pub fn release(mut self) -> Result<Outcome> {
         let mut stdin = self.proc.child().stdin.take().expect("stdin is piped");
         stdin.write_all(b"\n").context("cannot start the load")?;
         let line = read_line(&mut self.stdout)?;

@@ -10,14 +10,8 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, ProgramMut, UprobeMultiOpts};
 use sslsniff::{discover, libs};
 
-#[allow(
-    clippy::all,
-    dead_code,
-    non_camel_case_types,
-    non_snake_case,
-    non_upper_case_globals,
-    unused_imports
-)]
+// Generated code: no lint of ours applies.
+#[allow(warnings, clippy::all)]
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/floor.skel.rs"));
 }

@@ -196,7 +196,7 @@ fn syscall_ns() -> f64 {
 /// Keeps the kernel's BPF run-time statistics on while the descriptor lives
 /// (BPF_ENABLE_STATS: counted with kernel.bpf_stats_enabled, and off again when the last
 /// holder closes, even if the bench is killed, unlike a sysctl left at 1).
-fn enable_stats() -> Result<OwnedFd> {
+pub fn enable_stats() -> Result<OwnedFd> {
     // SAFETY: a plain system call wrapper; it returns a new descriptor or a negative errno.
     let fd = unsafe {
         libbpf_rs::libbpf_sys::bpf_enable_stats(libbpf_rs::libbpf_sys::BPF_STATS_RUN_TIME)
@@ -240,7 +240,7 @@ fn clock_ticks() -> f64 {
 }
 
 /// The BPF programs `pid` holds (by the prog_id of its descriptors), with their counts.
-fn prog_runs(pid: u32) -> Result<Vec<(u32, ProgRun)>> {
+pub fn prog_runs(pid: u32) -> Result<Vec<(u32, ProgRun)>> {
     let dir = format!("/proc/{pid}/fdinfo");
     let ids: Vec<u32> = fs::read_dir(&dir)
         .with_context(|| format!("cannot list {dir}"))?
@@ -265,7 +265,7 @@ fn prog_runs(pid: u32) -> Result<Vec<(u32, ProgRun)>> {
         .collect())
 }
 
-fn prog_delta(before: &[(u32, ProgRun)], after: &[(u32, ProgRun)]) -> Vec<ProgRun> {
+pub fn prog_delta(before: &[(u32, ProgRun)], after: &[(u32, ProgRun)]) -> Vec<ProgRun> {
     after
         .iter()
         .map(|(id, a)| {

@@ -9,7 +9,7 @@ use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use openssl::asn1::Asn1Time;
@@ -34,6 +34,9 @@ pub struct Args {
     /// Goes into every message, so that payloads from another run cannot pass
     #[arg(long)]
     pub run_id: u32,
+    /// Payload bytes per second the writer keeps to at most; as fast as it can without
+    #[arg(long)]
+    pub rate: Option<u64>,
 }
 
 /// What one load run reports.
@@ -106,6 +109,9 @@ pub fn run(args: &Args) -> Result<()> {
     go_tx.send(())?;
     let mut buf = messages.buffer();
     for i in 0..args.n {
+        if let Some(rate) = args.rate {
+            pace(start, i * size as u64, rate);
+        }
         messages.set_index(&mut buf, i);
         // Partial writes are off: one SSL_write_ex moves the whole message or fails.
         let written = client.ssl_write(&buf).context("SSL_write_ex failed")?;
@@ -123,6 +129,17 @@ pub fn run(args: &Args) -> Result<()> {
     };
     println!("{}", outcome.to_line());
     Ok(())
+}
+
+/// Waits until `sent` bytes are due at `rate` bytes a second from `start`. Sleeps only
+/// when a millisecond or more ahead: small messages come thousands to the millisecond,
+/// and a sleep per call would set their pace rather than the rate.
+fn pace(start: Instant, sent: u64, rate: u64) {
+    let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+    let ahead = due.saturating_sub(start.elapsed());
+    if ahead >= Duration::from_millis(1) {
+        thread::sleep(ahead);
+    }
 }
 
 /// Keeps the writer and the reader each on a CPU of its own. Left to the scheduler,

@@ -5,10 +5,13 @@
 //! traced by PID and timed on its own.
 
 mod bench;
+mod ceiling;
+mod fallbacks;
 mod first_run;
 mod floor;
 mod follow;
 mod golang;
+mod hostile;
 mod load;
 mod message;
 mod proc;
@@ -83,13 +86,19 @@ struct Cli {
     /// Requests of the Go load
     #[arg(long, value_name = "N", default_value_t = 20_000)]
     go_requests: u32,
+
+    /// Where the runs that write to a file put it [default: the temporary directory]
+    #[arg(long, value_name = "DIR")]
+    file_dir: Option<PathBuf>,
 }
 
 /// The parts of the bench, each with its own table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Part {
-    /// The TLS load at each size: untraced, floor, sslsniff
+    /// The TLS load at each size: untraced, floor, sslsniff in every format and sink
     Throughput,
+    /// Per format and sink, the highest payload rate captured whole (several runs a size)
+    Ceiling,
     /// Attach latency of never-seen files, and idle cost at 200 execs/s
     Follow,
     /// First runs of new programs by size, and what holding costs a loop of execs
@@ -98,6 +107,10 @@ enum Part {
     Scale,
     /// The Go HTTPS fixture: untraced, floor, sslsniff
     Go,
+    /// What each kernel fallback costs per call (100 B and 64 KiB)
+    Fallbacks,
+    /// Crafted files and streams: the examination budget, each decoder's worst cost
+    Hostile,
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,18 +154,30 @@ fn run(cli: &Cli) -> Result<()> {
     }
     let runs = cli.runs.unwrap_or(if cli.quick { 1 } else { 5 });
     let wanted = |part| cli.only.is_empty() || cli.only.contains(&part);
+    let sizes: Vec<_> = cli
+        .sizes
+        .iter()
+        .map(|&size| (size, calls_for(cli, size)))
+        .collect();
+    let file_dir = cli.file_dir.clone().unwrap_or_else(std::env::temp_dir);
     if wanted(Part::Throughput) {
         let plan = bench::Plan {
             sslsniff: cli.sslsniff.clone(),
-            sizes: cli
-                .sizes
-                .iter()
-                .map(|&size| (size, calls_for(cli, size)))
-                .collect(),
+            sizes: sizes.clone(),
             runs,
+            file_dir: file_dir.clone(),
         };
         let results = bench::run(&plan, &interrupted)?;
         report::print(&results);
+    }
+    if wanted(Part::Ceiling) {
+        let plan = ceiling::Plan {
+            sslsniff: cli.sslsniff.clone(),
+            sizes,
+            file_dir,
+        };
+        let searches = ceiling::run(&plan, &interrupted)?;
+        ceiling::print(&searches);
     }
     if wanted(Part::Follow) {
         run_follow(cli, runs)?;
@@ -162,6 +187,13 @@ fn run(cli: &Cli) -> Result<()> {
     }
     if wanted(Part::Go) {
         run_go(cli, runs)?;
+    }
+    if wanted(Part::Fallbacks) {
+        let sizes = [100, 64 << 10].map(|size| (size, calls_for(cli, size) / 5));
+        fallbacks::run(&cli.sslsniff, &sizes, runs)?;
+    }
+    if wanted(Part::Hostile) {
+        hostile::run(&cli.sslsniff)?;
     }
     // Last: the per-probe run leaves a child releasing its probes for minutes.
     if wanted(Part::Scale) {

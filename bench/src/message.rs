@@ -14,6 +14,7 @@ pub const MAX_CALLS: u64 = 100_000_000;
 /// payload put together at a wrong offset cannot match.
 const FILLER: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
+#[derive(Clone)]
 pub struct Messages {
     run_id: u32,
     /// Every message: the filler, under a header written per call.

@@ -1,9 +1,11 @@
 //! Runs sslsniff on the load child as a user would, and collects what it says about
 //! itself and what the kernel says it cost.
 
+use std::ffi::OsStr;
+use std::fs;
 use std::io::{self, BufRead, BufReader};
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{ChildStdout, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread::{self, JoinHandle};
@@ -14,7 +16,7 @@ use anyhow::{bail, ensure, Context, Result};
 pub use sslsniff::diag::{StatusLine as Status, Summary};
 
 use crate::proc::{Proc, Usage};
-use crate::verify::Format;
+use crate::verify;
 
 /// Attaching walks every TLS library on the machine; seconds are normal, a minute is not.
 pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -30,45 +32,140 @@ pub struct Mode {
     /// writer only (-c), the reader's calls still trapping and being filtered in BPF.
     pub both: bool,
     pub format: Format,
-    /// The output goes to /dev/null: what capturing and formatting cost without
-    /// delivering the bytes to a reader. Its capture is judged from sslsniff's own counts.
-    pub discard: bool,
+    pub sink: Sink,
 }
 
-/// What every run measures, in this order.
-pub const MODES: [Mode; 4] = [
-    Mode {
-        both: true,
-        format: Format::Text,
-        discard: false,
-    },
-    Mode {
-        both: true,
-        format: Format::Json,
-        discard: false,
-    },
+/// What sslsniff is asked to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+    /// `--pcap -`: the pcapng capture on stdout, nothing else.
+    Pcap,
+    /// Text on stdout and `--pcap FILE`.
+    TextPcap,
+    /// `--hexdump`.
+    Hexdump,
+}
+
+pub const FORMATS: [Format; 5] = [
+    Format::Text,
+    Format::Json,
+    Format::Pcap,
+    Format::TextPcap,
+    Format::Hexdump,
+];
+
+/// Where sslsniff's stdout goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sink {
+    /// A pipe that the bench reads and checks as it comes.
+    Pipe,
+    /// A new file, checked once sslsniff has exited.
+    File,
+    /// /dev/null: what capturing and formatting cost without delivering the bytes to a
+    /// reader; the capture is judged from sslsniff's own counts.
+    Null,
+}
+
+impl Format {
+    pub fn label(self) -> &'static str {
+        match self {
+            Format::Text => "text",
+            Format::Json => "json",
+            Format::Pcap => "pcapng",
+            Format::TextPcap => "text+pcapng",
+            Format::Hexdump => "hexdump",
+        }
+    }
+
+    /// What the checker parses on stdout.
+    pub fn stdout(self) -> verify::Format {
+        match self {
+            Format::Text | Format::TextPcap => verify::Format::Text,
+            Format::Json => verify::Format::Json,
+            Format::Pcap => verify::Format::Pcap,
+            Format::Hexdump => verify::Format::Hexdump,
+        }
+    }
+
+    /// Output bytes per payload byte, roughly: hexdump rows are five times the bytes.
+    pub fn expansion(self) -> u64 {
+        match self {
+            Format::Hexdump => 5,
+            _ => 1,
+        }
+    }
+}
+
+impl Sink {
+    pub fn label(self) -> &'static str {
+        match self {
+            Sink::Pipe => "pipe",
+            Sink::File => "file",
+            Sink::Null => "null",
+        }
+    }
+}
+
+impl Mode {
+    pub const fn both(format: Format, sink: Sink) -> Mode {
+        Mode {
+            both: true,
+            format,
+            sink,
+        }
+    }
+
+    pub fn label(self) -> String {
+        let who = if self.both { "both" } else { "writer" };
+        format!("{who} {} {}", self.format.label(), self.sink.label())
+    }
+}
+
+/// What every throughput run measures, in this order: each format to a pipe and to a
+/// file, both directions traced; then text with only the writer traced, and text to
+/// /dev/null.
+pub const MODES: [Mode; 12] = [
+    Mode::both(Format::Text, Sink::Pipe),
+    Mode::both(Format::Text, Sink::File),
+    Mode::both(Format::Json, Sink::Pipe),
+    Mode::both(Format::Json, Sink::File),
+    Mode::both(Format::Pcap, Sink::Pipe),
+    Mode::both(Format::Pcap, Sink::File),
+    Mode::both(Format::TextPcap, Sink::Pipe),
+    Mode::both(Format::TextPcap, Sink::File),
+    Mode::both(Format::Hexdump, Sink::Pipe),
+    Mode::both(Format::Hexdump, Sink::File),
     Mode {
         both: false,
         format: Format::Text,
-        discard: false,
+        sink: Sink::Pipe,
     },
-    Mode {
-        both: true,
-        format: Format::Text,
-        discard: true,
-    },
+    Mode::both(Format::Text, Sink::Null),
 ];
 
-pub fn mode_label(mode: Mode) -> &'static str {
-    match (mode.both, mode.format, mode.discard) {
-        (true, Format::Text, false) => "both text",
-        (true, Format::Json, false) => "both json",
-        (false, Format::Text, false) => "writer text",
-        (false, Format::Json, false) => "writer json",
-        (true, Format::Text, true) => "both text null",
-        (true, Format::Json, true) => "both json null",
-        (false, Format::Text, true) => "writer text null",
-        (false, Format::Json, true) => "writer json null",
+/// Where a run's files go: stdout's when the sink is a file, and the --pcap file of
+/// text+pcapng. Removed when dropped.
+pub struct Files {
+    pub stdout: PathBuf,
+    pub pcap: PathBuf,
+}
+
+impl Files {
+    pub fn new(dir: &Path, id: u32) -> Files {
+        let name = |ext| dir.join(format!("sslsniff-bench.{}.{id}.{ext}", std::process::id()));
+        Files {
+            stdout: name("out"),
+            pcap: name("pcapng"),
+        }
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.stdout);
+        let _ = fs::remove_file(&self.pcap);
     }
 }
 
@@ -93,9 +190,14 @@ pub struct Report {
 const PIPE_SIZE: libc::c_int = 1 << 20;
 
 /// Starts sslsniff on `pid` with no capture limit, as `mode` says, and returns once it
-/// has attached to libssl and said it is ready, with the pipe its output comes out of.
-/// The pipe is None when the mode discards the output.
-pub fn start(sslsniff: &Path, pid: u32, mode: Mode) -> Result<(Sniffer, Option<ChildStdout>)> {
+/// has attached to libssl and said it is ready, with the pipe its output comes out of
+/// when the sink is one.
+pub fn start(
+    sslsniff: &Path,
+    pid: u32,
+    mode: Mode,
+    files: &Files,
+) -> Result<(Sniffer, Option<ChildStdout>)> {
     let mut cmd = Command::new(sslsniff);
     let pid = pid.to_string();
     cmd.args(["-p", &pid, "--max-buffer-size", "0", "--status", "json"]);
@@ -103,14 +205,28 @@ pub fn start(sslsniff: &Path, pid: u32, mode: Mode) -> Result<(Sniffer, Option<C
         // The load's main thread keeps the process name; the reader thread is bench-server.
         cmd.args(["-c", "sslsniff-bench"]);
     }
-    if mode.format == Format::Json {
-        cmd.args(["--format", "json"]);
-    }
-    let (mut sniffer, stdout) = if mode.discard {
-        (Sniffer::spawn_to(&mut cmd, Stdio::null())?, None)
-    } else {
-        let (sniffer, stdout) = Sniffer::spawn(&mut cmd)?;
-        (sniffer, Some(stdout))
+    let format_args: &[&OsStr] = match mode.format {
+        Format::Text => &[],
+        Format::Json => &["--format".as_ref(), "json".as_ref()],
+        Format::Pcap => &["--pcap".as_ref(), "-".as_ref()],
+        Format::TextPcap => &["--pcap".as_ref(), files.pcap.as_os_str()],
+        Format::Hexdump => &["--hexdump".as_ref()],
+    };
+    cmd.args(format_args);
+    let (mut sniffer, stdout) = match mode.sink {
+        Sink::Pipe => {
+            let (sniffer, stdout) = Sniffer::spawn(&mut cmd)?;
+            (sniffer, Some(stdout))
+        }
+        Sink::File => {
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&files.stdout)
+                .with_context(|| format!("cannot create {}", files.stdout.display()))?;
+            (Sniffer::spawn_to(&mut cmd, Stdio::from(file))?, None)
+        }
+        Sink::Null => (Sniffer::spawn_to(&mut cmd, Stdio::null())?, None),
     };
     sniffer.wait_for_tracing()?;
     Ok((sniffer, stdout))
@@ -133,7 +249,7 @@ impl Sniffer {
     }
 
     /// As `spawn`, with the output going to `stdout`.
-    fn spawn_to(cmd: &mut Command, stdout: Stdio) -> Result<Sniffer> {
+    pub fn spawn_to(cmd: &mut Command, stdout: Stdio) -> Result<Sniffer> {
         cmd.stdin(Stdio::null())
             .stdout(stdout)
             .stderr(Stdio::piped());

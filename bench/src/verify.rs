@@ -10,6 +10,9 @@ use serde::Deserialize;
 
 use crate::message::Messages;
 
+mod hexdump;
+mod pcap;
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Capture {
     /// Calls the load made that sslsniff traces: writes, and reads when both sides are.
@@ -29,16 +32,31 @@ impl Capture {
     pub fn all_whole(&self) -> bool {
         self.captured == self.made && self.wrong == 0 && self.cut == 0
     }
+
+    /// Two outputs of one run (stdout and a --pcap file): the run captured what both did.
+    pub fn worse(&self, other: &Capture) -> Capture {
+        Capture {
+            made: self.made,
+            captured: self.captured.min(other.captured),
+            wrong: self.wrong.max(other.wrong),
+            cut: self.cut.max(other.cut),
+            output_bytes: self.output_bytes + other.output_bytes,
+        }
+    }
 }
 
+/// What the checker parses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Text,
+    /// Text with `--hexdump` payloads.
+    Hexdump,
     Json,
+    Pcap,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dir {
+pub enum Dir {
     Read,
     Write,
 }
@@ -61,8 +79,12 @@ pub fn check(output: impl Read, format: Format, expected: &Expected) -> Result<C
     let mut checker = Checker::new(expected);
     let r = std::io::BufReader::with_capacity(1 << 16, &mut counted);
     match format {
-        Format::Text => check_text(r, &mut checker)?,
+        Format::Text => check_text(r, false, &mut checker)?,
+        Format::Hexdump => check_text(r, true, &mut checker)?,
         Format::Json => check_json(r, &mut checker)?,
+        Format::Pcap => pcap::check(r, &mut |dir, payload| {
+            checker.event(dir, payload.len() as u64, payload, false)
+        })?,
     }
     checker.c.output_bytes = counted.bytes;
     Ok(checker.c)
@@ -134,7 +156,7 @@ impl<'e> Checker<'e> {
     }
 }
 
-fn check_text(mut r: impl BufRead, checker: &mut Checker) -> Result<()> {
+fn check_text(mut r: impl BufRead, hexdump: bool, checker: &mut Checker) -> Result<()> {
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -145,7 +167,12 @@ fn check_text(mut r: impl BufRead, checker: &mut Checker) -> Result<()> {
         let Some((dir, len)) = parse_row(&line)? else {
             continue;
         };
-        let (payload, cut) = read_payload(&mut r)?;
+        let (payload, cut) = read_payload(&mut r, hexdump)?;
+        let payload = if hexdump {
+            hexdump::decode(&payload)?
+        } else {
+            payload
+        };
         checker.event(dir, len, &payload, cut);
     }
 }
@@ -193,17 +220,16 @@ fn check_json(mut r: impl BufRead, checker: &mut Checker) -> Result<()> {
 /// bytes can only be the key itself.
 const DATA_KEY: &[u8] = b"\"data\":\"";
 
-/// An event, and its payload apart when it is the last field and has no escapes (the
-/// load's messages have none): the payload is then taken as it stands and only the
-/// fields before it go through the JSON parser. The check runs beside the load and
+/// An event, and its payload apart when it is the last field: the payload is then taken
+/// as it stands, not unescaped, and only the fields before it go through the JSON
+/// parser. The load's messages need no escape, so a payload that holds one is not one
+/// of them whatever it says, and is counted wrong. The check runs beside the load and
 /// competes with it for the CPUs: parsing 64 KiB strings cost it more than sslsniff's
-/// own escaping. Any other line is parsed whole.
+/// own escaping, and a scan for escapes was one more pass over every byte. Any other
+/// line is parsed whole.
 fn parse_json_event(line: &[u8]) -> Result<(JsonEvent<'_>, Option<&[u8]>)> {
     let fast = find(line, DATA_KEY).and_then(|at| {
         let data = line[at + DATA_KEY.len()..].strip_suffix(b"\"}\n")?;
-        if data.contains(&b'\\') || data.contains(&b'"') {
-            return None;
-        }
         let mut head = line[..at].to_vec();
         head.extend_from_slice(b"\"data\":null}");
         let ev: JsonEvent = serde_json::from_slice(&head).ok()?;
@@ -255,7 +281,8 @@ fn parse_row(line: &[u8]) -> Result<Option<(Dir, u64)>> {
 
 /// The payload between the DATA markers, without the newline printed after it, and
 /// whether the END DATA line says that part of it is missing.
-fn read_payload(r: &mut impl BufRead) -> Result<(Vec<u8>, bool)> {
+/// An empty payload is an empty line in text, and nothing at all in hexdump rows.
+fn read_payload(r: &mut impl BufRead, hexdump: bool) -> Result<(Vec<u8>, bool)> {
     let mut line = Vec::new();
     r.read_until(b'\n', &mut line)?;
     if line != b"----- DATA -----\n" {
@@ -273,6 +300,9 @@ fn read_payload(r: &mut impl BufRead) -> Result<(Vec<u8>, bool)> {
         if last.starts_with(b"----- END DATA") {
             let cut = last != b"----- END DATA -----\n";
             payload.truncate(start);
+            if hexdump && payload.is_empty() {
+                return Ok((payload, cut));
+            }
             if payload.pop() != Some(b'\n') {
                 bail!("a payload not followed by a newline");
             }
@@ -286,14 +316,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_payloads_are_taken_apart_only_when_they_stand_as_written() {
+    fn json_payloads_are_taken_apart_when_they_come_last() {
         let head = r#"{"direction":"write","comm":"x\"data\":\"y","len":3,"truncated_bytes":0,"undelivered_bytes":0,"encoding":"utf8","#;
         let plain = format!("{head}\"data\":\"abc\"}}\n");
         let (ev, data) = parse_json_event(plain.as_bytes()).unwrap();
         assert_eq!((&*ev.direction, data), ("write", Some(&b"abc"[..])));
         let escaped = format!("{head}\"data\":\"a\\nc\"}}\n");
-        let (ev, data) = parse_json_event(escaped.as_bytes()).unwrap();
-        assert_eq!((ev.data.as_deref(), data), (Some("a\nc"), None));
+        let (_, data) = parse_json_event(escaped.as_bytes()).unwrap();
+        assert_eq!(data, Some(&b"a\\nc"[..]), "taken as it stands");
+        let other = format!("{head}\"data\":\"abc\",\"http\":{{}}}}\n");
+        let (ev, data) = parse_json_event(other.as_bytes()).unwrap();
+        assert_eq!((ev.data.as_deref(), data), (Some("abc"), None));
     }
 
     fn event(row: &str, payload: &[u8], end: &str) -> Vec<u8> {

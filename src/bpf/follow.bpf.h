@@ -93,7 +93,8 @@ int BPF_PROG(follow_mmap, struct pt_regs *regs, long ret)
 }
 
 /* Kernels without task storage: a thread that dies inside a call (killed, or exiting
- * from a callback) gives its slots back here. Attached only then. */
+ * from a callback) gives its slots back here, and its watch of memory-fed connections
+ * (kept for the thread's life). Attached only then. */
 SEC("raw_tp/sched_process_exit")
 int thread_exit(void *ctx)
 {
@@ -102,5 +103,6 @@ int thread_exit(void *ctx)
 	bpf_map_delete_elem(&calls, &tid);
 	bpf_map_delete_elem(&handshakes, &tid);
 	bpf_map_delete_elem(&aead_calls, &tid);
+	bpf_map_delete_elem(&bio_watches, &tid);
 	return 0;
 }

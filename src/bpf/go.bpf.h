@@ -77,7 +77,7 @@ static __always_inline void go_socket(struct conn *c, __u64 tls_conn, __u64 layo
 	bpf_probe_read_user(&netfd, sizeof(netfd), (void *)(data + p->tcp_conn_fd));
 	bpf_probe_read_user(&fd, sizeof(fd), (void *)(netfd + p->netfd_sysfd));
 	if (fd >= 0 && fd < (1 << 30))
-		read_socket(c, fd);
+		read_socket(c, file_at(fd), fd);
 }
 
 static __always_inline int go_enter_body(struct pt_regs *ctx, __u64 fixed)

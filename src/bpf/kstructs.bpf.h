@@ -63,6 +63,8 @@ struct mm_struct {
 struct task_struct {
 	struct files_struct *files;
 	struct mm_struct *mm;
+	struct task_struct *group_leader;
+	__u64 start_time;
 } __attribute__((preserve_access_index));
 
 /* A file's identity as user space's FileId has it. */

@@ -30,8 +30,12 @@ const volatile __u32 chunk_size = MAX_CHUNK_SIZE;
 const volatile __u64 wakeup_watermark = 0;
 const volatile struct func_info funcs[MAX_FUNCS] = {};
 const volatile struct go_fd_path go_fd_paths[MAX_GO_FD_PATHS] = {};
-/* Connection tracking is on: Go probes read the socket through the receiver. */
+/* Connection tracking is on: Go probes read the socket through the receiver, and C
+ * probes tie objects fed through memory to their socket (conn.bpf.h). */
 const volatile bool track_conn = false;
+/* Only the threads of this cgroup and its descendants are traced (--cgroup): the
+ * cgroup is the one entry of cgroup_filter. */
+const volatile bool filter_cgroup = false;
 /* Handshakes are probed (--handshake). */
 const volatile bool trace_handshakes = false;
 /* The kernel has task storage (5.11): without it, `calls` and `handshakes` are hashes
@@ -46,10 +50,22 @@ const volatile __u32 bounded_chunks = MAX_BOUNDED_CHUNKS;
 /* Set by user space at exit: on kernels without multi-uprobe links the probes are
  * closed in the background, slowly; until then they must cost no more than the trap. */
 volatile bool stopped = false;
+/* Set by user space, on kernels without cookies, before it attaches a file of a library
+ * whose objects may be tied but whose free it cannot probe there: the programs cannot
+ * tell that file's calls from the library's other files', so from then on no call
+ * learns a tie (conn.bpf.h). */
+volatile bool ties_unsafe = false;
 
 /* NSPR's PRIOMethods.file_type for a layered descriptor: the SSL layer sits on one,
  * plain files and sockets do not. */
 #define PR_DESC_LAYERED 4
+
+/* The socket a thread's last call used (conn.bpf.h): kept across its calls. */
+struct last_socket {
+	__u64 file;
+	__u64 ino;
+	struct conn conn;
+};
 
 struct call {
 	__u64 buf;
@@ -57,8 +73,14 @@ struct call {
 	__u64 tls_conn;
 	__u64 ts_ns;
 	struct conn conn;
+	struct last_socket last;
 	__u32 active; /* a call is in flight; cleared on every return path */
 	__u32 func;   /* the function's index, for returns that have no cookie to tell */
+	/* Connection tracking of objects fed through memory (conn.bpf.h): the socket read
+	 * just before the call, and whether its object may be tied at all. */
+	__u64 read_sk;
+	__s32 read_fd;
+	__u32 ties;
 	/* Kernels without bpf_loop: the header of the call's records, for send_slot_chunk. */
 	struct event_hdr hdr;
 };
@@ -82,6 +104,14 @@ struct {
 	__type(key, __u32);
 	__type(value, struct stats);
 } counters SEC(".maps");
+
+/* The cgroup of --cgroup, put in by user space before any probe is attached. */
+struct {
+	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} cgroup_filter SEC(".maps");
 
 /* Sized by user space before load (--ring-buffer-size). */
 struct {
@@ -143,6 +173,9 @@ static __always_inline void end_call(void *map, struct call *c)
 		bpf_map_delete_elem(map, &tid);
 }
 
+#include "kstructs.bpf.h"
+#include "conn.bpf.h"
+
 static __always_inline bool comm_matches(void)
 {
 	char comm[TASK_COMM_LEN];
@@ -166,6 +199,8 @@ static __always_inline bool wanted(__u64 pid_tgid)
 	if (targ_pid && (pid_tgid >> 32) != targ_pid)
 		return false;
 	if (targ_uid != (__u32)-1 && (__u32)bpf_get_current_uid_gid() != targ_uid)
+		return false;
+	if (filter_cgroup && bpf_current_task_under_cgroup(&cgroup_filter, 0) != 1)
 		return false;
 	return comm_matches();
 }
@@ -365,6 +400,7 @@ static __always_inline void emit_call(struct pt_regs *ctx, const volatile struct
 	c.hdr.captured = (limit && len > limit) ? limit : len;
 	c.hdr.ret = ret;
 	c.hdr.tls_conn = call->tls_conn;
+	c.hdr.cgroup_id = bpf_get_current_cgroup_id();
 	c.hdr.func = id;
 	c.hdr.pid = pid_tgid >> 32;
 	c.hdr.tid = (__u32)pid_tgid;
@@ -428,6 +464,12 @@ static __always_inline int tls_enter_body(struct pt_regs *ctx, __u64 fixed)
 	call->conn.fd = -1;
 	call->conn.family = 0;
 	call->func = id;
+	if (track_conn) {
+		/* The cookie again, rather than kept: without tracking nothing changes. */
+		call->ties = use_cookies ? !!(cookie(ctx, fixed) & COOKIE_TIES) :
+					   f->untie && !ties_unsafe;
+		bio_call_entry(call);
+	}
 	call->active = 1;
 	return 0;
 }
@@ -455,9 +497,15 @@ static __always_inline int tls_exit_body(struct pt_regs *ctx, enum sending how)
 	/* Without this, an int -1 reads as 4294967295 bytes. */
 	if (f->ret_int)
 		ret = (int)ret;
+	/* Every return, failed ones too: node drives its handshake through SSL_read calls
+	 * that return -1, and what they send names the socket. */
+	if (track_conn)
+		bio_call_return(call);
 	len = moved(f, ret, call->out);
-	/* Only a handshake reports a call that moved nothing. */
-	if (len || f->ret == RET_RAW)
+	/* Only a handshake reports a call that moved nothing. With connection tracking,
+	 * handshakes are probed for their socket even without --handshake: reported only
+	 * with it. */
+	if (len || (f->ret == RET_RAW && trace_handshakes))
 		emit_call(ctx, f, id, call, len, ret, how, false);
 	end_call(map, call);
 	return 0;
@@ -488,8 +536,6 @@ int tls_exit_handshake(struct pt_regs *ctx)
 	return tls_exit_body(ctx, SEND_HEADER_ONLY);
 }
 
-#include "kstructs.bpf.h"
-#include "conn.bpf.h"
 #include "go.bpf.h"
 #include "aead.bpf.h"
 #include "follow.bpf.h"

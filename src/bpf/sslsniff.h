@@ -38,6 +38,11 @@ enum ret_convention {
 			    * when nil; user space gets 0 (success) or -1 */
 };
 
+/* C probes: a probe cookie's bit 32 says that the probe's file also has the probes that
+ * end a connection object's tie to its socket (its free, see conn.bpf.h): only then
+ * may the object's calls learn a tie. */
+#define COOKIE_TIES (1ULL << 32)
+
 /* Go programs: how to reach the socket descriptor from a *crypto/tls.Conn, for one Go
  * release's struct layout (see src/golang/abi.rs). A Go probe's cookie carries the
  * index of its program's layout + 1 in its upper 32 bits, 0 when unknown. */
@@ -56,12 +61,16 @@ struct go_fd_path {
 struct func_info {
 	enum direction dir;
 	enum ret_convention ret;
-	__u32 nspr_fd; /* first argument is a PRFileDesc: skip descriptors without TLS */
-	__u32 ret_int; /* returns a C int: only the low 32 bits of the register are defined */
+	/* 16 bytes in all: the table is indexed by a shift. */
+	__u16 nspr_fd; /* first argument is a PRFileDesc: skip descriptors without TLS */
+	__u16 ret_int; /* returns a C int: only the low 32 bits of the register are defined */
+	__u16 untie;   /* the library's objects may be tied to a socket (see COOKIE_TIES) */
+	__u16 pad;
 };
 
-/* The socket under a call, seen from inside it (a syscall hook, only with connection
- * tracking on). */
+/* The socket under a call, seen from inside it, or for a connection object fed through
+ * memory (node, asyncio) the socket it was tied to (a syscall hook, only with connection
+ * tracking on: conn.bpf.h). */
 struct conn {
 	__s32 fd;       /* -1: no socket syscall was seen (data served from the library's buffer) */
 	__u16 family;   /* AF_INET, AF_INET6, or 0: addresses unknown */
@@ -80,6 +89,7 @@ struct event_hdr {
 	__u64 offset;     /* where this chunk starts within the call */
 	__s64 ret;        /* raw return value */
 	__u64 tls_conn;   /* first argument (SSL *, session, PRFileDesc *): names the TLS connection */
+	__u64 cgroup_id;  /* the thread's cgroup in the cgroup v2 hierarchy (its directory's inode) */
 	__u32 chunk_len;  /* payload bytes in this record */
 	__u32 func;       /* index into user space's function table */
 	__u32 pid;

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use memmap2::Mmap;
 use object::Object;
 
-use super::{file, probes, Probe, Target};
+use super::{file, probes, untie, Probe, Target};
 use crate::diag;
 use crate::libs::{self, Abi, Library};
 use crate::signatures::{Family, FAMILIES};
@@ -59,11 +59,14 @@ pub fn targets(
     file: &Arc<file::Regular>,
     shown: &Path,
 ) -> Result<Vec<Target>> {
+    // Found by their code, no free is known, so no object is tied; through debug
+    // symbols, the untie functions are named.
     let target = |lib, probes, found_by| Target {
         path: shown.to_path_buf(),
         file: Arc::clone(file),
         lib,
         probes,
+        untie: Vec::new(),
         go_layout: 0,
         requested: false,
         found_by: Some(found_by),
@@ -76,13 +79,26 @@ pub fn targets(
         let found: Vec<Target> = candidates
             .iter()
             .filter(|l| l.abi == Abi::C)
-            .map(|&lib| target(lib, probes(lib, &symbols), found_by.clone()))
+            .map(|&lib| Target {
+                untie: untie(lib, &symbols),
+                ..target(lib, probes(lib, &symbols), found_by.clone())
+            })
             .filter(|t| !t.probes.is_empty())
             .collect();
         if !found.is_empty() {
             return Ok(found);
         }
     }
+    from_code(candidates, map, shown, target)
+}
+
+/// The targets that the TLS code in `map` is recognised as, made by `target`.
+fn from_code(
+    candidates: &[&'static Library],
+    map: &[u8],
+    shown: &Path,
+    target: impl Fn(&'static Library, Vec<Probe>, String) -> Target,
+) -> Result<Vec<Target>> {
     let enabled = |kind| candidates.iter().find(|l| l.kind == kind).copied();
     let families: Vec<&Family> = FAMILIES
         .iter()
@@ -133,7 +149,7 @@ fn debug_symbols(
     let debug = files.iter().find(|d| d.build_id == build_id)?;
     let wanted: Vec<&'static str> = candidates
         .iter()
-        .flat_map(|lib| lib.funcs.iter().map(|f| f.name))
+        .flat_map(|lib| lib.symbol_names())
         .collect();
     let symbols = Symbols::parse_apart(map, &debug.map, &wanted).ok()?;
     Some((debug, symbols))

@@ -34,6 +34,9 @@ pub struct Target {
     file: Arc<file::Regular>,
     pub lib: &'static Library,
     pub probes: Vec<Probe>,
+    /// The library's untie functions the file defines, with their offsets; empty when
+    /// it lacks the free among them, and then none of its objects is ever tied.
+    pub untie: Vec<(&'static str, u64)>,
     /// Go programs: the index + 1 of the struct layout that leads from a connection to
     /// its socket (`golang::fd_paths`), 0 when the release's layout is unknown.
     pub go_layout: u32,
@@ -131,22 +134,22 @@ fn targets_in(
 ) -> Result<Vec<Target>> {
     let wanted: Vec<&'static str> = candidates
         .iter()
-        .flat_map(|lib| lib.funcs.iter().map(|f| f.name))
+        .flat_map(|lib| lib.symbol_names())
         .collect();
     let map = file.map()?;
-    let unreadable = || format!("{} is not a readable ELF file", shown.display());
-    let elf = object::File::parse(&*map).with_context(unreadable)?;
     // A Go program's TLS is Go's own: its C symbols are not looked for. Its goroutine
     // stacks move, which uretprobes do not survive.
-    if golang::has_go_sections(&elf) {
+    if golang::is_go(&map) {
         return go_targets(candidates, &map, file.clone(), shown);
     }
-    let symbols = Symbols::parse(&map, &wanted).with_context(unreadable)?;
+    let symbols = Symbols::parse(&map, &wanted)
+        .with_context(|| format!("{} is not a readable ELF file", shown.display()))?;
     let target = |lib, probes| Target {
         path: shown.to_path_buf(),
         file: Arc::clone(&file),
         lib,
         probes,
+        untie: untie(lib, &symbols),
         go_layout: 0,
         requested: false,
         found_by: None,
@@ -176,6 +179,20 @@ fn probes(lib: &Library, symbols: &Symbols) -> Vec<Probe> {
             })
         })
         .collect()
+}
+
+/// The untie functions of `lib` that the file defines, or none when its free is not
+/// among them.
+fn untie(lib: &Library, symbols: &Symbols) -> Vec<(&'static str, u64)> {
+    let found: Vec<(&'static str, u64)> = lib
+        .untie
+        .iter()
+        .filter_map(|&name| Some((name, symbols.offset(name)?)))
+        .collect();
+    match (lib.untie.first(), found.first()) {
+        (Some(free), Some((name, _))) if free == name => found,
+        _ => Vec::new(),
+    }
 }
 
 /// A Go program's crypto/tls functions, entries and returns; an error says why a Go
@@ -220,6 +237,7 @@ fn go_targets(
         file,
         lib,
         probes,
+        untie: Vec::new(),
         go_layout,
         requested: false,
         found_by: None,

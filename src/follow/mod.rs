@@ -2,7 +2,10 @@
 //! that started, an executable mapping) are examined (`examine`), attached and
 //! announced as soon as they are heard of; the kernel's seen set is kept in step; files
 //! that no process maps any more are released. The ring of call records is drained by
-//! another thread, so no file, however slow or hostile, holds up the capture.
+//! another thread, so no file, however slow or hostile, holds up the capture; and the
+//! registry of links is shared, so that no file holds up the exit either: the tracer
+//! takes it whether or not the follower is done with a file, and a file examined after
+//! that is not attached.
 //!
 //! Two threads: the listener hears the kernel, holds each revealing process at once
 //! (`hold`) and hands the file on (`handoff`); the examiner examines and attaches files
@@ -16,6 +19,7 @@ mod hold;
 use std::cell::RefCell;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -46,10 +50,14 @@ pub enum Following {
     Hold,
 }
 
+/// The registry of every link, shared by the follower and the tracer; None once the
+/// tracer has taken it for the detach.
+pub type SharedRegistry = Arc<Mutex<Option<Registry>>>;
+
 pub struct Follower<'k, 'obj> {
     kernel: &'k Kernel<'obj>,
     examiner: Examiner,
-    registry: Registry,
+    registry: SharedRegistry,
     /// With following off nothing is released either, as nothing would attach a
     /// released file again.
     following: Following,
@@ -60,12 +68,12 @@ impl<'k, 'obj> Follower<'k, 'obj> {
     /// told it need not report.
     pub fn new(
         kernel: &'k Kernel<'obj>,
-        registry: Registry,
+        registry: SharedRegistry,
         libraries: Vec<&'static Library>,
         following: Following,
     ) -> Follower<'k, 'obj> {
         let mut examiner = Examiner::new(libraries);
-        for file in registry.files() {
+        for file in lock(&registry).iter().flat_map(Registry::files) {
             examiner.mark(file);
             kernel.mark_seen(file);
         }
@@ -85,26 +93,22 @@ impl<'k, 'obj> Follower<'k, 'obj> {
         }
     }
 
-    /// Follows until `stop` is set, then hands back the registry for the detach. With
-    /// following off, hands it back at once.
-    pub fn run(mut self, stop: &AtomicBool) -> Result<Registry> {
+    /// Follows until `stop` is set; with following off, returns at once.
+    pub fn run(mut self, stop: &AtomicBool) -> Result<()> {
         if self.following == Following::Off {
-            return Ok(self.registry);
+            return Ok(());
         }
         let handoff = Handoff::new()?;
         let kernel = self.kernel;
         let hold = self.following == Following::Hold;
         std::thread::scope(|scope| {
-            let examining = scope.spawn(|| {
-                self.examine_until_closed(&handoff, stop);
-                self.registry
-            });
+            let examining = scope.spawn(|| self.examine_until_closed(&handoff, stop));
             let listened = listen(kernel, &handoff, hold, stop);
             handoff.close();
-            let registry = examining
+            examining
                 .join()
                 .map_err(|_| anyhow::anyhow!("examining new files failed"))?;
-            listened.map(|()| registry)
+            listened
         })
     }
 
@@ -134,11 +138,13 @@ impl<'k, 'obj> Follower<'k, 'obj> {
             held,
             examined_ns: clock::monotonic_ns(),
         };
+        let mut registry = lock(&self.registry);
+        let Some(registry) = registry.as_mut() else {
+            // The tracer is detaching: attach nothing more.
+            return;
+        };
         for target in targets {
-            if let Err(e) = self
-                .registry
-                .attach(self.kernel, target, Some(&origin), false)
-            {
+            if let Err(e) = registry.attach(self.kernel, target, Some(&origin), false) {
                 diag::warn(&format!("{e:#}"));
             }
         }
@@ -148,12 +154,14 @@ impl<'k, 'obj> Follower<'k, 'obj> {
     /// Now and then, releases what no process maps any more.
     fn release_unmapped(&mut self) {
         let now = Instant::now();
-        if !self.registry.scan_due(now) {
+        let mut registry = lock(&self.registry);
+        let Some(registry) = registry.as_mut() else {
+            return;
+        };
+        if !registry.scan_due(now) {
             return;
         }
-        let (released, links) = self
-            .registry
-            .release_unmapped(&examine::mapped_files(), now);
+        let (released, links) = registry.release_unmapped(&examine::mapped_files(), now);
         for (file, name) in released {
             diag::notice(&format!("no longer traced: {name} (no process maps it)"));
             self.examiner.forget(file);
@@ -161,10 +169,11 @@ impl<'k, 'obj> Follower<'k, 'obj> {
         }
         Registry::close_in_background(links);
     }
+}
 
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
+/// The registry, whoever panicked while holding it: its links are still the links.
+pub fn lock(registry: &SharedRegistry) -> MutexGuard<'_, Option<Registry>> {
+    registry.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The listener's thread: hears the kernel, holds what it reveals, hands it on, and

@@ -11,7 +11,8 @@ use super::{malformed, GoError};
 const MAGIC: &[u8] = b"\xff Go buildinf:";
 /// The header: magic, pointer size, flags, then two pointers or padding.
 const HEADER: usize = 32;
-/// Go aligns the header to 16 bytes and looks for it in the first 64 KiB of the data.
+/// Go aligns the header to 16 bytes and looks for it in the first 64 KiB of the data:
+/// 4,096 places in each writable segment (at most `symbols::MAX_SEGMENTS` of them).
 const ALIGN: usize = 16;
 const SEARCHED: usize = 64 * 1024;
 const FLAG_BIG_ENDIAN: u8 = 1;
@@ -26,7 +27,10 @@ pub fn find<'a>(file: &object::File<'a>, image: &Image<'a>) -> Option<&'a [u8]> 
     if let Some(found) = section.and_then(|s| s.data().ok()).and_then(search) {
         return Some(found);
     }
-    image.writable().find_map(|(_, data)| search(data))
+    image
+        .writable()
+        .into_iter()
+        .find_map(|(_, data)| search(data))
 }
 
 fn search(data: &[u8]) -> Option<&[u8]> {

@@ -6,14 +6,27 @@ use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic};
 
 use super::Arch;
 
+/// Return instructions a probed function may have. crypto/tls's Read, Write and
+/// handshakes have 3 to 13 in nine real Go programs of 2 to 127 MB (Go 1.19 to 1.25);
+/// the most in any of their 441,000 functions is 566 (generated decoders). Each is a
+/// probe, and a function of nothing but `RET`s would be one per byte.
+pub const MAX_RETURNS: usize = 64;
+
 /// Offsets, from the function's start, of every return instruction in `code`, the
 /// function's bytes from entry to end. Errors when the bytes do not decode as whole
-/// instructions: no return site is better than a wrong one.
+/// instructions (no return site is better than a wrong one), and past MAX_RETURNS.
 pub fn returns(arch: Arch, code: &[u8]) -> Result<Vec<u64>, String> {
-    match arch {
-        Arch::X86_64 => x86_64(code),
-        Arch::Arm64 => arm64(code),
+    let found = match arch {
+        Arch::X86_64 => x86_64(code)?,
+        Arch::Arm64 => arm64(code)?,
+    };
+    if found.len() > MAX_RETURNS {
+        return Err(format!(
+            "{} or more return instructions, more than the {MAX_RETURNS} a Go compiler emits",
+            found.len()
+        ));
     }
+    Ok(found)
 }
 
 /// Linear sweep: Go's amd64 compiler puts no data in functions (jump tables and
@@ -30,6 +43,9 @@ fn x86_64(code: &[u8]) -> Result<Vec<u64>, String> {
         // `Ret` covers `ret`, `ret imm16` and prefixed forms; far returns are `Retf`.
         if instr.mnemonic() == Mnemonic::Ret {
             found.push(instr.ip());
+            if found.len() > MAX_RETURNS {
+                break;
+            }
         }
     }
     Ok(found)
@@ -66,6 +82,7 @@ fn arm64(code: &[u8]) -> Result<Vec<u64>, String> {
         .enumerate()
         .filter(|&(_, (&word, &is_data))| !is_data && is_arm64_ret(word))
         .map(|(at, _)| at as u64 * 4)
+        .take(MAX_RETURNS + 1)
         .collect())
 }
 

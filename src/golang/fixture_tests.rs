@@ -12,17 +12,19 @@ use std::sync::{Mutex, OnceLock};
 
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
 
-use object::{ObjectSection, ObjectSegment};
+use object::{ObjectSection, ObjectSegment, ObjectSymbol};
 
 use super::*;
 use crate::symbols::Symbols;
+
+#[path = "../../tests/support/go_fetch.rs"]
+mod go_fetch;
+use go_fetch::{fetch, FIXTURES};
 
 /// A built file's analysis (sslsniff maps files in discovery; a test reads them).
 fn inspect(path: &Path) -> Result<Option<GoProgram>, GoError> {
     inspect_bytes(&fs::read(path).expect("the fixture is readable"))
 }
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/go");
 
 /// Build name and `go build` flags.
 const BUILDS: &[(&str, &[&str])] = &[
@@ -53,21 +55,6 @@ const REGISTRY: &[(&str, &str, &str, &str)] = &[
     ("@bufbuild/buf-linux-x64", "1.70.0", "bin/buf", "go1.26.3"),
     ("lefthook-linux-x64", "2.2.2", "bin/lefthook", "go1.27.0"),
 ];
-
-/// Runs the fetch script (one fetch at a time, a cache outside the work tree) and
-/// returns the path it prints.
-fn fetch(args: &[&str]) -> PathBuf {
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let out = Command::new("sh")
-        .arg(format!("{FIXTURES}/fetch.sh"))
-        .args(args)
-        .output()
-        .expect("sh runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "fetch.sh {args:?} failed: {stderr}");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
 
 /// The `go` command of Go 1.`minor`: the installed one for 19, else a fetched one.
 fn go_command(minor: u32) -> PathBuf {
@@ -565,8 +552,8 @@ fn text_start_relocation_stands_in_for_the_field() {
     let field = section.address() + 24;
     let written = section.data().unwrap()[24..32].try_into().unwrap();
     assert_eq!(
-        relative_relocation(&file, field),
-        Some(u64::from_le_bytes(written))
+        relative_relocations(&file, &[field, field + 1]),
+        [Some(u64::from_le_bytes(written)), None]
     );
     let (at, _) = section.file_range().unwrap();
     let mut zeroed = data.clone();
@@ -653,4 +640,65 @@ fn mutated_programs_without_build_information_never_panic() {
         }
         data[at] = original[at];
     }
+}
+
+/// What real Go programs hold, for the bounds on probed functions (MAX_FUNCTION,
+/// `disasm::MAX_RETURNS`): each program's function count, its longest function and the
+/// one with the most return instructions, and the probed ones'. On any programs:
+/// SSLSNIFF_GO_PROGRAMS=PATH:PATH cargo test --release --bin sslsniff measure_go_programs
+/// -- --ignored --nocapture
+#[test]
+#[ignore]
+fn measure_go_programs() {
+    let paths = std::env::var("SSLSNIFF_GO_PROGRAMS").expect("SSLSNIFF_GO_PROGRAMS=PATH:PATH");
+    for path in paths.split(':') {
+        let data = fs::read(path).unwrap();
+        let file = object::File::parse(&*data).unwrap();
+        let image = Image::new(&data, &file).unwrap();
+        let program = inspect_bytes(&data).unwrap().unwrap();
+        let functions = pclntab::testing::every_function(&file, &image, program.minor);
+        let mut counted: Vec<(usize, u64, String)> = functions
+            .into_iter()
+            .filter_map(|(name, (entry, end))| {
+                let (_, code) = image.code(entry, end - entry)?;
+                Some((count_returns(code), end - entry, name))
+            })
+            .collect();
+        counted.sort();
+        let most = counted.last().cloned().unwrap_or_default();
+        let longest = counted
+            .iter()
+            .max_by_key(|c| c.1)
+            .cloned()
+            .unwrap_or_default();
+        println!(
+            "{path}: {} ({} bytes), {} functions",
+            program.version,
+            data.len(),
+            counted.len()
+        );
+        println!(
+            "  most returns: {} in {} ({} bytes)",
+            most.0, most.2, most.1
+        );
+        println!("  longest: {} bytes ({})", longest.1, longest.2);
+        for f in &program.funcs {
+            let size = counted.iter().find(|c| c.2 == f.name).map_or(0, |c| c.1);
+            println!("  {}: {} returns, {size} bytes", f.name, f.returns.len());
+        }
+    }
+}
+
+/// Return instructions in a function's code, past the bound that the finder stops at.
+fn count_returns(code: &[u8]) -> usize {
+    let mut decoder = Decoder::with_ip(64, code, 0, DecoderOptions::NONE);
+    let mut count = 0;
+    while decoder.can_decode() {
+        let instr = decoder.decode();
+        if instr.is_invalid() {
+            return 0;
+        }
+        count += usize::from(instr.mnemonic() == Mnemonic::Ret);
+    }
+    count
 }

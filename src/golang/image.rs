@@ -86,10 +86,11 @@ impl<'a> Image<'a> {
         Some((offset, tail.get(..usize::try_from(len).ok()?)?))
     }
 
-    /// The file parts of the writable segments, with their addresses (where
-    /// `.go.buildinfo` and `runtime.buildVersion` live).
-    pub fn writable(&self) -> impl Iterator<Item = (u64, &'a [u8])> + '_ {
-        self.file_parts(|flags| flags & PF_W != 0)
+    /// The file bytes of the writable segments (where `.go.buildinfo`,
+    /// `runtime.buildVersion` and the module data live), each byte once however many
+    /// segments hold it: `(file offset, bytes)` in file order.
+    pub fn writable(&self) -> Vec<(u64, &'a [u8])> {
+        self.once(|flags| flags & PF_W != 0)
     }
 
     /// `len` bytes at `vaddr` in a segment that is neither writable nor executable.
@@ -98,19 +99,46 @@ impl<'a> Image<'a> {
         tail.get(..usize::try_from(len).ok()?)
     }
 
-    /// The file parts of the data segments, with their addresses (where `.gopclntab`
-    /// lives: read-only data, or the relocated read-only data of PIE builds).
-    pub fn data_segments(&self) -> impl Iterator<Item = (u64, &'a [u8])> + '_ {
-        self.file_parts(|flags| flags & PF_X == 0)
+    /// The file bytes of the data segments (where `.gopclntab` lives: read-only data, or
+    /// the relocated read-only data of PIE builds), each byte once however many segments
+    /// hold it: `(file offset, bytes)` in file order.
+    pub fn data_once(&self) -> Vec<(u64, &'a [u8])> {
+        self.once(|flags| flags & PF_X == 0)
     }
 
-    fn file_parts(
-        &self,
-        want: impl Fn(u32) -> bool + 'a,
-    ) -> impl Iterator<Item = (u64, &'a [u8])> + '_ {
-        self.segments
+    /// The file bytes of the segments whose flags `want` accepts, each byte once, in file
+    /// order: a hostile file may have every segment cover the whole file.
+    fn once(&self, want: impl Fn(u32) -> bool) -> Vec<(u64, &'a [u8])> {
+        let mut ranges: Vec<(u64, u64)> = self
+            .segments
             .iter()
-            .filter(move |s| want(s.flags))
-            .filter_map(|s| Some((s.vaddr, self.tail(s.vaddr, |_| true)?.1)))
+            .filter(|s| want(s.flags) && s.filesz > 0)
+            .filter_map(|s| Some((s.offset, s.offset.checked_add(s.filesz)?)))
+            .collect();
+        ranges.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for (start, end) in ranges {
+            match merged.last_mut() {
+                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        merged
+            .into_iter()
+            .filter_map(|(start, end)| {
+                let bytes = self
+                    .data
+                    .get(usize::try_from(start).ok()?..usize::try_from(end).ok()?)?;
+                Some((start, bytes))
+            })
+            .collect()
+    }
+
+    /// The address at which the first data segment that holds file offset `offset` loads it.
+    pub fn data_address(&self, offset: u64) -> Option<u64> {
+        self.segments.iter().find_map(|s| {
+            let delta = offset.checked_sub(s.offset)?;
+            (s.flags & PF_X == 0 && delta < s.filesz).then(|| s.vaddr.checked_add(delta))?
+        })
     }
 }

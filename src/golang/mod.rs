@@ -13,16 +13,26 @@ mod buildinfo;
 mod disasm;
 #[cfg(test)]
 mod fixture_tests;
+#[cfg(test)]
+mod fuzz;
 mod image;
 mod moduledata;
 mod pclntab;
 
 use std::fmt;
 
-use object::{Object, ObjectSymbol, SymbolKind};
+use object::Object;
 
 pub use abi::{fd_paths, FdPath, Role};
 use image::Image;
+
+use crate::symbols::{self, Tables};
+
+/// The longest function probed, in bytes. crypto/tls's Read, Write and handshakes are
+/// 0.4 to 3.5 KB in nine real Go programs of 2 to 127 MB (Go 1.19 to 1.25), and the
+/// longest of their 441,000 functions is 139 KB: a longer one is crafted, and decoding
+/// it would cost time for nothing.
+pub const MAX_FUNCTION: u64 = 256 << 10;
 
 /// The functions probed in every Go program that links `crypto/tls`. Handshakes are
 /// `clientHandshake`/`serverHandshake`, the `handshakeFn` that `handshakeContext` calls
@@ -113,8 +123,7 @@ pub fn inspect_bytes(data: &[u8]) -> Result<Option<GoProgram>, GoError> {
     if !data.starts_with(b"\x7fELF") {
         return Ok(None);
     }
-    let file =
-        object::File::parse(data).map_err(|e| malformed(format!("not a readable ELF: {e}")))?;
+    let file = symbols::open(data).map_err(|e| malformed(format!("not a readable ELF: {e}")))?;
     let image = Image::new(data, &file)?;
     let header = buildinfo::find(&file, &image);
     if header.is_none() && !has_go_sections(&file) {
@@ -143,6 +152,12 @@ pub fn inspect_bytes(data: &[u8]) -> Result<Option<GoProgram>, GoError> {
         fd_path: abi::fd_path(minor),
         funcs,
     }))
+}
+
+/// Whether `data` is a Go executable: its goroutine stacks move, which uretprobes do not
+/// survive, so it is probed apart.
+pub fn is_go(data: &[u8]) -> bool {
+    object::File::parse(data).is_ok_and(|file| has_go_sections(&file))
 }
 
 /// Whether the file has a section only Go's linkers write: its build information, its
@@ -182,6 +197,12 @@ struct Extent {
 impl Extent {
     fn with_returns(self, image: &Image, arch: Arch) -> Result<GoFunc, GoError> {
         let len = self.end.saturating_sub(self.entry);
+        if len > MAX_FUNCTION {
+            return Err(malformed(format!(
+                "{}: {len} bytes long, more than the {MAX_FUNCTION} a Go function may be",
+                self.name
+            )));
+        }
         let (offset, code) = image
             .code(self.entry, len)
             .ok_or_else(|| malformed(format!("{} lies outside the executable code", self.name)))?;
@@ -212,41 +233,52 @@ fn locate(
     }
 }
 
-/// The value the dynamic loader writes at `vaddr` of a position-independent executable:
-/// the addend of its `R_*_RELATIVE` relocation there.
-fn relative_relocation(file: &object::File, vaddr: u64) -> Option<u64> {
+/// Dynamic relocations looked at, at most. Go's PIE fixture has 3,500 per MB: a real
+/// 2 GiB program would have 7.5 million.
+const MAX_RELOCATIONS: usize = 16 << 20;
+
+/// The values the dynamic loader writes at the addresses `at` of a position-independent
+/// executable: the addends of its `R_*_RELATIVE` relocations there. One pass over the
+/// relocations, MAX_RELOCATIONS of them at most.
+fn relative_relocations(file: &object::File, at: &[u64]) -> Vec<Option<u64>> {
     const R_X86_64_RELATIVE: u32 = 8;
     const R_AARCH64_RELATIVE: u32 = 1027;
-    let (_, relocation) = file.dynamic_relocations()?.find(|&(at, _)| at == vaddr)?;
-    match relocation.flags() {
-        object::RelocationFlags::Elf {
-            r_type: R_X86_64_RELATIVE | R_AARCH64_RELATIVE,
-        } => u64::try_from(relocation.addend()).ok(),
-        _ => None,
+    let mut found = vec![None; at.len()];
+    let relocations = file.dynamic_relocations().into_iter().flatten();
+    for (vaddr, relocation) in relocations.take(MAX_RELOCATIONS) {
+        let Some(i) = at.iter().position(|&a| a == vaddr) else {
+            continue;
+        };
+        if found[i].is_some() {
+            continue;
+        }
+        found[i] = match relocation.flags() {
+            object::RelocationFlags::Elf {
+                r_type: R_X86_64_RELATIVE | R_AARCH64_RELATIVE,
+            } => u64::try_from(relocation.addend()).ok(),
+            _ => None,
+        };
     }
+    found
 }
 
 /// `None` when the file has no static symbol table (stripped).
 fn by_symtab(file: &object::File) -> Option<Vec<Extent>> {
     file.symbol_table()?;
-    let mut found: Vec<Extent> = Vec::new();
-    for sym in file.symbols() {
-        if sym.kind() != SymbolKind::Text || sym.is_undefined() || sym.size() == 0 {
-            continue;
-        }
-        let Ok(name) = sym.name() else { continue };
-        let Some(&(name, role)) = TARGETS.iter().find(|(t, _)| *t == name) else {
-            continue;
-        };
-        if found.iter().all(|f| f.name != name) {
-            found.push(Extent {
+    let names: Vec<&str> = TARGETS.iter().map(|(name, _)| *name).collect();
+    let mut found: Vec<Extent> = symbols::functions(file, Tables::Static, &names)
+        .into_iter()
+        .filter(|f| f.size != 0)
+        .filter_map(|f| {
+            let &(name, role) = TARGETS.iter().find(|(t, _)| *t == f.name)?;
+            Some(Extent {
                 name,
                 role,
-                entry: sym.address(),
-                end: sym.address().saturating_add(sym.size()),
-            });
-        }
-    }
+                entry: f.address,
+                end: f.address.saturating_add(f.size),
+            })
+        })
+        .collect();
     found.sort_by_key(|f| TARGETS.iter().position(|(t, _)| *t == f.name));
     Some(found)
 }
@@ -258,8 +290,17 @@ fn by_pclntab(
     minor: u32,
 ) -> Result<Vec<Extent>, GoError> {
     let names: Vec<&str> = TARGETS.iter().map(|(name, _)| *name).collect();
-    let relocated = |vaddr| relative_relocation(file, vaddr);
-    let found = pclntab::lookup(file, image, arch.quantum(), minor, &relocated, &names)?;
+    let relocated = |at: &[u64]| relative_relocations(file, at);
+    let quantum = arch.quantum();
+    let found = pclntab::lookup(
+        file,
+        image,
+        quantum,
+        minor,
+        &relocated,
+        &names,
+        MAX_FUNCTION,
+    )?;
     Ok(TARGETS
         .iter()
         .zip(found)

@@ -19,7 +19,7 @@ const READ: usize = TEXT + 8;
 /// function names start at `funcnames`: found by those two pointers at the start of the
 /// module data, in the writable data; `None` when no such record holds together.
 pub fn text(image: &Image, table: u64, funcnames: u64) -> Option<u64> {
-    image.writable().find_map(|(_, data)| {
+    image.writable().into_iter().find_map(|(_, data)| {
         (0..data.len().saturating_sub(READ))
             .step_by(8)
             .find_map(|at| text_at(image, &data[at..], table, funcnames))

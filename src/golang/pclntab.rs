@@ -3,7 +3,13 @@
 //! Go 1.16-1.17 (magic 0xfffffffa, absolute entries), 1.18-1.19 (0xfffffff0, entries as
 //! 32-bit offsets from the text start) and 1.20+ (0xfffffff1, same fields as 1.18 for
 //! what is read here; from 1.26 the header's text start is zero and the function names
-//! follow the header without padding). Every read is bounds-checked: the table comes from a traced file.
+//! follow the header without padding). Every read is bounds-checked: the table comes
+//! from a traced file.
+//!
+//! The work is bounded too: the search for a table without a section reads each file
+//! byte once, whatever the segments covering it; at most MAX_CANDIDATES tables are tried
+//! and MAX_FUNCS functions looked at in all; only the first function of each wanted
+//! name has its stack-pointer table read, for no more than the function's extent.
 
 use object::{Object, ObjectSection};
 
@@ -16,14 +22,20 @@ const MAGIC_118: u32 = 0xffff_fff0;
 const MAGIC_120: u32 = 0xffff_fff1;
 /// Section names: plain builds, and PIE builds by Go's internal linker.
 pub const SECTIONS: &[&str] = &[".gopclntab", ".data.rel.ro.gopclntab"];
-/// Headers that look right but whose table does not hold together, tried before giving up.
-const MAX_CANDIDATES: usize = 16;
+/// Headers that look right but whose table does not hold together, tried before giving
+/// up: real programs have one table, and a stray match of its 8-byte header is rare.
+const MAX_CANDIDATES: usize = 4;
+/// Functions looked at, over all the tables tried. The largest of nine real Go programs
+/// of 2 to 127 MB (Go 1.19 to 1.25) has 138,445; this is that density at 3.7 GB, more
+/// than the largest file read (discover/file.rs).
+pub const MAX_FUNCS: usize = 4 << 20;
 
 /// `(entry, end)` virtual addresses of a function, end exclusive.
 pub type Span = (u64, u64);
 
-/// The value a load-time relocation writes at a virtual address, if the file has one.
-pub type Relocated<'r> = &'r dyn Fn(u64) -> Option<u64>;
+/// The values that load-time relocations write at virtual addresses, where the file has
+/// them: one pass over the relocations, whatever the number of addresses.
+pub type Relocated<'r> = &'r dyn Fn(&[u64]) -> Vec<Option<u64>>;
 
 /// Where the text start and the offset of the function names sit in the 1.18+ header.
 const TEXT_START: usize = 24;
@@ -49,50 +61,122 @@ pub struct Table<'a> {
 }
 
 /// The spans of `names` (`None` for those the program lacks), from the table of a Go
-/// 1.`minor` program.
-pub fn lookup<'a>(
-    file: &object::File<'a>,
-    image: &Image<'a>,
+/// 1.`minor` program; a span is at most `max_span` bytes long.
+pub fn lookup(
+    file: &object::File,
+    image: &Image,
     quantum: u8,
     minor: u32,
     relocated: Relocated,
     names: &[&str],
+    max_span: u64,
 ) -> Result<Vec<Option<Span>>, GoError> {
-    let magic = match minor {
-        ..=17 => MAGIC_116,
-        18 | 19 => MAGIC_118,
-        _ => MAGIC_120,
-    };
-    let parse = |data: &'a [u8], vaddr| {
-        let text = Table::text_start(data, vaddr, relocated).or_else(|| {
-            moduledata::text(image, vaddr, vaddr.checked_add(u64_at(data, FUNCNAMES)?)?)
-        });
-        Table::parse(data, magic, quantum, text)?.lookup(names)
-    };
-    if let Some(section) = SECTIONS.iter().find_map(|name| file.section_by_name(name)) {
-        let data = section
-            .data()
-            .map_err(|_| malformed("Go function table section out of bounds"))?;
-        return parse(data, section.address());
-    }
-    // Other linkers (external linking, PIE) merge it into a bigger section, or the
-    // section headers are gone: look for the header in the data segments.
+    let magic = magic_of(minor);
+    let candidates = candidates(file, image, magic, quantum)?;
+    let starts = text_starts(&candidates, relocated);
+    let mut budget = MAX_FUNCS;
     let mut last = malformed("no Go function table (.gopclntab)");
-    let mut head = magic.to_le_bytes().to_vec();
-    head.extend([0, 0, quantum, 8]);
-    let candidates = image.data_segments().flat_map(|(vaddr, segment)| {
-        (0..segment.len())
-            .step_by(8)
-            .map(move |at| (&segment[at..], vaddr.wrapping_add(at as u64)))
-            .filter(|(rest, _)| rest.starts_with(&head))
-    });
-    for (candidate, vaddr) in candidates.take(MAX_CANDIDATES) {
-        match parse(candidate, vaddr) {
+    for ((data, vaddr), text) in candidates.into_iter().zip(starts) {
+        // A pass over the writable data each: only for the releases that need it.
+        let text = text.or_else(|| {
+            let names = vaddr.checked_add(u64_at(data, FUNCNAMES)?)?;
+            (minor >= 26).then(|| moduledata::text(image, vaddr, names))?
+        });
+        let table = Table::parse(data, magic, quantum, text);
+        match table.and_then(|t| t.lookup(names, max_span, &mut budget)) {
             Ok(found) => return Ok(found),
             Err(err) => last = err,
         }
     }
     Err(last)
+}
+
+fn magic_of(minor: u32) -> u32 {
+    match minor {
+        ..=17 => MAGIC_116,
+        18 | 19 => MAGIC_118,
+        _ => MAGIC_120,
+    }
+}
+
+/// The table's section, or the places in the data where a table's header is.
+fn candidates<'a>(
+    file: &object::File<'a>,
+    image: &'a Image,
+    magic: u32,
+    quantum: u8,
+) -> Result<Vec<(&'a [u8], u64)>, GoError> {
+    match SECTIONS.iter().find_map(|name| file.section_by_name(name)) {
+        Some(section) => {
+            let data = section
+                .data()
+                .map_err(|_| malformed("Go function table section out of bounds"))?;
+            Ok(vec![(data, section.address())])
+        }
+        // Other linkers (external linking, PIE) merge it into a bigger section, or the
+        // section headers are gone: look for the header in the data segments.
+        None => Ok(headers(image, magic, quantum)
+            .take(MAX_CANDIDATES)
+            .collect()),
+    }
+}
+
+/// Where a table header (magic, then 0, 0, quantum, 8) starts in the data segments, with
+/// its address: every 8-byte-aligned file offset once, however many segments cover it.
+fn headers<'a>(
+    image: &'a Image,
+    magic: u32,
+    quantum: u8,
+) -> impl Iterator<Item = (&'a [u8], u64)> + 'a {
+    let mut head = [0; 8];
+    head[..4].copy_from_slice(&magic.to_le_bytes());
+    head[6] = quantum;
+    head[7] = 8;
+    image
+        .data_once()
+        .into_iter()
+        .flat_map(move |(offset, bytes)| {
+            let skip = ((8 - offset % 8) % 8) as usize;
+            let aligned = bytes.get(skip..).unwrap_or_default();
+            aligned
+                .chunks_exact(8)
+                .enumerate()
+                .filter(move |(_, word)| *word == head)
+                .filter_map(move |(i, _)| {
+                    let at = skip + 8 * i;
+                    let vaddr = image.data_address(offset + at as u64)?;
+                    Some((&bytes[at..], vaddr))
+                })
+        })
+}
+
+/// Each candidate's 1.18+ text start: as written in the table, or, where the linker left
+/// the field to a load-time relocation (PIE by some linkers), the value that relocation
+/// writes. Go 1.26 leaves it zero, and the module data says it instead (`lookup` asks
+/// [`moduledata::text`]). Never the `.text` address: external linkers put C runtime code
+/// before Go's text.
+fn text_starts(candidates: &[(&[u8], u64)], relocated: Relocated) -> Vec<Option<u64>> {
+    let unwritten: Vec<u64> = candidates
+        .iter()
+        .filter(|(data, _)| u64_at(data, TEXT_START) == Some(0))
+        .filter_map(|(_, vaddr)| vaddr.checked_add(TEXT_START as u64))
+        .collect();
+    let written = if unwritten.is_empty() {
+        Vec::new()
+    } else {
+        relocated(&unwritten)
+    };
+    candidates
+        .iter()
+        .map(|&(data, vaddr)| match u64_at(data, TEXT_START)? {
+            0 => {
+                let field = vaddr.checked_add(TEXT_START as u64)?;
+                let i = unwritten.iter().position(|&at| at == field)?;
+                written.get(i).copied().flatten()
+            }
+            start => Some(start),
+        })
+        .collect()
 }
 
 fn u32_at(data: &[u8], at: usize) -> Option<u32> {
@@ -109,17 +193,6 @@ fn cut() -> GoError {
 }
 
 impl<'a> Table<'a> {
-    /// The 1.18+ text start: as written in the file, or, where the linker left the field
-    /// to a load-time relocation (PIE by some linkers), the value that relocation writes.
-    /// Go 1.26 leaves it zero, and the module data says it instead ([`moduledata::text`]).
-    /// Never the `.text` address: external linkers put C runtime code before Go's text.
-    fn text_start(data: &[u8], vaddr: u64, relocated: Relocated) -> Option<u64> {
-        match u64_at(data, TEXT_START)? {
-            0 => relocated(vaddr.checked_add(TEXT_START as u64)?),
-            start => Some(start),
-        }
-    }
-
     /// Checks the header: magic, instruction size, 8-byte pointers, sub-tables in order
     /// and inside `data`, the function table whole. `text` is the 1.18+ text start.
     fn parse(data: &'a [u8], magic: u32, quantum: u8, text: Option<u64>) -> Result<Self, GoError> {
@@ -155,6 +228,11 @@ impl<'a> Table<'a> {
         if nfunc == 0 || !ordered || functab_end.is_none_or(|end| end > data.len()) {
             return Err(cut());
         }
+        if nfunc > MAX_FUNCS {
+            return Err(malformed(format!(
+                "Go function table of {nfunc} functions, more than the {MAX_FUNCS} read"
+            )));
+        }
         let text_start = match layout {
             Layout::Go116 => 0,
             Layout::Go118 => {
@@ -173,8 +251,19 @@ impl<'a> Table<'a> {
         })
     }
 
-    /// One pass over the table, checking it is sorted, matching `names`.
-    fn lookup(&self, names: &[&str]) -> Result<Vec<Option<Span>>, GoError> {
+    /// One pass over the table, checking it is sorted, matching `names`: the first
+    /// function of each name counts. Each function looked at takes one from `budget`;
+    /// a span longer than `max_span` is an error.
+    fn lookup(
+        &self,
+        names: &[&str],
+        max_span: u64,
+        budget: &mut usize,
+    ) -> Result<Vec<Option<Span>>, GoError> {
+        if self.nfunc > *budget {
+            return Err(malformed("Go function tables too long to read them all"));
+        }
+        *budget -= self.nfunc;
         let mut found = vec![None; names.len()];
         let mut next = self.entry(0)?;
         for i in 0..self.nfunc {
@@ -184,22 +273,41 @@ impl<'a> Table<'a> {
                 return Err(malformed("Go function table out of order"));
             }
             let func = self.func(i)?;
-            let Some(k) = names.iter().position(|name| self.is_named(func, name)) else {
+            let Some(k) = self.named(func, names) else {
                 continue;
             };
+            if found[k].is_some() {
+                continue;
+            }
             if self.func_entry(func)? != entry {
                 return Err(malformed(format!("{}: entry disagrees", names[k])));
             }
-            // The stack-pointer table covers the function's own bytes, which ends it
-            // before the alignment padding up to the next function.
-            let end = match self.pcsp_len(func)? {
-                Some(len) => entry.checked_add(len).filter(|&end| end <= next),
-                None => Some(next),
-            };
-            let end = end.ok_or_else(|| malformed(format!("{}: runs past its end", names[k])))?;
-            found[k] = Some((entry, end));
+            found[k] = Some((entry, self.end(names[k], func, entry, next, max_span)?));
         }
         Ok(found)
+    }
+
+    /// Where the function at `entry` ends: its stack-pointer table covers its own bytes,
+    /// which ends it before the alignment padding up to the next function (at `next`).
+    fn end(
+        &self,
+        name: &str,
+        func: usize,
+        entry: u64,
+        next: u64,
+        max: u64,
+    ) -> Result<u64, GoError> {
+        let span = next - entry;
+        if span > max {
+            return Err(malformed(format!(
+                "{name}: {span} bytes long, more than the {max} a Go function may be"
+            )));
+        }
+        let end = match self.pcsp_len(func, span)? {
+            Some(len) => entry.checked_add(len).filter(|&end| end <= next),
+            None => Some(next),
+        };
+        end.ok_or_else(|| malformed(format!("{name}: runs past its end")))
     }
 
     /// Entry `i` of the function table (`i == nfunc` is the end of the text).
@@ -241,20 +349,24 @@ impl<'a> Table<'a> {
         }
     }
 
-    fn is_named(&self, func: usize, name: &str) -> bool {
-        let Some(off) = u32_at(self.data, func + self.field(4)) else {
-            return false;
-        };
-        let start = self.funcnames.saturating_add(off as usize);
-        let stored = start
-            .checked_add(name.len())
-            .and_then(|end| self.data.get(start..=end));
-        stored.is_some_and(|s| s[..name.len()] == *name.as_bytes() && s[name.len()] == 0)
+    /// Which of `names` function `func` has, comparing in place: a name is never read
+    /// further than the one it is compared with.
+    fn named(&self, func: usize, names: &[&str]) -> Option<usize> {
+        let off = u32_at(self.data, func + self.field(4))?;
+        let start = self.funcnames.checked_add(off as usize)?;
+        let stored = self.data.get(start..)?;
+        names.iter().position(|name| {
+            stored
+                .get(..=name.len())
+                .is_some_and(|s| s[..name.len()] == *name.as_bytes() && s[name.len()] == 0)
+        })
     }
 
     /// The function's size from its stack-pointer table (pc-value pairs: zigzag value
     /// delta, then pc delta in quanta, until a zero value delta); `None` without one.
-    fn pcsp_len(&self, func: usize) -> Result<Option<u64>, GoError> {
+    /// A real table has a pair per stack change, each covering at least one instruction:
+    /// one that goes on past `span` bytes, or has more pairs than quanta in it, is cut.
+    fn pcsp_len(&self, func: usize, span: u64) -> Result<Option<u64>, GoError> {
         let pcsp = u32_at(self.data, func + self.field(16)).ok_or_else(cut)? as usize;
         if pcsp == 0 {
             return Ok(None);
@@ -262,38 +374,54 @@ impl<'a> Table<'a> {
         let start = self.pctab.checked_add(pcsp).ok_or_else(cut)?;
         let mut rest = self.data.get(start..).ok_or_else(cut)?;
         let mut pc = 0u64;
-        let mut first = true;
-        loop {
+        for pair in 0..=span / self.quantum + 1 {
             let (value, used) = uvarint(rest).ok_or_else(cut)?;
-            if value == 0 && !first {
+            if value == 0 && pair > 0 {
                 return Ok(Some(pc));
             }
-            first = false;
             let (delta, more) = uvarint(&rest[used..]).ok_or_else(cut)?;
             rest = &rest[used + more..];
             pc = delta
                 .checked_mul(self.quantum)
                 .and_then(|d| pc.checked_add(d))
                 .ok_or_else(cut)?;
+            if pc > span {
+                return Ok(Some(pc));
+            }
         }
+        Err(cut())
     }
 }
 
+/// Tables made to order, for the tests and the fuzzers.
 #[cfg(test)]
-mod tests {
+pub(super) mod testing {
     use super::*;
 
-    const TEXT: u64 = 0x40_1000;
+    /// Where the tables' text starts (`hostile::TEXT`).
+    pub const TEXT: u64 = 0x40_1000;
 
     /// A table of `funcs` (name, entry offset from TEXT, pcsp size or 0 for none),
     /// ending at `end`, in `layout`.
-    fn table(layout: Layout, funcs: &[(&str, u32, u8)], end: u32) -> Vec<u8> {
+    pub(super) fn table(layout: Layout, funcs: &[(&str, u32, u8)], end: u32) -> Vec<u8> {
+        table_with(layout, funcs, end, |size| vec![2, size, 0])
+    }
+
+    /// A table whose functions' stack-pointer tables `pcsp` makes from their sizes; equal
+    /// tables are stored once and shared.
+    pub(super) fn table_with(
+        layout: Layout,
+        funcs: &[(&str, u32, u8)],
+        end: u32,
+        pcsp_of: impl Fn(u8) -> Vec<u8>,
+    ) -> Vec<u8> {
         let (magic, words, field) = match layout {
             Layout::Go116 => (MAGIC_116, 7, 8),
             Layout::Go118 => (MAGIC_118, 8, 4),
         };
         let mut names = Vec::new();
         let mut pcsp = vec![0xff]; // offset 0 means "no table"
+        let mut stored = std::collections::HashMap::new();
         let mut records = Vec::new();
         for &(name, entry, size) in funcs {
             let mut record = match layout {
@@ -302,14 +430,18 @@ mod tests {
             };
             record.extend((names.len() as u32).to_le_bytes());
             record.extend([0; 8]); // args, deferreturn
-            let at = if size == 0 { 0 } else { pcsp.len() as u32 };
+            let at = if size == 0 {
+                0
+            } else {
+                *stored.entry(pcsp_of(size)).or_insert_with_key(|bytes| {
+                    pcsp.extend(bytes);
+                    (pcsp.len() - bytes.len()) as u32
+                })
+            };
             record.extend(at.to_le_bytes());
             records.push(record);
             names.extend(name.as_bytes());
             names.push(0);
-            if size != 0 {
-                pcsp.extend([2, size, 0]); // value +1 over `size` bytes, then the end
-            }
         }
         let funcnames = 8 + 8 * words;
         let pctab = funcnames + names.len();
@@ -343,13 +475,61 @@ mod tests {
         }
     }
 
+    /// Every function of an x86-64 Go 1.`minor` program's table, with its span, for
+    /// measuring real programs (a written text start only).
+    pub fn every_function(file: &object::File, image: &Image, minor: u32) -> Vec<(String, Span)> {
+        let magic = magic_of(minor);
+        let candidates = candidates(file, image, magic, 1).unwrap_or_default();
+        let starts = text_starts(&candidates, &|at: &[u64]| vec![None; at.len()]);
+        let mut tables = candidates
+            .iter()
+            .zip(starts)
+            .filter_map(|(&(data, _), text)| Table::parse(data, magic, 1, text).ok());
+        let Some(t) = tables.next() else {
+            return Vec::new();
+        };
+        let name = |func: usize| {
+            let at = t.funcnames + u32_at(t.data, func + t.field(4))? as usize;
+            let stored = t.data.get(at..)?;
+            let end = stored.iter().position(|&b| b == 0)?;
+            Some(String::from_utf8_lossy(&stored[..end]).into_owned())
+        };
+        (0..t.nfunc)
+            .filter_map(|i| {
+                let (entry, next, func) = (t.entry(i).ok()?, t.entry(i + 1).ok()?, t.func(i).ok()?);
+                let len = t.pcsp_len(func, next.checked_sub(entry)?).ok()?;
+                Some((name(func)?, (entry, len.map_or(next, |len| entry + len))))
+            })
+            .collect()
+    }
+
+    /// A table in the layout and with the magic of Go 1.`minor`.
+    pub fn for_release(minor: u32, funcs: &[(&str, u32, u8)], end: u32) -> Vec<u8> {
+        let layout = if minor < 18 {
+            Layout::Go116
+        } else {
+            Layout::Go118
+        };
+        let mut data = table(layout, funcs, end);
+        if minor >= 20 {
+            data[..4].copy_from_slice(&MAGIC_120.to_le_bytes());
+        }
+        data
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{table, table_with, TEXT};
+    use super::*;
+
     fn find(data: &[u8], layout: Layout, names: &[&str]) -> Result<Vec<Option<Span>>, GoError> {
         let magic = if layout == Layout::Go116 {
             MAGIC_116
         } else {
             MAGIC_118
         };
-        Table::parse(data, magic, 1, Some(TEXT))?.lookup(names)
+        Table::parse(data, magic, 1, Some(TEXT))?.lookup(names, 1 << 20, &mut MAX_FUNCS.clone())
     }
 
     const FUNCS: &[(&str, u32, u8)] = &[
@@ -393,6 +573,58 @@ mod tests {
         assert!(find(&moved, Layout::Go118, &["b"]).is_err());
     }
 
+    /// Before: every function of a wanted name had its stack-pointer table read to its
+    /// end (10,000 of them here, each 100,000 pairs long: a billion pairs).
+    #[test]
+    fn reads_one_function_of_a_name_and_no_more_pairs_than_its_bytes() {
+        const READ: &str = "crypto/tls.(*Conn).Read";
+        let funcs: Vec<(&str, u32, u8)> = (0..10_000).map(|i| (READ, i * 32, 20)).collect();
+        // A pair per byte, then 100,000 pairs that cover nothing.
+        let long = |size| {
+            let mut pairs = vec![2, 1];
+            pairs.extend([2, 0].repeat(100_000));
+            pairs.extend([2, size - 1, 0]);
+            pairs
+        };
+        let data = table_with(Layout::Go118, &funcs, 10_000 * 32, long);
+        let (found, took) = crate::hostile::timed(|| find(&data, Layout::Go118, &[READ]));
+        assert_eq!(found, Err(cut()));
+        assert!(took < crate::hostile::release_ms(5), "{took:?}");
+        let data = table(Layout::Go118, &funcs, 10_000 * 32);
+        assert_eq!(
+            find(&data, Layout::Go118, &[READ]),
+            Ok(vec![Some((TEXT, TEXT + 20))])
+        );
+    }
+
+    #[test]
+    fn refuses_more_functions_than_are_read() {
+        let mut data = table(Layout::Go118, FUNCS, 96);
+        data[8..16].copy_from_slice(&(MAX_FUNCS as u64 + 1).to_le_bytes());
+        // Room for the function table the header claims.
+        data.resize(data.len() + 8 * (MAX_FUNCS + 2), 0);
+        let refused = Table::parse(&data, MAGIC_118, 1, Some(TEXT)).map(|_| ());
+        let want = format!(
+            "Go function table of {} functions, more than",
+            MAX_FUNCS + 1
+        );
+        assert!(matches!(refused, Err(GoError::Malformed(m)) if m.starts_with(&want)));
+    }
+
+    #[test]
+    fn resolves_every_unwritten_text_start_in_one_pass() {
+        let mut data = table(Layout::Go118, FUNCS, 96);
+        data[TEXT_START..TEXT_START + 8].fill(0);
+        let passes = std::cell::Cell::new(0);
+        let relocation = |at: &[u64]| {
+            passes.set(passes.get() + 1);
+            at.iter().map(|_| Some(TEXT)).collect()
+        };
+        let four: Vec<(&[u8], u64)> = (0..4).map(|i| (&data[..], 0x1000 * i)).collect();
+        assert_eq!(text_starts(&four, &relocation), [Some(TEXT); 4]);
+        assert_eq!(passes.get(), 1);
+    }
+
     #[test]
     fn refuses_wrong_headers() {
         let data = table(Layout::Go118, FUNCS, 96);
@@ -404,11 +636,13 @@ mod tests {
     #[test]
     fn takes_an_unwritten_text_start_from_its_relocation() {
         let mut data = table(Layout::Go118, FUNCS, 96);
-        assert_eq!(Table::text_start(&data, 0x1000, &|_| None), Some(TEXT));
+        let none = |at: &[u64]| vec![None; at.len()];
+        assert_eq!(text_starts(&[(&data, 0x1000)], &none), [Some(TEXT)]);
         data[TEXT_START..TEXT_START + 8].fill(0);
-        let relocation = |at| (at == 0x1000 + TEXT_START as u64).then_some(TEXT);
-        assert_eq!(Table::text_start(&data, 0x1000, &relocation), Some(TEXT));
-        assert_eq!(Table::text_start(&data, 0x2000, &relocation), None);
+        let field = 0x1000 + TEXT_START as u64;
+        let relocation = |at: &[u64]| at.iter().map(|&a| (a == field).then_some(TEXT)).collect();
+        let both = [(&data[..], 0x1000), (&data[..], 0x2000)];
+        assert_eq!(text_starts(&both, &relocation), [Some(TEXT), None]);
     }
 
     #[test]

@@ -12,8 +12,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use anyhow::{bail, Result};
+
+use crate::diag::{self, Mechanism};
 use libbpf_sys as sys;
-use serde::Serialize;
 
 /// A kernel feature that sslsniff uses where it exists and does without where not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +100,7 @@ impl Features {
     /// on a kernel that cannot run sslsniff at all.
     pub fn probe() -> Result<Features> {
         require_ring_buffer()?;
+        require_btf()?;
         let probed = Features {
             task_storage: has_helper(sys::BPF_FUNC_task_storage_get),
             cookies: has_helper(sys::BPF_FUNC_get_attach_cookie),
@@ -162,15 +164,6 @@ impl Features {
     }
 }
 
-/// One line of what `Features::mechanisms` reports.
-#[derive(Debug, Clone, Serialize)]
-pub struct Mechanism {
-    pub feature: &'static str,
-    /// The feature is used (not missing, nor turned off by SSLSNIFF_WITHOUT).
-    pub native: bool,
-    pub uses: &'static str,
-}
-
 /// The features `SSLSNIFF_WITHOUT` names (comma-separated, or `all`).
 fn forced_off() -> Result<Vec<Feature>> {
     let Some(list) = std::env::var_os("SSLSNIFF_WITHOUT") else {
@@ -187,7 +180,7 @@ fn forced_off() -> Result<Vec<Feature>> {
             Some(&f) => off.push(f),
             None => bail!(
                 "SSLSNIFF_WITHOUT: unknown feature '{}' (known: all, {})",
-                crate::diag::safe(name.as_bytes()),
+                diag::safe(name.as_bytes()),
                 Feature::ALL.map(Feature::name).join(", ")
             ),
         }
@@ -203,6 +196,17 @@ fn require_ring_buffer() -> Result<()> {
     bail!(
         "this kernel lacks BPF ring buffers for uprobe programs (Linux 5.8 or later, or a \
          distribution kernel with them backported, is needed)"
+    )
+}
+
+/// The programs read kernel structures through CO-RE, which needs the kernel's BTF.
+fn require_btf() -> Result<()> {
+    if Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Ok(());
+    }
+    bail!(
+        "this kernel has no BTF (/sys/kernel/btf/vmlinux): it needs CONFIG_DEBUG_INFO_BTF, \
+         which Debian, Ubuntu, Fedora and RHEL kernels have"
     )
 }
 

@@ -3,10 +3,11 @@
 //! one compare, and the verifier drops the branches of mechanisms not in use.
 
 use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{MapType, OpenObject, ProgramAttachType};
+use libbpf_rs::{MapCore, MapFlags, MapType, OpenObject, ProgramAttachType};
 
 use super::features::Features;
 use super::record::raw_direction;
@@ -21,6 +22,9 @@ use crate::libs::{self, Abi, AeadArgs, Count, Func, Library, Role};
 #[derive(Debug, Clone)]
 pub struct Load<'a> {
     pub filter: &'a Filter,
+    /// The directory of `filter.cgroup`, open (None only where nothing is attached:
+    /// `--check-kernel`).
+    pub cgroup: Option<BorrowedFd<'a>>,
     pub capture: &'a Capture,
     pub follow: bool,
 }
@@ -45,8 +49,20 @@ pub(super) fn load<'obj>(
     fill_rodata(rodata, what, features)?;
     size_maps(&mut open, what.capture, features)?;
     choose_programs(&mut open, what, features);
-    open.load()
-        .context("the kernel refused the BPF programs (run with -d for libbpf's log)")
+    let skel = open
+        .load()
+        .context("the kernel refused the BPF programs (run with -d for libbpf's log)")?;
+    if let Some(dir) = what.cgroup {
+        skel.maps
+            .cgroup_filter
+            .update(
+                &0u32.to_ne_bytes(),
+                &dir.as_raw_fd().to_ne_bytes(),
+                MapFlags::ANY,
+            )
+            .context("--cgroup: the kernel refused the cgroup")?;
+    }
+    Ok(skel)
 }
 
 fn fill_rodata(rodata: &mut rodata, what: &Load, features: &Features) -> Result<()> {
@@ -63,6 +79,7 @@ fn fill_rodata(rodata: &mut rodata, what: &Load, features: &Features) -> Result<
     // of at least a page) is a power of two too.
     rodata.chunk_size = rodata.chunk_size.min(what.capture.ring_size / 4);
     rodata.track_conn = what.capture.connections;
+    rodata.filter_cgroup = what.filter.cgroup.is_some();
     rodata.trace_handshakes = what.capture.handshakes;
     rodata.use_task_storage = features.task_storage;
     rodata.use_cookies = features.cookies;
@@ -94,6 +111,8 @@ fn fill_rodata(rodata: &mut rodata, what: &Load, features: &Features) -> Result<
             ret: ret_convention_of(lib, f),
             nspr_fd: lib.nspr_fd.into(),
             ret_int: f.ret_int.into(),
+            untie: (!lib.untie.is_empty()).into(),
+            pad: 0,
         };
     }
     Ok(())
@@ -143,7 +162,13 @@ fn size_maps(open: &mut OpenSslsniffSkel, capture: &Capture, features: &Features
         .context("cannot size the ring buffer")?;
     if !features.task_storage {
         let maps = &mut open.maps;
-        for map in [&mut maps.calls, &mut maps.handshakes, &mut maps.aead_calls] {
+        let per_thread = [
+            &mut maps.calls,
+            &mut maps.handshakes,
+            &mut maps.aead_calls,
+            &mut maps.bio_watches,
+        ];
+        for map in per_thread {
             map.set_type(MapType::Hash)
                 .and_then(|()| map.set_map_flags(0))
                 .and_then(|()| map.set_max_entries(MAX_THREADS_IN_CALLS))
@@ -162,6 +187,7 @@ fn choose_programs(open: &mut OpenSslsniffSkel, what: &Load, features: &Features
         .collect();
     let hooks = [
         ("conn_fd", what.capture.connections),
+        ("tls_untie", what.capture.connections),
         ("follow_exec", what.follow),
         // The syscall-exit hook is loaded even when the tracepoint will be used: it is
         // the way back if attaching to the tracepoint fails.

@@ -20,6 +20,7 @@ pub use load::Load;
 use skel::types::{file_id, stats};
 use skel::SslsniffSkel;
 
+use crate::diag::VariantCheck;
 use crate::libs::{self, Abi, AeadArgs, Direction, FuncId};
 use crate::procfs::FileId;
 
@@ -147,6 +148,8 @@ pub struct Kernel<'obj> {
     programs: Programs,
     /// The programs' own off switch (in .bss).
     stopped: Option<&'obj AtomicBool>,
+    /// Kernels without cookies: no call may learn a tie any more (in .bss).
+    ties_unsafe: Option<&'obj AtomicBool>,
     /// Bytes of a call captured at most, after the kernel's own limit.
     capture_limit: u64,
 }
@@ -165,17 +168,26 @@ impl<'obj> Kernel<'obj> {
             .as_ref()
             .context("no read-only data")?;
         let capture_limit = load::capture_limit(rodata, what.capture.max_bytes, &features);
-        let stopped = skel.maps.bss_data.take().map(|bss| {
-            // SAFETY: the .bss map is mapped for the object's life ('obj); a bool and an
-            // AtomicBool have the same size and alignment; user space writes it only
-            // through this reference, and the kernel only reads it.
-            unsafe { AtomicBool::from_ptr(&mut bss.stopped) }
-        });
+        let bss = skel.maps.bss_data.take();
+        let (stopped, ties_unsafe) = bss
+            .map(|bss| {
+                // SAFETY: the .bss map is mapped for the object's life ('obj); a bool and an
+                // AtomicBool have the same size and alignment; user space writes each only
+                // through these references, and the kernel only reads them.
+                unsafe {
+                    (
+                        AtomicBool::from_ptr(&mut bss.stopped),
+                        AtomicBool::from_ptr(&mut bss.ties_unsafe),
+                    )
+                }
+            })
+            .unzip();
         Ok(Kernel {
             skel,
             programs: Programs::new(&features),
             features,
             stopped,
+            ties_unsafe,
             capture_limit,
         })
     }
@@ -191,13 +203,14 @@ impl<'obj> Kernel<'obj> {
     }
 
     /// The program for the probe of function `id` at `site`, and the probe's cookie: the
-    /// function's id, and for a Go entry the program's struct layout in the upper half.
+    /// function's id, with `high` in the upper half of an entry's: for Go the program's
+    /// struct layout, for C 1 when the file's untie functions are probed too.
     pub fn probe_program(
         &self,
         abi: Abi,
         id: FuncId,
         site: Site,
-        go_layout: u32,
+        high: u32,
     ) -> Result<ProbeProgram<'_>> {
         let name = self
             .programs
@@ -206,10 +219,24 @@ impl<'obj> Kernel<'obj> {
         let prog = self.program(&name)?;
         let cookie = match (self.programs.cookies, abi, site) {
             (false, _, _) => 0,
-            (true, Abi::Go, Site::Entry) => u64::from(id) | u64::from(go_layout) << 32,
+            (true, Abi::Go | Abi::C, Site::Entry) => u64::from(id) | u64::from(high) << 32,
             (true, _, _) => u64::from(id),
         };
         Ok(ProbeProgram { prog, cookie })
+    }
+
+    /// The program of the probes that end an object's tie (no cookie: the object is
+    /// the first argument of every one of them).
+    pub fn untie_program(&self) -> Result<ProgramMut<'_>> {
+        self.program("tls_untie")
+    }
+
+    /// Kernels without cookies: from now on no call learns a tie (a C file whose free
+    /// is not probed is about to be attached, and its calls cannot be told apart).
+    pub fn refuse_ties_without_cookies(&self) {
+        if let (false, Some(unsafe_now)) = (self.features.cookies, self.ties_unsafe) {
+            unsafe_now.store(true, Ordering::Relaxed);
+        }
     }
 
     pub fn hook(&self, hook: Hook) -> Result<ProgramMut<'_>> {
@@ -291,14 +318,6 @@ impl<'obj> Kernel<'obj> {
     }
 }
 
-/// One set of mechanisms that `check_variants` loaded, or could not.
-#[derive(Debug, Clone)]
-pub struct VariantCheck {
-    pub name: String,
-    pub error: Option<String>,
-    pub millis: u64,
-}
-
 /// Loads the programs of every set of mechanisms this kernel can run (its own, each
 /// fallback alone, every fallback at once), each with every program a run may use: what
 /// the verifier accepts here, variant by variant.
@@ -334,8 +353,14 @@ fn load_everything(features: Features) -> Result<()> {
         handshakes: true,
         connections: true,
     };
+    // The cgroup filter's branch is checked too; no cgroup is needed to load it.
+    let filter = crate::config::Filter {
+        cgroup: Some("/".into()),
+        ..Default::default()
+    };
     let what = Load {
-        filter: &crate::config::Filter::default(),
+        filter: &filter,
+        cgroup: None,
         capture: &capture,
         follow: true,
     };

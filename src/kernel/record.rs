@@ -64,6 +64,7 @@ pub fn decode(raw: &[u8]) -> Option<Record<'_>> {
             captured: hdr.captured,
             ret: hdr.ret,
             tls_conn: hdr.tls_conn,
+            cgroup_id: hdr.cgroup_id,
             conn: conn_of(&hdr.conn),
         },
         offset: hdr.offset,

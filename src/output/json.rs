@@ -11,64 +11,91 @@ use base64::Engine;
 use serde::Serialize;
 
 use super::http_json;
-use super::Output;
+use super::{write_addr, Batch, Formatter};
 use crate::escape::{clean_run, first_char, is_bidi_control};
 use crate::event::Event;
 use crate::proto::Http;
 
-pub struct Json<W: Write> {
-    out: W,
-    /// The line being built, reused: one write per event.
-    line: Vec<u8>,
+/// Each line is built straight into the output's batch, payload included: no line of
+/// its own that would be copied again.
+#[derive(Default)]
+pub struct Json;
+
+impl Json {
+    pub fn new() -> Self {
+        Json
+    }
 }
 
-impl<W: Write> Json<W> {
-    pub fn new(out: W) -> Self {
-        Json {
-            out,
-            line: Vec::new(),
-        }
-    }
+/// The batch, whose line being built starts at `start`.
+struct Line<'a> {
+    batch: &'a mut Batch,
+    start: usize,
+}
 
-    #[cfg(test)]
-    pub fn into_inner(self) -> W {
-        self.out
+impl std::ops::Deref for Line<'_> {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        self.batch
+    }
+}
+
+impl std::ops::DerefMut for Line<'_> {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        self.batch
     }
 }
 
 /// `"key":` after the first field's `{` or a `,`.
-fn key(line: &mut Vec<u8>, name: &str) {
-    line.push(if line.is_empty() { b'{' } else { b',' });
+fn key(line: &mut Line, name: &str) {
+    let first = line.len() == line.start;
+    line.push(if first { b'{' } else { b',' });
     line.push(b'"');
     line.extend_from_slice(name.as_bytes());
     line.extend_from_slice(b"\":");
 }
 
-fn int(line: &mut Vec<u8>, name: &str, value: impl itoa::Integer) {
+fn int(line: &mut Line, name: &str, value: impl itoa::Integer) {
     key(line, name);
     line.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
-fn string(line: &mut Vec<u8>, name: &str, value: &str) {
+fn string(line: &mut Line, name: &str, value: &str) {
     key(line, name);
     escape_str(line, value);
 }
 
-fn null(line: &mut Vec<u8>, name: &str) {
+fn null(line: &mut Line, name: &str) {
     key(line, name);
     line.extend_from_slice(b"null");
 }
 
 /// An address as a string, or null. Written in place: digits, dots, colons and brackets
 /// need no escape, and a String per event and address was a measurable part of a row.
-fn addr(line: &mut Vec<u8>, name: &str, value: Option<SocketAddr>) {
+fn addr(line: &mut Line, name: &str, value: Option<SocketAddr>) {
     match value {
         Some(a) => {
             key(line, name);
-            // Writing into a Vec cannot fail.
-            let _ = write!(line, "\"{a}\"");
+            line.push(b'"');
+            write_addr(line, a);
+            line.push(b'"');
         }
         None => null(line, name),
+    }
+}
+
+/// The call's cgroup (its id, and its path and container id or null when unknown),
+/// after OpenTelemetry's `container.id`.
+fn cgroup(line: &mut Line, ev: &Event) {
+    int(line, "cgroup_id", ev.call.cgroup_id);
+    let known = ev.cgroup.as_deref();
+    match known {
+        Some(cg) => string(line, "cgroup", &String::from_utf8_lossy(&cg.path)),
+        None => null(line, "cgroup"),
+    }
+    match known.and_then(|cg| cg.container_id.as_deref()) {
+        Some(id) => string(line, "container.id", id),
+        None => null(line, "container.id"),
     }
 }
 
@@ -91,9 +118,7 @@ fn escape_utf8(line: &mut Vec<u8>, bytes: &[u8]) -> Result<(), NotUtf8> {
     line.push(b'"');
     let (mut i, mut clean_from) = (0, 0);
     while i < bytes.len() {
-        i += clean_run(&bytes[i..], |b| {
-            (b < 0x20) | (b == b'"') | (b == b'\\') | (b >= 0x7f)
-        });
+        i += clean_run(&bytes[i..], stops_string);
         let Some(&b) = bytes.get(i) else { break };
         let (c, escape): (char, Option<(&[u8], u32)>) = match b {
             b'"' => ('"', Some((b"\\\"", 0))),
@@ -150,12 +175,12 @@ impl serde_json::ser::Formatter for SafeStrings {
     }
 }
 
-impl<W: Write> Json<W> {
-    /// Builds the event's line in `self.line`.
-    fn build(&mut self, ev: &Event, http: Option<&Http>) -> io::Result<()> {
+impl Json {
+    /// Appends the event's line to `out`.
+    fn build(&self, ev: &Event, http: Option<&Http>, out: &mut Batch) -> io::Result<()> {
         let c = &ev.call;
-        let line = &mut self.line;
-        line.clear();
+        let start = out.len();
+        let line = &mut Line { batch: out, start };
         int(line, "ts_ns", c.start_ns);
         string(line, "func", c.func.name);
         string(line, "direction", c.direction.name());
@@ -163,6 +188,7 @@ impl<W: Write> Json<W> {
         int(line, "pid", c.pid);
         int(line, "tid", c.tid);
         int(line, "uid", c.uid);
+        cgroup(line, ev);
         int(line, "len", c.len);
         int(line, "latency_ns", c.latency_ns);
         match c.conn.fd {
@@ -177,18 +203,23 @@ impl<W: Write> Json<W> {
             string(line, "handshake", h.name());
             int(line, "ret", c.ret);
         }
-        let mark = line.len();
+        let mark = line.batch.mark();
         string(line, "encoding", "utf8");
         key(line, "data");
-        if escape_utf8(line, &ev.data).is_err() {
-            line.truncate(mark);
+        if needs_no_escape(&ev.data) {
+            // Written as it is: from where it is, when it can be.
+            line.push(b'"');
+            line.batch.payload(&ev.data, 0..ev.data.len());
+            line.push(b'"');
+        } else if escape_utf8(line, &ev.data).is_err() {
+            line.batch.rollback(mark);
             string(line, "encoding", "base64");
             key(line, "data");
             base64_str(line, &ev.data);
         }
         if let Some(decoded) = http {
             key(line, "http");
-            let mut ser = serde_json::Serializer::with_formatter(&mut *line, SafeStrings);
+            let mut ser = serde_json::Serializer::with_formatter(&mut **line, SafeStrings);
             http_json::json(decoded).serialize(&mut ser)?;
         }
         line.extend_from_slice(b"}\n");
@@ -208,15 +239,28 @@ fn base64_str(line: &mut Vec<u8>, data: &[u8]) {
     line.push(b'"');
 }
 
-impl<W: Write> Output for Json<W> {
-    fn event(&mut self, ev: &Event, http: Option<&Http>) -> io::Result<()> {
-        self.build(ev, http)?;
-        self.out.write_all(&self.line)
+impl Formatter for Json {
+    fn event(&mut self, ev: &Event, http: Option<&Http>, out: &mut Batch) -> io::Result<()> {
+        let start = out.mark();
+        let built = self.build(ev, http, out);
+        if built.is_err() {
+            // No half line is left for the next one to follow.
+            out.rollback(start);
+        }
+        built
     }
+}
 
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
+/// Whether `bytes` are a JSON string's content as they are: printable ASCII without `"`
+/// or `\`.
+fn needs_no_escape(bytes: &[u8]) -> bool {
+    clean_run(bytes, stops_string) == bytes.len()
+}
+
+/// The bytes a JSON string cannot hold as they are (or that `escape_str` writes as
+/// `\uXXXX`, or that start a multibyte character).
+fn stops_string(b: u8) -> bool {
+    (b < 0x20) | (b == b'"') | (b == b'\\') | (b >= 0x7f)
 }
 
 #[cfg(test)]
@@ -230,9 +274,11 @@ mod tests {
     }
 
     fn render_http(ev: &Event, http: Option<&Http>) -> (String, serde_json::Value) {
-        let mut json = Json::new(Vec::new());
-        json.event(ev, http).unwrap();
-        let out = String::from_utf8(json.into_inner()).unwrap();
+        let mut batch = Batch::default();
+        Json::new().event(ev, http, &mut batch).unwrap();
+        let mut out = Vec::new();
+        batch.write_to(&mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
         assert_eq!(out.matches('\n').count(), 1, "one line per event");
         let value = serde_json::from_str(&out).unwrap();
         (out, value)
@@ -297,6 +343,10 @@ mod tests {
             pid: u32,
             tid: u32,
             uid: u32,
+            cgroup_id: u64,
+            cgroup: Option<Cow<'a, str>>,
+            #[serde(rename = "container.id")]
+            container_id: Option<&'a str>,
             len: u64,
             latency_ns: u64,
             fd: Option<i32>,
@@ -315,7 +365,7 @@ mod tests {
             Ok(text) => ("utf8", Cow::Borrowed(text)),
             Err(_) => (
                 "base64",
-                Cow::Owned(base64::engine::general_purpose::STANDARD.encode(&ev.data)),
+                Cow::Owned(base64::engine::general_purpose::STANDARD.encode(&*ev.data)),
             ),
         };
         let c = &ev.call;
@@ -327,6 +377,12 @@ mod tests {
             pid: c.pid,
             tid: c.tid,
             uid: c.uid,
+            cgroup_id: c.cgroup_id,
+            cgroup: ev
+                .cgroup
+                .as_ref()
+                .map(|cg| String::from_utf8_lossy(&cg.path)),
+            container_id: ev.cgroup.as_ref().and_then(|cg| cg.container_id.as_deref()),
             len: c.len,
             latency_ns: c.latency_ns,
             fd: c.conn.fd,
@@ -365,11 +421,20 @@ mod tests {
                 payloads.push(data);
             }
         }
+        // Large ones too, which a line refers to when they need no escape.
+        payloads.push(b"0123456789abcdef".repeat(1024));
+        payloads.push([&b"0123456789abcdef".repeat(1024)[..], b"\n"].concat());
         for data in payloads {
             let mut ev = event("SSL_read", &data);
             ev.call.comm = Comm::new(b"x\x1b\"\xff\n");
             ev.call.conn.fd = Some(-3);
             ev.call.conn.local = Some("[::1]:443".parse().unwrap());
+            let (line, _) = render(&ev);
+            assert_eq!(line, reference(&ev), "{data:?}");
+            ev.data = crate::event::Payload::Shared(std::sync::Arc::new(data.clone()));
+            assert_eq!(render(&ev).0, line, "shared: {data:?}");
+            let path = format!("/x\u{202e}\n\\/docker-{}.scope", "a".repeat(64));
+            ev.cgroup = Some(std::rc::Rc::new(crate::cgroup::Cgroup::new(path.into())));
             let (line, _) = render(&ev);
             assert_eq!(line, reference(&ev), "{data:?}");
         }

@@ -1,6 +1,8 @@
-//! Output formats. Each takes decoded events and writes them to a `Write`; none knows
-//! about BPF records or where the bytes go.
+//! Output formats, and the threads that write them. A format appends each event to a
+//! batch in memory and knows nothing of BPF records or where the bytes go; each output
+//! (stdout, the --pcap file) hands its batches to a writer thread of its own.
 
+mod batch;
 mod capture_file;
 pub mod hexdump;
 mod http_json;
@@ -9,13 +11,15 @@ mod http_text;
 pub mod json;
 pub mod pcap;
 pub mod text;
+mod writer;
 
 use std::fs::File;
-use std::io::{self, BufWriter};
+use std::io::{self, IsTerminal, Write};
 use std::mem::ManuallyDrop;
+use std::net::SocketAddr;
 use std::os::fd::FromRawFd;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::clock;
 use crate::config::{self, Format};
@@ -25,33 +29,87 @@ use crate::proto::Http;
 use json::Json;
 use pcap::Pcap;
 use text::Text;
+use writer::Writer;
 
-/// A sink of events: each is a call, with its HTTP when the protocol stage decoded it.
-pub trait Output {
-    fn event(&mut self, ev: &Event, http: Option<&Http>) -> io::Result<()>;
-    fn flush(&mut self) -> io::Result<()>;
+pub use batch::Batch;
+
+/// A format: appends each event, a call with its HTTP when the protocol stage decoded
+/// it, to `out`.
+pub trait Formatter: Send {
+    fn event(&mut self, ev: &Event, http: Option<&Http>, out: &mut Batch) -> io::Result<()>;
 }
 
+/// `ip:port` or `[ipv6]:port`, as SocketAddr's Display writes it. IPv4 by hand: through
+/// `fmt`, the two addresses of a JSON line cost as much as all its other fields.
+pub fn write_addr(out: &mut Vec<u8>, a: SocketAddr) {
+    let SocketAddr::V4(v4) = a else {
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "{a}");
+        return;
+    };
+    let mut digits = itoa::Buffer::new();
+    for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        out.extend_from_slice(digits.format(octet).as_bytes());
+    }
+    out.push(b':');
+    out.extend_from_slice(digits.format(v4.port()).as_bytes());
+}
+
+/// One output: its format, the batch being built, and the thread that writes it.
+struct Stream {
+    format: Box<dyn Formatter>,
+    batch: Batch,
+    writer: Writer,
+}
+
+impl Stream {
+    fn new(format: Box<dyn Formatter>, head: Batch, writer: Writer) -> Self {
+        Stream {
+            format,
+            batch: head,
+            writer,
+        }
+    }
+}
+
+/// Every output, fed the same events: stdout in the chosen format, and the --pcap file
+/// if asked for.
+pub struct Outputs(Vec<Stream>);
+
 /// stdout in the chosen format, and the --pcap file if asked for.
-pub fn open(cfg: &config::Output) -> Result<Tee> {
-    let stdout = BufWriter::with_capacity(1 << 16, raw_stdout());
-    let mut outputs: Vec<Box<dyn Output>> = vec![match cfg.format {
-        Format::Text => Box::new(Text::new(stdout, cfg.text).context("cannot write the output")?),
-        Format::Json => Box::new(Json::new(stdout)),
-    }];
+pub fn open(cfg: &config::Output) -> Result<Outputs> {
+    let mut head = Batch::with_capacity(writer::BATCH);
+    let format: Box<dyn Formatter> = match cfg.format {
+        Format::Text => Box::new(Text::new(cfg.text, &mut head)),
+        Format::Json => Box::new(Json::new()),
+        Format::Pcap => {
+            if io::stdout().is_terminal() {
+                bail!("--pcap -: stdout is a terminal; send the capture to a file or a pipe");
+            }
+            Box::new(Pcap::new(clock::realtime_offset_ns(), &mut head))
+        }
+    };
+    let stdout = Writer::spawn(raw_stdout(), cfg.queue_bytes, "sslsniff-stdout")
+        .context("cannot start the output thread")?;
+    let mut streams = vec![Stream::new(format, head, stdout)];
     if let Some(path) = &cfg.pcap {
         let file = capture_file::create(path, cfg.overwrite)
             .with_context(|| format!("--pcap {}", diag::safe_path(path)))?;
-        let pcap = Pcap::new(BufWriter::new(file), clock::realtime_offset_ns())
-            .with_context(|| format!("cannot write {}", diag::safe_path(path)))?;
-        outputs.push(Box::new(pcap));
+        let mut head = Batch::with_capacity(writer::BATCH);
+        let pcap = Pcap::new(clock::realtime_offset_ns(), &mut head);
+        let writer = Writer::spawn(file, cfg.queue_bytes, "sslsniff-pcap")
+            .context("cannot start the output thread")?;
+        streams.push(Stream::new(Box::new(pcap), head, writer));
     }
-    Ok(Tee(outputs))
+    Ok(Outputs(streams))
 }
 
 /// File descriptor 1 without std's line buffering: std's stdout searched every 64 KiB
 /// block for its last newline and held the rest back, 4% of the reader's time at
-/// 64 KiB payloads, on output that is buffered here already. Never closed: it is not
+/// 64 KiB payloads, on output that is batched here already. Never closed: it is not
 /// ours to close, and nothing else in sslsniff writes to stdout.
 fn raw_stdout() -> &'static File {
     // SAFETY: fd 1 is open for the life of the process (a closed stdout fails the
@@ -60,15 +118,68 @@ fn raw_stdout() -> &'static File {
     &*Box::leak(Box::new(file))
 }
 
-/// Several outputs fed the same events (stdout and a --pcap file).
-pub struct Tee(pub Vec<Box<dyn Output>>);
-
-impl Output for Tee {
-    fn event(&mut self, ev: &Event, http: Option<&Http>) -> io::Result<()> {
-        self.0.iter_mut().try_for_each(|o| o.event(ev, http))
+impl Outputs {
+    /// Whether every output can take a payload now. When one cannot, the call goes on
+    /// without its payload, counted as undelivered (see `pump`).
+    pub fn has_room(&self) -> bool {
+        self.0.iter().all(|s| s.writer.has_room())
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.iter_mut().try_for_each(|o| o.flush())
+    pub fn event(&mut self, ev: &Event, http: Option<&Http>) -> io::Result<()> {
+        for s in &mut self.0 {
+            // A large call copied starts a batch of its own rather than make this one
+            // grow and copy what it holds.
+            let copied = ev.data.shared().is_none();
+            if copied && !s.batch.is_empty() && s.batch.len() + ev.data.len() > s.batch.capacity() {
+                s.writer.push(&mut s.batch)?;
+            }
+            s.format.event(ev, http, &mut s.batch)?;
+            if s.batch.size() >= writer::BATCH {
+                s.writer.push(&mut s.batch)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands what each output holds to its writer.
+    pub fn flush(&mut self) -> io::Result<()> {
+        for s in &mut self.0 {
+            if !s.batch.is_empty() {
+                s.writer.push(&mut s.batch)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes, and waits until every output has written everything.
+    pub fn finish(&mut self) -> io::Result<()> {
+        let flushed = self.flush();
+        let mut first = flushed.err();
+        for s in &mut self.0 {
+            if let Err(e) = s.writer.finish() {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for a in [
+            "127.0.0.1:443",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "[::1]:8443",
+        ] {
+            let a: SocketAddr = a.parse().unwrap();
+            let mut out = Vec::new();
+            write_addr(&mut out, a);
+            assert_eq!(String::from_utf8(out).unwrap(), a.to_string());
+        }
     }
 }

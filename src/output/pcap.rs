@@ -6,13 +6,15 @@
 //! unknown are left out, never invented.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Write};
+use std::io;
 use std::mem;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 
-use crate::diag::{safe, warning};
-use crate::event::{Direction, Event};
-use crate::output::Output;
+use crate::diag::warning;
+use crate::escape::escape_inline;
+use crate::event::{Direction, Event, Payload};
+use crate::output::{Batch, Formatter};
 use crate::proto::{http2, Http, MAX_CONNS};
 
 /// LINKTYPE_RAW: packets start with an IPv4 or IPv6 header.
@@ -35,8 +37,8 @@ type Streams = HashMap<(SocketAddr, SocketAddr), (u32, u32)>;
 /// A TLS connection (pid, the library's connection object) and direction (true: write).
 type Side = (u32, u64, bool);
 
-pub struct Pcap<W: Write> {
-    out: W,
+/// Blocks are built straight into the output's batch, each payload copied once.
+pub struct Pcap {
     streams: Streams,
     /// HTTP/2: the start of a frame that goes on in the next call. Wireshark does not
     /// reassemble exported PDUs, so each record must hold whole frames.
@@ -46,41 +48,36 @@ pub struct Pcap<W: Write> {
     /// Added to the kernel's monotonic timestamps to get wall-clock time.
     realtime_offset_ns: u64,
     left_out: u64,
+    /// The packet comment of the call at hand, its room reused.
+    comment: Vec<u8>,
 }
 
-impl<W: Write> Pcap<W> {
-    pub fn new(mut out: W, realtime_offset_ns: u64) -> io::Result<Self> {
+impl Pcap {
+    /// The format, with the section header and the two interfaces appended to `out`.
+    pub fn new(realtime_offset_ns: u64, out: &mut Batch) -> Self {
         // Section header: byte-order magic, version 1.0, section length unknown.
         let mut shb = Vec::new();
         shb.extend_from_slice(&0x1A2B_3C4Du32.to_le_bytes());
         shb.extend_from_slice(&1u16.to_le_bytes());
         shb.extend_from_slice(&0u16.to_le_bytes());
         shb.extend_from_slice(&(-1i64).to_le_bytes());
-        block(&mut out, 0x0A0D_0D0A, &shb, &[])?;
-        // Interface: raw IP, no snap length, nanosecond timestamps (if_tsresol = 9).
-        let mut idb = Vec::new();
-        idb.extend_from_slice(&LINKTYPE_RAW.to_le_bytes());
-        idb.extend_from_slice(&0u16.to_le_bytes());
-        idb.extend_from_slice(&0u32.to_le_bytes());
-        block(&mut out, 1, &idb, &[(9, &[9])])?;
-        let mut idb = Vec::new();
-        idb.extend_from_slice(&LINKTYPE_UPPER_PDU.to_le_bytes());
-        idb.extend_from_slice(&0u16.to_le_bytes());
-        idb.extend_from_slice(&0u32.to_le_bytes());
-        block(&mut out, 1, &idb, &[(9, &[9])])?;
-        Ok(Pcap {
-            out,
+        block(out, 0x0A0D_0D0A, &[&shb], None, &[]);
+        // Interfaces: no snap length, nanosecond timestamps (if_tsresol = 9).
+        for linktype in [LINKTYPE_RAW, LINKTYPE_UPPER_PDU] {
+            let mut idb = Vec::new();
+            idb.extend_from_slice(&linktype.to_le_bytes());
+            idb.extend_from_slice(&0u16.to_le_bytes());
+            idb.extend_from_slice(&0u32.to_le_bytes());
+            block(out, 1, &[&idb], None, &[(9, &[9])]);
+        }
+        Pcap {
             streams: HashMap::new(),
             held: HashMap::new(),
             http1: HashSet::new(),
             realtime_offset_ns,
             left_out: 0,
-        })
-    }
-
-    #[cfg(test)]
-    pub fn into_inner(self) -> W {
-        self.out
+            comment: Vec::new(),
+        }
     }
 }
 
@@ -89,15 +86,19 @@ struct Packet<'a> {
     src: SocketAddr,
     dst: SocketAddr,
     ts: u64,
-    comment: &'a str,
+    comment: &'a [u8],
 }
 
-impl<W: Write> Output for Pcap<W> {
-    fn event(&mut self, ev: &Event, http: Option<&Http>) -> io::Result<()> {
+impl Formatter for Pcap {
+    fn event(&mut self, ev: &Event, http: Option<&Http>, out: &mut Batch) -> io::Result<()> {
+        let c = &ev.call;
         if ev.data.is_empty() {
+            // Nothing to show but a gap in its stream, if it had one.
+            if let (Some(local), Some(remote)) = (c.conn.local, c.conn.remote) {
+                self.skip(ev, (local, remote));
+            }
             return Ok(());
         }
-        let c = &ev.call;
         let (Some(local), Some(remote)) = (c.conn.local, c.conn.remote) else {
             if self.left_out == 0 {
                 warning!("--pcap: calls whose connection is unknown are left out of the capture");
@@ -106,40 +107,89 @@ impl<W: Write> Output for Pcap<W> {
             return Ok(());
         };
         let outgoing = c.direction == Direction::Write;
-        // The command name is the traced program's choice: escaped, as on a terminal.
-        let comment = format!(
-            "pid={} tid={} comm={} func={}",
-            c.pid,
-            c.tid,
-            safe(c.comm.bytes()),
-            c.func.name
-        );
         let (src, dst) = if outgoing {
             (local, remote)
         } else {
             (remote, local)
         };
+        let mut comment = mem::take(&mut self.comment);
+        write_comment(&mut comment, ev);
         let packet = Packet {
             src,
             dst,
             ts: c.end_ns() + self.realtime_offset_ns,
             comment: &comment,
         };
+        if ev.data.shared().is_none() {
+            out.reserve(ev.data.len() + (ev.data.len() / SEGMENT + 1) * 256);
+        }
         let conn = (c.pid, c.tls_conn);
         match http {
-            Some(Http::H2(call)) => self.http2(ev, call, (c.pid, c.tls_conn, outgoing), &packet),
+            Some(Http::H2(call)) => {
+                self.http2(ev, call, (c.pid, c.tls_conn, outgoing), &packet, out)
+            }
             Some(Http::H1(_)) => {
                 bounded_insert(&mut self.http1, conn);
-                self.pdu(&packet, "http", &ev.data)
+                pdu(out, &packet, "http", &ev.data, 0..ev.data.len())
             }
-            None if self.http1.contains(&conn) => self.pdu(&packet, "http", &ev.data),
-            None => self.tcp(&packet, (local, remote), outgoing, &ev.data),
+            None if self.http1.contains(&conn) => {
+                pdu(out, &packet, "http", &ev.data, 0..ev.data.len())
+            }
+            None => {
+                self.tcp(&packet, (local, remote), outgoing, &ev.data, out);
+                self.skip(ev, (local, remote));
+            }
         }
+        self.comment = comment;
+        Ok(())
     }
+}
 
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+/// What each packet says of its call: who made it, what of it is missing, and where
+/// its maker lives. Reused
+/// from call to call and built without `format!`, which was a third of a small call's
+/// block.
+fn write_comment(out: &mut Vec<u8>, ev: &Event) {
+    let c = &ev.call;
+    let mut n = itoa::Buffer::new();
+    out.clear();
+    field(out, "pid", n.format(c.pid).as_bytes());
+    field(out, "tid", n.format(c.tid).as_bytes());
+    // The command name is the traced program's choice: escaped, as on a terminal.
+    field(out, "comm", &safe(c.comm.bytes()));
+    field(out, "func", c.func.name.as_bytes());
+    if ev.truncated() > 0 {
+        field(out, "truncated", n.format(ev.truncated()).as_bytes());
     }
+    if ev.undelivered > 0 {
+        field(out, "undelivered", n.format(ev.undelivered).as_bytes());
+    }
+    // The cgroup's path is the traced side's choice too; it goes last, so that its
+    // spaces cannot pose as another field.
+    if let Some(cg) = &ev.cgroup {
+        if let Some(id) = &cg.container_id {
+            field(out, "container", id.as_bytes());
+        }
+        field(out, "cgroup", &safe(&cg.path));
+    }
+}
+
+/// `name=value`, after a space unless it is the first.
+fn field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    if !out.is_empty() {
+        out.push(b' ');
+    }
+    out.extend_from_slice(name.as_bytes());
+    out.push(b'=');
+    out.extend_from_slice(value);
+}
+
+/// `bytes` escaped as a terminal sees them, as `diag::safe` does.
+fn safe(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    // Writing into a Vec cannot fail.
+    let _ = escape_inline(&mut out, bytes);
+    out
 }
 
 /// Adds to a set that must stay bounded: past the bound it starts over (the connections
@@ -151,37 +201,60 @@ fn bounded_insert(set: &mut HashSet<(u32, u64)>, conn: (u32, u64)) {
     set.insert(conn);
 }
 
-impl<W: Write> Pcap<W> {
+impl Pcap {
     /// A synthetic TCP segment per 32 KiB, on the stream's own sequence numbers.
     fn tcp(
         &mut self,
         p: &Packet,
         key: (SocketAddr, SocketAddr),
         outgoing: bool,
-        data: &[u8],
-    ) -> io::Result<()> {
+        data: &Payload,
+        out: &mut Batch,
+    ) {
         let (local_seq, remote_seq) = self.streams.entry(key).or_insert((1, 1));
         let (seq, ack) = if outgoing {
             (local_seq, remote_seq)
         } else {
             (remote_seq, local_seq)
         };
-        for chunk in data.chunks(SEGMENT) {
-            let packet = segment(p.src, p.dst, *seq, *ack, chunk);
-            *seq = seq.wrapping_add(chunk.len() as u32);
-            packet_block(&mut self.out, TCP_IF, p, &packet)?;
+        for start in (0..data.len()).step_by(SEGMENT) {
+            let range = start..data.len().min(start + SEGMENT);
+            *seq = seq.wrapping_add(range.len() as u32);
+            segment(
+                out,
+                p,
+                seq.wrapping_sub(range.len() as u32),
+                *ack,
+                data,
+                range,
+            );
         }
-        Ok(())
+    }
+
+    /// The bytes of a call that are not in the capture (truncated or undelivered, always
+    /// its end) still move its side of the stream on: Wireshark then shows the gap
+    /// ("previous segment not captured") where they are missing.
+    fn skip(&mut self, ev: &Event, key: (SocketAddr, SocketAddr)) {
+        let missing = ev.truncated() + ev.undelivered;
+        if missing == 0 {
+            return;
+        }
+        let (local_seq, remote_seq) = self.streams.entry(key).or_insert((1, 1));
+        let seq = match ev.call.direction {
+            Direction::Write => local_seq,
+            _ => remote_seq,
+        };
+        *seq = seq.wrapping_add(missing as u32);
     }
 
     /// An HTTP/2 call's whole frames, the start of an unfinished one held for the next
     /// call. The frame boundaries are the decoder's.
-    fn http2(&mut self, ev: &Event, call: &http2::Call, side: Side, p: &Packet) -> io::Result<()> {
+    fn http2(&mut self, ev: &Event, call: &http2::Call, side: Side, p: &Packet, out: &mut Batch) {
         let mut buf = self.held.remove(&side).unwrap_or_default();
         // The call starts on a frame boundary: what was held will never complete.
         let fresh = call.preface || call.frames.first().is_some_and(|f| !f.started_earlier);
         if fresh && !buf.is_empty() {
-            self.frames(p, &mem::take(&mut buf))?;
+            frames(out, p, &mem::take(&mut buf));
         }
         let data = &ev.data[..call.lost_at.unwrap_or(ev.data.len())];
         let tail = match call.lost_at {
@@ -195,13 +268,13 @@ impl<W: Write> Pcap<W> {
         } else {
             let split = data.len().saturating_sub(tail);
             buf.extend_from_slice(&data[..split]);
-            self.frames(p, &mem::take(&mut buf))?;
+            frames(out, p, &mem::take(&mut buf));
             buf.extend_from_slice(&data[split..]);
         }
         // The rest of a frame that lost bytes, or one too long to export whole, goes
         // as it is: Wireshark shows it broken rather than not at all.
         if lossy || buf.len() > LONGEST_PDU {
-            self.frames(p, &mem::take(&mut buf))?;
+            frames(out, p, &mem::take(&mut buf));
         }
         if !buf.is_empty() {
             if self.held.len() >= 2 * MAX_CONNS {
@@ -209,45 +282,43 @@ impl<W: Write> Pcap<W> {
             }
             self.held.insert(side, buf);
         }
-        Ok(())
     }
+}
 
-    /// Whole frames (after the preface, if it leads) as records of about 64 KiB.
-    fn frames(&mut self, p: &Packet, buf: &[u8]) -> io::Result<()> {
-        for record in frame_records(buf) {
-            for piece in record.chunks(LONGEST_PDU) {
-                self.pdu(p, "http2", piece)?;
-            }
+/// Whole frames (after the preface, if it leads) as records of about 64 KiB.
+fn frames(out: &mut Batch, p: &Packet, buf: &[u8]) {
+    for record in frame_records(buf) {
+        for piece in record.chunks(LONGEST_PDU) {
+            pdu(out, p, "http2", &Payload::Borrowed(piece), 0..piece.len());
         }
-        Ok(())
     }
+}
 
-    /// An exported PDU for the named dissector, with the real addresses and ports.
-    fn pdu(&mut self, p: &Packet, dissector: &str, data: &[u8]) -> io::Result<()> {
-        let mut packet = Vec::with_capacity(64 + data.len());
-        let mut tag = |kind: u16, value: &[u8]| {
-            packet.extend_from_slice(&kind.to_be_bytes());
-            packet.extend_from_slice(&(value.len() as u16).to_be_bytes());
-            packet.extend_from_slice(value);
-        };
-        tag(12, dissector.as_bytes());
-        match (p.src.ip(), p.dst.ip()) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => {
-                tag(20, &s.octets());
-                tag(21, &d.octets());
-            }
-            (s, d) => {
-                tag(22, &v6(s).octets());
-                tag(23, &v6(d).octets());
-            }
+/// An exported PDU for the named dissector, with the real addresses and ports, of
+/// `range` of `data`.
+fn pdu(out: &mut Batch, p: &Packet, dissector: &str, data: &Payload, range: Range<usize>) {
+    let mut tags = Vec::with_capacity(96);
+    let mut tag = |kind: u16, value: &[u8]| {
+        tags.extend_from_slice(&kind.to_be_bytes());
+        tags.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        tags.extend_from_slice(value);
+    };
+    tag(12, dissector.as_bytes());
+    match (p.src.ip(), p.dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            tag(20, &s.octets());
+            tag(21, &d.octets());
         }
-        tag(24, &2u32.to_be_bytes()); // EXP_PDU_PT_TCP
-        tag(25, &u32::from(p.src.port()).to_be_bytes());
-        tag(26, &u32::from(p.dst.port()).to_be_bytes());
-        tag(0, &[]);
-        packet.extend_from_slice(data);
-        packet_block(&mut self.out, PDU_IF, p, &packet)
+        (s, d) => {
+            tag(22, &v6(s).octets());
+            tag(23, &v6(d).octets());
+        }
     }
+    tag(24, &2u32.to_be_bytes()); // EXP_PDU_PT_TCP
+    tag(25, &u32::from(p.src.port()).to_be_bytes());
+    tag(26, &u32::from(p.dst.port()).to_be_bytes());
+    tag(0, &[]);
+    packet_block(out, PDU_IF, p, &tags, data, range);
 }
 
 /// Cuts whole HTTP/2 frames into records of at most `RECORD` bytes where frames allow.
@@ -284,94 +355,143 @@ fn v6(a: IpAddr) -> std::net::Ipv6Addr {
     }
 }
 
-/// An enhanced packet block on `interface`, with the call's comment.
-fn packet_block(out: &mut impl Write, interface: u32, p: &Packet, packet: &[u8]) -> io::Result<()> {
-    let mut epb = Vec::with_capacity(20 + packet.len());
-    epb.extend_from_slice(&interface.to_le_bytes());
-    epb.extend_from_slice(&((p.ts >> 32) as u32).to_le_bytes());
-    epb.extend_from_slice(&(p.ts as u32).to_le_bytes());
-    epb.extend_from_slice(&(packet.len() as u32).to_le_bytes());
-    epb.extend_from_slice(&(packet.len() as u32).to_le_bytes());
-    epb.extend_from_slice(packet);
-    block(out, 6, &epb, &[(1, p.comment.as_bytes())])
+/// An enhanced packet block on `interface` whose packet is `head`, then `range` of
+/// `data` (written from where it is when it can be), with the call's comment.
+fn packet_block(
+    out: &mut Batch,
+    interface: u32,
+    p: &Packet,
+    head: &[u8],
+    data: &Payload,
+    range: Range<usize>,
+) {
+    let len = (head.len() + range.len()) as u32;
+    let mut epb = [0; 20];
+    epb[..4].copy_from_slice(&interface.to_le_bytes());
+    epb[4..8].copy_from_slice(&((p.ts >> 32) as u32).to_le_bytes());
+    epb[8..12].copy_from_slice(&(p.ts as u32).to_le_bytes());
+    epb[12..16].copy_from_slice(&len.to_le_bytes());
+    epb[16..].copy_from_slice(&len.to_le_bytes());
+    block(
+        out,
+        6,
+        &[&epb, head],
+        Some((data, range)),
+        &[(1, p.comment)],
+    );
 }
 
-/// A pcapng block: type, total length, body and each option (code, value) padded to 4
-/// bytes, end of options, total length.
-fn block(out: &mut impl Write, kind: u32, body: &[u8], options: &[(u16, &[u8])]) -> io::Result<()> {
-    let mut buf = body.to_vec();
-    pad(&mut buf);
+/// A pcapng block appended to `out`: type, total length, the body (`body` one part after
+/// the other, then the payload's range if any), padded to 4 bytes, each option (code,
+/// value) padded likewise, end of options, total length.
+fn block(
+    out: &mut Batch,
+    kind: u32,
+    body: &[&[u8]],
+    payload: Option<(&Payload, Range<usize>)>,
+    options: &[(u16, &[u8])],
+) {
+    let body_len = body.iter().map(|part| part.len()).sum::<usize>()
+        + payload.as_ref().map_or(0, |(_, range)| range.len());
+    let options_len: usize = options
+        .iter()
+        .map(|(_, v)| 4 + padded(v.len()))
+        .sum::<usize>()
+        + if options.is_empty() { 0 } else { 4 };
+    let total = (12 + padded(body_len) + options_len) as u32;
+    let start = out.size();
+    out.extend_from_slice(&kind.to_le_bytes());
+    out.extend_from_slice(&total.to_le_bytes());
+    for part in body {
+        out.extend_from_slice(part);
+    }
+    if let Some((data, range)) = payload {
+        out.payload(data, range);
+    }
+    pad(out, body_len);
     for (code, value) in options {
-        buf.extend_from_slice(&code.to_le_bytes());
-        buf.extend_from_slice(&(value.len() as u16).to_le_bytes());
-        buf.extend_from_slice(value);
-        pad(&mut buf);
+        out.extend_from_slice(&code.to_le_bytes());
+        out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        out.extend_from_slice(value);
+        pad(out, value.len());
     }
     if !options.is_empty() {
-        buf.extend_from_slice(&[0; 4]); // opt_endofopt
+        out.extend_from_slice(&[0; 4]); // opt_endofopt
     }
-    let total = (12 + buf.len()) as u32;
-    out.write_all(&kind.to_le_bytes())?;
-    out.write_all(&total.to_le_bytes())?;
-    out.write_all(&buf)?;
-    out.write_all(&total.to_le_bytes())
+    out.extend_from_slice(&total.to_le_bytes());
+    debug_assert_eq!(out.size() - start, total as usize);
 }
 
-fn pad(buf: &mut Vec<u8>) {
-    buf.resize(buf.len().div_ceil(4) * 4, 0);
+fn padded(len: usize) -> usize {
+    len.div_ceil(4) * 4
 }
 
-/// An IP packet carrying one TCP segment (PSH|ACK) with `payload`.
-fn segment(src: SocketAddr, dst: SocketAddr, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
-    let mut tcp = Vec::with_capacity(20 + payload.len());
-    tcp.extend_from_slice(&src.port().to_be_bytes());
-    tcp.extend_from_slice(&dst.port().to_be_bytes());
-    tcp.extend_from_slice(&seq.to_be_bytes());
-    tcp.extend_from_slice(&ack.to_be_bytes());
-    tcp.extend_from_slice(&[5 << 4, 0x18]);
-    tcp.extend_from_slice(&u16::MAX.to_be_bytes());
-    tcp.extend_from_slice(&[0, 0, 0, 0]);
-    tcp.extend_from_slice(payload);
-    let mut ip = Vec::with_capacity(40 + tcp.len());
+/// The zeros that pad a field of `len` bytes to a multiple of 4.
+fn pad(out: &mut Batch, len: usize) {
+    out.extend_from_slice(&[0; 3][..padded(len) - len]);
+}
+
+/// An enhanced packet block holding an IP packet with one TCP segment (PSH|ACK) of
+/// `range` of `data`: the headers are laid out apart, the payload written from where it
+/// is, or copied once into the block.
+fn segment(out: &mut Batch, p: &Packet, seq: u32, ack: u32, data: &Payload, range: Range<usize>) {
+    let payload = &data[range.clone()];
+    let mut head = [0u8; 60];
+    let tcp_len = 20 + payload.len();
     // The TCP checksum covers a pseudo-header of the addresses, protocol and length.
-    let pseudo_sum = match (src.ip(), dst.ip()) {
+    let (ip_len, pseudo_sum) = match (p.src.ip(), p.dst.ip()) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            ip.extend_from_slice(&[0x45, 0]);
-            ip.extend_from_slice(&((20 + tcp.len()) as u16).to_be_bytes());
-            ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
-            ip.extend_from_slice(&s.octets());
-            ip.extend_from_slice(&d.octets());
-            let sum = checksum(&ip, 0);
-            ip[10..12].copy_from_slice(&sum.to_be_bytes());
-            sum_words(&ip[12..20]) + 6 + tcp.len() as u32
+            head[..12].copy_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+            head[2..4].copy_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
+            head[12..16].copy_from_slice(&s.octets());
+            head[16..20].copy_from_slice(&d.octets());
+            let sum = checksum(&[&head[..20]], 0);
+            head[10..12].copy_from_slice(&sum.to_be_bytes());
+            (20, ones_sum(&head[12..20]) + 6 + tcp_len as u64)
         }
         (s, d) => {
-            ip.extend_from_slice(&[0x60, 0, 0, 0]);
-            ip.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
-            ip.extend_from_slice(&[6, 64]);
-            ip.extend_from_slice(&v6(s).octets());
-            ip.extend_from_slice(&v6(d).octets());
-            sum_words(&ip[8..40]) + 6 + tcp.len() as u32
+            head[..4].copy_from_slice(&[0x60, 0, 0, 0]);
+            head[4..6].copy_from_slice(&(tcp_len as u16).to_be_bytes());
+            head[6..8].copy_from_slice(&[6, 64]);
+            head[8..24].copy_from_slice(&v6(s).octets());
+            head[24..40].copy_from_slice(&v6(d).octets());
+            (40, ones_sum(&head[8..40]) + 6 + tcp_len as u64)
         }
     };
-    let sum = checksum(&tcp, pseudo_sum);
+    let tcp = &mut head[ip_len..ip_len + 20];
+    tcp[..2].copy_from_slice(&p.src.port().to_be_bytes());
+    tcp[2..4].copy_from_slice(&p.dst.port().to_be_bytes());
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&ack.to_be_bytes());
+    tcp[12..14].copy_from_slice(&[5 << 4, 0x18]);
+    tcp[14..16].copy_from_slice(&u16::MAX.to_be_bytes());
+    let sum = checksum(&[tcp, payload], pseudo_sum);
     tcp[16..18].copy_from_slice(&sum.to_be_bytes());
-    ip.extend_from_slice(&tcp);
-    ip
+    packet_block(out, TCP_IF, p, &head[..ip_len + 20], data, range);
 }
 
-/// The sum of big-endian 16-bit words, an odd last byte padded with zero.
-fn sum_words(data: &[u8]) -> u32 {
-    data.chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
-        .fold(0u32, u32::wrapping_add)
+/// The sum of `data` as big-endian 16-bit words, an odd last byte padded with zero, not
+/// yet folded. Eight bytes a step: the checksum reads every payload byte of --pcap.
+fn ones_sum(data: &[u8]) -> u64 {
+    let mut words = data.chunks_exact(8);
+    let mut sum = 0u64;
+    for w in &mut words {
+        let v = u64::from_be_bytes(w.try_into().expect("8 bytes"));
+        // Two 32-bit halves, so that 2^31 steps cannot overflow; folding later gives
+        // the same one's-complement sum as 16-bit words would.
+        sum += (v >> 32) + (v & 0xffff_ffff);
+    }
+    let rest = words.remainder();
+    for pair in rest.chunks(2) {
+        sum += u64::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
+    }
+    sum
 }
 
-/// The Internet checksum: one's complement of the one's-complement sum of `data`'s
-/// words plus `initial` (a pseudo-header's sum).
-fn checksum(data: &[u8], initial: u32) -> u16 {
-    // A segment is at most 32 KiB, so the u32 sum cannot overflow before folding.
-    let mut sum = u64::from(sum_words(data)) + u64::from(initial);
+/// The Internet checksum: one's complement of the one's-complement sum of `parts`
+/// (each of even length but the last) plus `initial` (a pseudo-header's sum).
+fn checksum(parts: &[&[u8]], initial: u64) -> u16 {
+    let mut sum = initial + parts.iter().map(|part| ones_sum(part)).sum::<u64>();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -382,48 +502,134 @@ fn checksum(data: &[u8], initial: u32) -> u16 {
 mod tests {
     use super::*;
 
+    /// The IP packet of one segment from `src` to `dst`.
+    fn one_segment(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
+        let p = Packet {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            ts: 1,
+            comment: b"c",
+        };
+        let mut out = Batch::default();
+        segment(
+            &mut out,
+            &p,
+            1,
+            1,
+            &Payload::Borrowed(payload),
+            0..payload.len(),
+        );
+        let mut packets = packets(&written(&out));
+        assert_eq!(packets.len(), 1);
+        packets.remove(0).1
+    }
+
     #[test]
     fn ipv4_header_checksum_verifies() {
-        let p = segment(
-            "127.0.0.1:1000".parse().unwrap(),
-            "127.0.0.1:443".parse().unwrap(),
-            1,
-            1,
-            b"hi",
-        );
+        let p = one_segment("127.0.0.1:1000", "127.0.0.1:443", b"hi");
         assert_eq!(
-            checksum(&p[..20], 0),
+            checksum(&[&p[..20]], 0),
             0,
             "a correct header sums to all ones"
         );
         assert_eq!(u16::from_be_bytes([p[2], p[3]]) as usize, p.len());
         assert_eq!(&p[40..], b"hi");
-        let pseudo = sum_words(&p[12..20]) + 6 + (p.len() - 20) as u32;
-        assert_eq!(checksum(&p[20..], pseudo), 0, "the TCP checksum verifies");
+        let pseudo = ones_sum(&p[12..20]) + 6 + (p.len() - 20) as u64;
+        assert_eq!(
+            checksum(&[&p[20..]], pseudo),
+            0,
+            "the TCP checksum verifies"
+        );
     }
 
     #[test]
     fn ipv6_tcp_checksum_verifies_with_an_odd_payload() {
-        let p = segment(
-            "[::1]:1000".parse().unwrap(),
-            "[::1]:443".parse().unwrap(),
-            7,
-            9,
-            b"odd",
-        );
-        let pseudo = sum_words(&p[8..40]) + 6 + (p.len() - 40) as u32;
-        assert_eq!(checksum(&p[40..], pseudo), 0);
+        let p = one_segment("[::1]:1000", "[::1]:443", b"odd");
+        let pseudo = ones_sum(&p[8..40]) + 6 + (p.len() - 40) as u64;
+        assert_eq!(checksum(&[&p[40..]], pseudo), 0);
     }
 
     #[test]
-    fn a_large_write_becomes_framed_segments() {
-        let data = vec![b'x'; SEGMENT + 10];
+    fn the_wide_sum_folds_to_the_sum_of_16_bit_words() {
+        let fold = |mut sum: u64| {
+            while sum > 0xffff {
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            sum
+        };
+        let data: Vec<u8> = (0..5000u32)
+            .map(|i| (i * 7919 % 251) as u8 | 0x80)
+            .collect();
+        for len in [0, 1, 2, 7, 8, 9, 15, 16, 17, 4999, 5000] {
+            let words: u64 = data[..len]
+                .chunks(2)
+                .map(|w| u64::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
+                .sum();
+            assert_eq!(fold(ones_sum(&data[..len])), fold(words), "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn comments_name_the_caller_with_its_name_escaped_and_what_is_missing() {
+        let mut ev = crate::event::testing::event("SSL_write", b"x");
+        ev.call.comm = crate::event::Comm::new(b"a\x1b]0;x\n");
+        let mut out = b"left over".to_vec();
+        write_comment(&mut out, &ev);
+        let expected = format!(
+            "pid=42 tid=43 comm={} func=SSL_write",
+            crate::diag::safe(ev.call.comm.bytes())
+        );
+        assert_eq!(String::from_utf8_lossy(&out), expected);
+        assert!(!expected.contains('\x1b'));
+        ev.call.len = 10;
+        ev.call.captured = 4;
+        ev.undelivered = 3;
+        write_comment(&mut out, &ev);
+        assert!(String::from_utf8_lossy(&out).ends_with(" truncated=6 undelivered=3"));
+    }
+
+    #[test]
+    fn bytes_missing_from_a_call_leave_a_gap_in_its_stream() {
+        let seq_of = |packet: &[u8]| u32::from_be_bytes(packet[24..28].try_into().unwrap());
+        let mut batch = Batch::default();
+        let mut pcap = Pcap::new(0, &mut batch);
+        let mut first = crate::event::testing::event("SSL_write", b"abcd");
+        first.call.len = 10;
+        first.undelivered = 2;
+        first.call.captured = 6;
+        let second = crate::event::testing::event("SSL_write", b"efgh");
+        for mut ev in [first, second] {
+            ev.call.conn.local = Some("127.0.0.1:40000".parse().unwrap());
+            ev.call.conn.remote = Some("127.0.0.1:443".parse().unwrap());
+            pcap.event(&ev, None, &mut batch).unwrap();
+        }
+        let packets = packets(&written(&batch));
+        // 4 bytes shown, 2 undelivered and 4 truncated: the next starts 10 further on.
+        assert_eq!(seq_of(&packets[1].1) - seq_of(&packets[0].1), 10);
+    }
+
+    /// What a batch writes.
+    fn written(batch: &Batch) -> Vec<u8> {
+        let mut out = Vec::new();
+        batch.write_to(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_large_write_becomes_framed_segments_written_from_the_call() {
+        let data: Vec<u8> = (0..SEGMENT + 10).map(|i| i as u8).collect();
         let mut ev = crate::event::testing::event("SSL_write", &data);
+        ev.data = Payload::Shared(std::sync::Arc::new(data.clone()));
         ev.call.conn.local = Some("127.0.0.1:40000".parse().unwrap());
         ev.call.conn.remote = Some("127.0.0.1:443".parse().unwrap());
-        let mut pcap = Pcap::new(Vec::new(), 0).unwrap();
-        pcap.event(&ev, None).unwrap();
-        let out = pcap.into_inner();
+        let mut batch = Batch::default();
+        let mut pcap = Pcap::new(0, &mut batch);
+        pcap.event(&ev, None, &mut batch).unwrap();
+        assert!(batch.len() < 1024, "the first segment's payload was copied");
+        let out = written(&batch);
+        let packets = packets(&out);
+        assert_eq!(packets[0].1[40..], data[..SEGMENT]);
+        assert_eq!(packets[1].1[40..], data[SEGMENT..]);
         // Walk the blocks: section header, interface, then one packet per segment.
         let mut kinds = Vec::new();
         let mut at = 0;
@@ -440,8 +646,16 @@ mod tests {
 
     #[test]
     fn blocks_are_padded_and_framed() {
-        let mut out = Vec::new();
-        block(&mut out, 6, &[1, 2, 3, 4, 5], &[(1, b"abc")]).unwrap();
+        let mut batch = Batch::default();
+        block(
+            &mut batch,
+            6,
+            &[&[1, 2], &[3, 4]],
+            Some((&Payload::Borrowed(b"56789"), 0..1)),
+            &[(1, b"abc")],
+        );
+        let out = &written(&batch)[..];
+        assert_eq!(out[8..16], [1, 2, 3, 4, b'5', 0, 0, 0]);
         assert_eq!(out.len() % 4, 0);
         let total = u32::from_le_bytes(out[4..8].try_into().unwrap()) as usize;
         assert_eq!(total, out.len());
@@ -481,15 +695,16 @@ mod tests {
             stream.len(),
         ];
         let mut decoders = Decoders::new();
-        let mut pcap = Pcap::new(Vec::new(), 0).unwrap();
+        let mut out = Batch::default();
+        let mut pcap = Pcap::new(0, &mut out);
         for w in cuts.windows(2) {
             let mut ev = crate::event::testing::event("SSL_write", &stream[w[0]..w[1]]);
             ev.call.conn.local = Some("127.0.0.1:40000".parse().unwrap());
             ev.call.conn.remote = Some("127.0.0.2:443".parse().unwrap());
             let http = decoders.decode(ConnKey { pid: 1, conn: 2 }, Dir::Write, &ev.data);
-            pcap.event(&ev, http.as_ref()).unwrap();
+            pcap.event(&ev, http.as_ref(), &mut out).unwrap();
         }
-        let packets = packets(&pcap.into_inner());
+        let packets = packets(&written(&out));
         assert_eq!(
             packets.len(),
             2,

@@ -5,14 +5,13 @@ use std::io::{self, Write};
 
 use super::hexdump::hexdump;
 use super::http_text;
-use super::Output;
+use super::{write_addr, Batch, Formatter};
 use crate::config::TextOptions as Options;
-use crate::escape::{escape, escape_inline};
+use crate::escape::{escape, escape_inline, passes};
 use crate::event::{Direction, Event, Handshake};
 use crate::proto::Http;
 
-pub struct Text<W: Write> {
-    out: W,
+pub struct Text {
     opts: Options,
     /// Times are printed relative to the first event.
     start_ns: Option<u64>,
@@ -21,25 +20,20 @@ pub struct Text<W: Write> {
     line: Line,
 }
 
-impl<W: Write> Text<W> {
-    pub fn new(mut out: W, opts: Options) -> io::Result<Self> {
+impl Text {
+    /// The format, with its header row appended to `out`.
+    pub fn new(opts: Options, out: &mut Vec<u8>) -> Self {
         let mut line = Line::default();
         for (i, (text, width)) in columns(opts).enumerate() {
             line.cell(i, text.as_bytes(), width);
         }
         line.0.push(b'\n');
-        out.write_all(&line.0)?;
-        Ok(Text {
-            out,
+        out.extend_from_slice(&line.0);
+        Text {
             opts,
             start_ns: None,
             line,
-        })
-    }
-
-    #[cfg(test)]
-    pub fn into_inner(self) -> W {
-        self.out
+        }
     }
 }
 
@@ -52,7 +46,7 @@ fn columns(opts: Options) -> impl Iterator<Item = (&'static str, usize)> {
         ("PID", 7),
         ("LEN", 6),
     ];
-    let extra = [("UID", 7), ("TID", 7)];
+    let extra = [("UID", 7), ("TID", 7), ("CONTAINER", SHORT_ID)];
     let latency = [("LAT(ms)", 7)];
     let conn = [("FD", 4), ("LADDR", 21), ("RADDR", 21)];
     base.into_iter()
@@ -60,6 +54,9 @@ fn columns(opts: Options) -> impl Iterator<Item = (&'static str, usize)> {
         .chain(latency.into_iter().filter(move |_| opts.latency))
         .chain(conn.into_iter().filter(move |_| opts.conn))
 }
+
+/// A container id is shown by its first 12 digits, as `docker ps` shows it.
+const SHORT_ID: usize = 12;
 
 /// A row of left-aligned, space-separated cells.
 #[derive(Default)]
@@ -113,7 +110,7 @@ fn func_label(direction: Direction) -> &'static str {
     }
 }
 
-impl<W: Write> Text<W> {
+impl Text {
     /// Builds the event's row in `self.line`.
     fn row(&mut self, ev: &Event) {
         let c = &ev.call;
@@ -134,84 +131,86 @@ impl<W: Write> Text<W> {
         if self.opts.ids {
             line.int(5, c.uid, 7);
             line.int(6, c.tid, 7);
+            // Hex digits only (checked when read from the path): nothing to escape.
+            let container = ev
+                .cgroup
+                .as_deref()
+                .and_then(|cg| cg.container_id.as_deref());
+            let short = container.map_or("-", |id| &id[..SHORT_ID.min(id.len())]);
+            line.cell(7, short.as_bytes(), SHORT_ID);
         }
         if self.opts.latency {
-            line.decimal(7, (c.latency_ns as i64 + 500) / 1000, 3, 7);
+            line.decimal(8, (c.latency_ns as i64 + 500) / 1000, 3, 7);
         }
         if self.opts.conn {
             // "-": the call did no socket I/O of its own (served from the library's
             // buffer, or a custom BIO); nothing is guessed.
-            let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-            line.cell(8, or_dash(c.conn.fd.map(|fd| fd.to_string())).as_bytes(), 4);
-            line.cell(
-                9,
-                or_dash(c.conn.local.map(|a| a.to_string())).as_bytes(),
-                21,
-            );
-            line.cell(
-                10,
-                or_dash(c.conn.remote.map(|a| a.to_string())).as_bytes(),
-                21,
-            );
+            match c.conn.fd {
+                Some(fd) => line.int(9, fd, 4),
+                None => line.cell(9, b"-", 4),
+            }
+            for (i, a) in [(10, c.conn.local), (11, c.conn.remote)] {
+                line.cell_with(i, 21, |line| match a {
+                    Some(a) => write_addr(line, a),
+                    None => line.push(b'-'),
+                });
+            }
         }
         line.0.push(b'\n');
     }
 
-    fn handshake_end(&mut self, ev: &Event, verdict: Handshake) -> io::Result<()> {
+    fn handshake_end(ev: &Event, verdict: Handshake, out: &mut Vec<u8>) -> io::Result<()> {
         let (func, ret) = (ev.call.func.name, ev.call.ret);
         match verdict {
             Handshake::Done => Ok(()),
             Handshake::Failed => writeln!(
-                self.out,
+                out,
                 "----- HANDSHAKE FAILED ({func} returned {ret}) -----\n"
             ),
             Handshake::NotCompleted => writeln!(
-                self.out,
+                out,
                 "----- HANDSHAKE NOT COMPLETED ({func} returned {ret}, no success followed) -----\n"
             ),
         }
     }
 
-    fn data_end(&mut self, ev: &Event) -> io::Result<()> {
+    fn data_end(ev: &Event, out: &mut Vec<u8>) -> io::Result<()> {
         if ev.truncated() == 0 && ev.undelivered == 0 {
-            return self.out.write_all(b"----- END DATA -----\n\n");
+            out.extend_from_slice(b"----- END DATA -----\n\n");
+            return Ok(());
         }
-        write!(self.out, "----- END DATA")?;
+        write!(out, "----- END DATA")?;
         if ev.truncated() > 0 {
-            write!(self.out, " (TRUNCATED, {} bytes truncated)", ev.truncated())?;
+            write!(out, " (TRUNCATED, {} bytes truncated)", ev.truncated())?;
         }
         if ev.undelivered > 0 {
-            write!(
-                self.out,
-                " (INCOMPLETE, {} bytes undelivered)",
-                ev.undelivered
-            )?;
+            write!(out, " (INCOMPLETE, {} bytes undelivered)", ev.undelivered)?;
         }
-        writeln!(self.out, " -----\n")
+        writeln!(out, " -----\n")
     }
 }
 
-impl<W: Write> Output for Text<W> {
-    fn event(&mut self, ev: &Event, http: Option<&Http>) -> io::Result<()> {
+impl Formatter for Text {
+    fn event(&mut self, ev: &Event, http: Option<&Http>, out: &mut Batch) -> io::Result<()> {
         self.row(ev);
-        self.out.write_all(&self.line.0)?;
+        out.extend_from_slice(&self.line.0);
         if let Some(verdict) = ev.handshake {
-            return self.handshake_end(ev, verdict);
+            return Self::handshake_end(ev, verdict, out);
         }
-        self.out.write_all(b"----- DATA -----\n")?;
+        out.extend_from_slice(b"----- DATA -----\n");
         if self.opts.hexdump {
-            hexdump(&mut self.out, &ev.data)?;
+            hexdump(out, &ev.data);
         } else if let Some(decoded) = http {
-            http_text::write_text(&mut self.out, decoded, &ev.data)?;
+            http_text::write_text(&mut **out, decoded, &ev.data)?;
+        } else if passes(&ev.data) {
+            // Written as it is: from where it is, when it can be.
+            out.payload(&ev.data, 0..ev.data.len());
+            out.push(b'\n');
         } else {
-            escape(&mut self.out, &ev.data)?;
-            self.out.write_all(b"\n")?;
+            escape(&mut **out, &ev.data)?;
+            out.push(b'\n');
         }
-        self.data_end(ev)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        Self::data_end(ev, out)
     }
 }
 
@@ -239,11 +238,25 @@ mod tests {
     }
 
     fn render_http(opts: Options, events: &[Event], http: Option<&Http>) -> String {
-        let mut text = Text::new(Vec::new(), opts).unwrap();
+        let mut out = Batch::default();
+        let mut text = Text::new(opts, &mut out);
         for ev in events {
-            text.event(ev, http).unwrap();
+            text.event(ev, http, &mut out).unwrap();
         }
-        String::from_utf8(text.into_inner()).unwrap()
+        let mut written = Vec::new();
+        out.write_to(&mut written).unwrap();
+        String::from_utf8(written).unwrap()
+    }
+
+    #[test]
+    fn a_payload_put_together_is_written_as_one_copied() {
+        let data = [&b"GET /x HTTP/1.1\n".repeat(1000)[..], b"\r\x1b"].concat();
+        for data in [&data[..16_000], &data[..]] {
+            let copied = render(Options::default(), &[event("SSL_read", data)]);
+            let mut ev = event("SSL_read", data);
+            ev.data = crate::event::Payload::Shared(std::sync::Arc::new(data.to_vec()));
+            assert_eq!(render(Options::default(), &[ev]), copied);
+        }
     }
 
     #[test]
@@ -280,7 +293,17 @@ mod tests {
         let mut lines = out.lines();
         assert_eq!(
             lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
-            ["FUNC", "TIME(s)", "COMM", "PID", "LEN", "UID", "TID", "LAT(ms)"]
+            [
+                "FUNC",
+                "TIME(s)",
+                "COMM",
+                "PID",
+                "LEN",
+                "UID",
+                "TID",
+                "CONTAINER",
+                "LAT(ms)"
+            ]
         );
         assert_eq!(
             lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
@@ -292,9 +315,19 @@ mod tests {
                 "1",
                 "1000",
                 "43",
+                "-",
                 "1.500"
             ]
         );
+        let mut ev = event("SSL_read", b"x");
+        let path = format!(
+            "/system.slice/docker-{}.scope",
+            &"0123456789ab".repeat(6)[..64]
+        );
+        ev.cgroup = Some(std::rc::Rc::new(crate::cgroup::Cgroup::new(path.into())));
+        let out = render(opts, &[ev]);
+        let row = out.lines().nth(1).unwrap().split_whitespace().nth(7);
+        assert_eq!(row, Some("0123456789ab"));
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub struct Scope {
     /// Only this process (-p), else every process.
     pub pid: Option<u32>,
     pub handshakes: bool,
+    /// Connection tracking: the functions that untie an object are probed, and so are
+    /// the handshakes of objects that may be tied, for the socket their I/O names
+    /// (reported only with `handshakes`).
+    pub connections: bool,
 }
 
 /// Where one program goes in a file: offsets with their cookies, as entry or return.
@@ -34,11 +38,22 @@ struct Sites<'k> {
 
 /// The probes of `target` that the scope wants.
 fn wanted(scope: Scope, target: &Target) -> Vec<&Probe> {
+    // A handshake's I/O says which socket an object fed through memory uses.
+    let ties = !untie(scope, target).is_empty();
     target
         .probes
         .iter()
-        .filter(|p| scope.handshakes || !matches!(p.func.role, Role::Handshake(_)))
+        .filter(|p| scope.handshakes || ties || !matches!(p.func.role, Role::Handshake(_)))
         .collect()
+}
+
+/// The untie functions of `target` that the scope wants: with connection tracking.
+fn untie(scope: Scope, target: &Target) -> &[(&'static str, u64)] {
+    if scope.connections {
+        &target.untie
+    } else {
+        &[]
+    }
 }
 
 /// Attaches every probe of `target`; the links, none when the target has no function
@@ -49,7 +64,14 @@ pub fn attach(kernel: &Kernel, scope: Scope, target: &Target) -> Result<Vec<Link
         return Ok(Vec::new());
     }
     let pid = scope.pid.map_or(-1, |p| p as i32);
-    let sites = sites(kernel, target, &probes)?;
+    let untie = untie(scope, target);
+    // A file of a library whose objects are tied, but without its free (found by its
+    // code): kernels without cookies cannot tell its calls from the library's other
+    // files', so from before its probes exist no call may learn a tie.
+    if scope.connections && !target.lib.untie.is_empty() && untie.is_empty() {
+        kernel.refuse_ties_without_cookies();
+    }
+    let sites = sites(kernel, target, &probes, untie)?;
     if target.lib.abi == Abi::Go {
         kernel.set_go_layout(target.file_id(), target.go_layout);
     }
@@ -89,8 +111,27 @@ pub fn announce(target: &Target, scope: Scope, origin: Option<&Origin>, debug: b
 /// The probes of a target, grouped by program. C functions get an entry probe and a
 /// return probe; Go functions an entry probe and a probe on each return instruction
 /// (a uretprobe crashes Go).
-fn sites<'k>(kernel: &'k Kernel, target: &Target, probes: &[&Probe]) -> Result<Vec<Sites<'k>>> {
+fn sites<'k>(
+    kernel: &'k Kernel,
+    target: &Target,
+    probes: &[&Probe],
+    untie: &[(&'static str, u64)],
+) -> Result<Vec<Sites<'k>>> {
+    // The untie probes first: an object freed before them would leave a tie behind.
     let mut groups: Vec<Sites> = Vec::new();
+    if !untie.is_empty() {
+        groups.push(Sites {
+            prog: kernel.untie_program()?,
+            retprobe: false,
+            offsets: untie.iter().map(|&(_, o)| o as usize).collect(),
+            cookies: untie.iter().map(|_| 0).collect(),
+            names: untie.iter().map(|&(n, _)| n).collect(),
+        });
+    }
+    let high = match target.lib.abi {
+        Abi::Go => target.go_layout,
+        _ => u32::from(!untie.is_empty()),
+    };
     for p in probes {
         // Go: a uprobe on every return instruction. A seal's plaintext is its input:
         // it has no return probe.
@@ -102,7 +143,7 @@ fn sites<'k>(kernel: &'k Kernel, target: &Target, probes: &[&Probe]) -> Result<V
         };
         let at = [(Site::Entry, vec![p.offset]), (Site::Return, returns)];
         for (site, offsets) in at.into_iter().filter(|(_, o)| !o.is_empty()) {
-            let program = kernel.probe_program(target.lib.abi, p.id, site, target.go_layout)?;
+            let program = kernel.probe_program(target.lib.abi, p.id, site, high)?;
             let retprobe = site == Site::Return && target.lib.abi != Abi::Go;
             let group = match groups
                 .iter_mut()

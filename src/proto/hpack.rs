@@ -14,8 +14,14 @@
 //! Keeping an entry the peer evicted is harmless (a valid peer never refers to it);
 //! evicting one the peer keeps only makes a later reference unknown. Either way no
 //! field is ever given a wrong name or value.
+//!
+//! The work is linear in the block: entries share their bytes (`Arc`), so a reference to
+//! an entry, or a literal that takes an entry's name, copies nothing; a field is copied
+//! out only once it is known to fit the block's limits (`MAX_FIELDS`, `MAX_LIST_BYTES`),
+//! so a block copies at most `MAX_LIST_BYTES` out of the table, whatever it refers to.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
 
 use super::huffman;
 
@@ -97,6 +103,17 @@ const STATIC: [(&str, &str); 61] = [
     ("www-authenticate", ""),
 ];
 
+/// The static table's names, made once: an entry that takes one shares it.
+fn static_names() -> &'static [Shared] {
+    static NAMES: OnceLock<Vec<Shared>> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        STATIC
+            .iter()
+            .map(|(name, _)| name.as_bytes().into())
+            .collect()
+    })
+}
+
 /// A field's name: known, or the index of a dynamic-table entry never seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Name {
@@ -128,24 +145,42 @@ pub struct Block {
 }
 
 impl Block {
-    fn push(&mut self, field: Field) {
-        let size = match &field.name {
-            Name::Known(n) => n.len(),
-            Name::Unknown(_) => 0,
-        } + field.value.as_ref().map_or(0, Vec::len);
+    /// Whether a field of `size` name and value bytes is kept: checked before the field
+    /// is copied out, which a field past the limits never is.
+    fn keeps(&mut self, size: usize) -> bool {
         if self.fields.len() >= MAX_FIELDS || self.bytes + size > MAX_LIST_BYTES {
             self.truncated = true;
-            return;
+            return false;
         }
         self.bytes += size;
-        self.fields.push(field);
+        true
+    }
+
+    /// Adds a field named `name` (`None`: the dynamic entry `index`, never seen), if
+    /// the block keeps it.
+    fn field(&mut self, index: usize, name: Option<&[u8]>, value: Option<&[u8]>, sensitive: bool) {
+        let size = name.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len);
+        if self.keeps(size) {
+            self.fields.push(Field {
+                name: name.map_or(Name::Unknown(index), |n| Name::Known(n.to_vec())),
+                value: value.map(<[u8]>::to_vec),
+                sensitive,
+            });
+        }
     }
 }
 
+/// Bytes of a dynamic-table entry, shared by every entry and field that takes them.
+type Shared = Arc<[u8]>;
+
+/// An entry's name and value: `None` for a dynamic entry never seen; its name `None`
+/// when that name came from one.
+type Looked<'a> = Option<(Option<&'a [u8]>, &'a [u8])>;
+
 struct Entry {
     /// `None`: the name came from an entry never seen.
-    name: Option<Vec<u8>>,
-    value: Vec<u8>,
+    name: Option<Shared>,
+    value: Shared,
     /// §4.1's size; for an unknown name, the smallest it can be.
     size: usize,
 }
@@ -198,6 +233,12 @@ impl Decoder {
         }
     }
 
+    /// The heap this decoder holds: its entries' bytes, and the table's slots. At most
+    /// `TABLE_CAP` plus 40 bytes per slot (2,048 entries fill it: about 144 KiB).
+    pub fn held(&self) -> usize {
+        self.size + self.table.capacity() * std::mem::size_of::<Entry>()
+    }
+
     /// Header block bytes went by undecoded (lost, cut, or begun before the attach):
     /// they may have inserted entries, so no entry is known any more.
     pub fn lost(&mut self) {
@@ -215,52 +256,41 @@ impl Decoder {
         };
         let mut r = Reader { buf: block, pos: 0 };
         while r.pos < block.len() {
-            match self.representation(&mut r) {
-                Ok(Some(field)) => out.push(field),
-                Ok(None) => {}
-                Err(Malformed) => {
-                    // What the rest of the block did to the table is unknown.
-                    out.malformed = true;
-                    self.lost();
-                    break;
-                }
+            if self.representation(&mut r, &mut out).is_err() {
+                // What the rest of the block did to the table is unknown.
+                out.malformed = true;
+                self.lost();
+                break;
             }
         }
         out
     }
 
-    fn representation(&mut self, r: &mut Reader) -> Result<Option<Field>, Malformed> {
+    fn representation(&mut self, r: &mut Reader, out: &mut Block) -> Result<(), Malformed> {
         let first = r.peek()?;
         if first & 0x80 != 0 {
             let index = r.int(7)?;
-            return self.indexed(index).map(Some);
+            let (name, value) = match self.entry(index)? {
+                Some((name, value)) => (name, Some(value)),
+                None => (None, None),
+            };
+            out.field(index, name, value, false);
+            return Ok(());
         }
         if first & 0xc0 == 0x40 {
-            return self.literal(r, 6, Indexing::Incremental).map(Some);
+            return self.literal(r, 6, Indexing::Incremental, out);
         }
         if first & 0xe0 == 0x20 {
             let size = r.int(5)?;
             self.resize(size);
-            return Ok(None);
+            return Ok(());
         }
         let indexing = if first & 0x10 != 0 {
             Indexing::Never
         } else {
             Indexing::Without
         };
-        self.literal(r, 4, indexing).map(Some)
-    }
-
-    fn indexed(&mut self, index: usize) -> Result<Field, Malformed> {
-        let (name, value) = match self.lookup(index)? {
-            Some((name, value)) => (name, Some(value)),
-            None => (Name::Unknown(index), None),
-        };
-        Ok(Field {
-            name,
-            value,
-            sensitive: false,
-        })
+        self.literal(r, 4, indexing, out)
     }
 
     fn literal(
@@ -268,54 +298,61 @@ impl Decoder {
         r: &mut Reader,
         prefix: u8,
         indexing: Indexing,
-    ) -> Result<Field, Malformed> {
+        out: &mut Block,
+    ) -> Result<(), Malformed> {
         let index = r.int(prefix)?;
         let name = if index == 0 {
-            Name::Known(r.string()?)
+            Some(Shared::from(r.string()?))
         } else {
-            self.lookup(index)?
-                .map_or(Name::Unknown(index), |(name, _)| name)
+            self.name(index)?
         };
-        let value = r.string()?;
+        let value = Shared::from(r.string()?);
+        out.field(
+            index,
+            name.as_deref(),
+            Some(&value),
+            indexing == Indexing::Never,
+        );
         if indexing == Indexing::Incremental {
-            let name = match &name {
-                Name::Known(n) => Some(n.clone()),
-                Name::Unknown(_) => None,
-            };
-            self.insert(name, value.clone());
+            self.insert(name, value);
         }
-        Ok(Field {
-            name,
-            value: Some(value),
-            sensitive: indexing == Indexing::Never,
-        })
+        Ok(())
     }
 
-    /// The entry at `index`: `None` when it is a dynamic entry never seen. Index 0 is
-    /// malformed (§6.1).
-    fn lookup(&mut self, index: usize) -> Result<Option<(Name, Vec<u8>)>, Malformed> {
+    /// The name and value of the entry at `index`. Index 0 is malformed (§6.1).
+    fn entry(&mut self, index: usize) -> Result<Looked<'_>, Malformed> {
         if index == 0 {
             return Err(Malformed);
         }
         if let Some((name, value)) = STATIC.get(index - 1) {
-            return Ok(Some((
-                Name::Known(name.as_bytes().to_vec()),
-                value.as_bytes().to_vec(),
-            )));
+            return Ok(Some((Some(name.as_bytes()), value.as_bytes())));
         }
-        let Some(entry) = self.table.get(index - STATIC.len() - 1) else {
+        let dynamic = index - STATIC.len() - 1;
+        if dynamic >= self.table.len() {
             // A peer referring past a table we believed whole shows that older entries
             // exist after all (the assumed maximum size was wrong): stop claiming it.
             self.complete = false;
             return Ok(None);
-        };
-        let name = entry.name.clone().map_or(Name::Unknown(index), Name::Known);
-        Ok(Some((name, entry.value.clone())))
+        }
+        let entry = &self.table[dynamic];
+        Ok(Some((entry.name.as_deref(), &entry.value)))
+    }
+
+    /// The name of the entry at `index`, shared with the entry: `None` when unknown.
+    fn name(&mut self, index: usize) -> Result<Option<Shared>, Malformed> {
+        if let Some(name) = index.checked_sub(1).and_then(|i| static_names().get(i)) {
+            return Ok(Some(name.clone()));
+        }
+        let dynamic = index.checked_sub(STATIC.len() + 1).ok_or(Malformed)?;
+        match self.table.get(dynamic) {
+            Some(entry) => Ok(entry.name.clone()),
+            None => self.entry(index).map(|_| None),
+        }
     }
 
     /// Adds an entry, evicting the oldest until it fits (§4.4).
-    fn insert(&mut self, name: Option<Vec<u8>>, value: Vec<u8>) {
-        let size = name.as_ref().map_or(0, Vec::len) + value.len() + ENTRY_OVERHEAD;
+    fn insert(&mut self, name: Option<Shared>, value: Shared) {
+        let size = name.as_ref().map_or(0, |n| n.len()) + value.len() + ENTRY_OVERHEAD;
         let max = self.max.min(TABLE_CAP);
         while self.size + size > max {
             let Some(old) = self.table.pop_back() else {
@@ -442,8 +479,8 @@ mod tests {
             .table
             .iter()
             .map(|e| {
-                let name = String::from_utf8(e.name.clone().unwrap()).unwrap();
-                (name, String::from_utf8(e.value.clone()).unwrap())
+                let name = String::from_utf8(e.name.as_deref().unwrap().to_vec()).unwrap();
+                (name, String::from_utf8(e.value.to_vec()).unwrap())
             })
             .collect();
         (entries, d.size)

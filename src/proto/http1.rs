@@ -39,7 +39,8 @@ pub fn parse(data: &[u8]) -> Option<Head> {
         // the headers seen so far. A start line cut short is not taken for HTTP.
         (_, None) => {
             let last = data.iter().rposition(|&b| b == b'\n')?;
-            let mut closed = data[..=last].to_vec();
+            let mut closed = Vec::with_capacity(last + 3);
+            closed.extend_from_slice(&data[..=last]);
             closed.extend_from_slice(b"\r\n");
             let (mut head, _) = head(&closed)?;
             head.body_offset = None;

@@ -249,6 +249,17 @@ impl Reader {
         self.max_frame = Some(self.max_frame.map_or(max, |m| m.max(max)));
     }
 
+    /// The heap this direction holds, itself included: the frame payload and header
+    /// block being read (`HEADER_BLOCK_CAP` each at most), the HPACK table and the
+    /// gRPC streams followed; about 280 KiB at most.
+    pub fn held(&self) -> usize {
+        std::mem::size_of::<Reader>()
+            + self.payload.capacity()
+            + self.block.as_ref().map_or(0, |b| b.fragments.capacity())
+            + self.hpack.held()
+            + self.grpc.capacity() * std::mem::size_of::<(u32, Grpc)>()
+    }
+
     /// This direction broke HTTP/2 framing where the limits were known.
     pub fn is_dead(&self) -> bool {
         self.dead

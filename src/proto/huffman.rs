@@ -135,6 +135,25 @@ pub fn decode(input: &[u8]) -> Option<Vec<u8>> {
     (depth < 8 && ones).then_some(out)
 }
 
+/// An encoder, for the tests and the fuzzers to make Huffman-coded strings.
+#[cfg(test)]
+pub fn encode(data: &[u8]) -> Vec<u8> {
+    let (mut acc, mut bits, mut out) = (0u64, 0u32, Vec::new());
+    for &b in data {
+        let (code, len) = CODES[b as usize];
+        acc = (acc << len) | code as u64;
+        bits += len as u32;
+        while bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    if bits > 0 {
+        out.push(((acc << (8 - bits)) | (0xff >> bits)) as u8);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,24 +190,6 @@ mod tests {
             assert_eq!(decode(&hex(coded)).unwrap(), plain.as_bytes(), "{plain}");
         }
         assert_eq!(decode(&[]).unwrap(), b"");
-    }
-
-    /// A test-only encoder, to round-trip every byte value.
-    fn encode(data: &[u8]) -> Vec<u8> {
-        let (mut acc, mut bits, mut out) = (0u64, 0u32, Vec::new());
-        for &b in data {
-            let (code, len) = CODES[b as usize];
-            acc = (acc << len) | code as u64;
-            bits += len as u32;
-            while bits >= 8 {
-                bits -= 8;
-                out.push((acc >> bits) as u8);
-            }
-        }
-        if bits > 0 {
-            out.push(((acc << (8 - bits)) | (0xff >> bits)) as u8);
-        }
-        out
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! its first `MAX_TRIES` calls with data is left raw for good, so that other traffic
 //! costs one map lookup per call.
 
+#[cfg(test)]
+mod fuzz;
 pub mod hpack;
 pub mod http1;
 pub mod http2;
@@ -38,10 +40,13 @@ pub enum Http {
 
 /// Connections followed at most (one more for the length of a call); past it the
 /// least recently used is forgotten (its next call is then decoded as after a late
-/// attach). Each holds at most a few
-/// hundred KiB (two HPACK tables, a header block and a control frame per direction),
-/// most far less.
+/// attach).
 pub const MAX_CONNS: usize = 512;
+/// The heap all connections' HTTP state may hold. One holds at most about 560 KiB (per
+/// direction an HPACK table, a header block and a frame payload: `http2::Reader::held`),
+/// most a few KiB; past the budget the least recently used connections are forgotten
+/// likewise, which is said once. Without it 512 full connections would hold 280 MiB.
+pub const MAX_HELD: usize = 64 << 20;
 /// Calls with data a direction is given to look like HTTP.
 const MAX_TRIES: u8 = 8;
 /// Calls an HTTP/2 direction that lost its framing is given to find it again.
@@ -59,21 +64,58 @@ enum Side {
     Raw,
 }
 
+impl Side {
+    fn held(&self) -> usize {
+        match self {
+            Side::H2 { reader, .. } => reader.held(),
+            _ => 0,
+        }
+    }
+}
+
 struct Conn {
     /// Read, then write.
     sides: [Side; 2],
     used: u64,
+    /// The heap it held after its last call.
+    held: usize,
 }
 
-#[derive(Default)]
+impl Conn {
+    fn held_now(&self) -> usize {
+        std::mem::size_of::<(ConnKey, Conn)>() + self.sides.iter().map(Side::held).sum::<usize>()
+    }
+}
+
 pub struct Decoders {
     conns: HashMap<ConnKey, Conn>,
     clock: u64,
+    /// The heap all connections held after their last calls.
+    held: usize,
+    budget: usize,
+    /// The budget was reached (and said) once.
+    over_budget: bool,
+}
+
+impl Default for Decoders {
+    fn default() -> Self {
+        Decoders::with_budget(MAX_HELD)
+    }
 }
 
 impl Decoders {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn with_budget(budget: usize) -> Self {
+        Decoders {
+            conns: HashMap::new(),
+            clock: 0,
+            held: 0,
+            budget,
+            over_budget: false,
+        }
     }
 
     /// Decodes a completed call; `None` when it is not (or not yet known as) HTTP, or
@@ -83,12 +125,14 @@ impl Decoders {
             return None;
         }
         let (this, other) = self.sides(key, dir);
-        match this {
+        let http = match this {
             Side::Raw => None,
             Side::H1 => http1::parse(data).map(Http::H1),
             Side::H2 { .. } => h2(this, other, data),
             Side::Unknown { .. } => detect(this, other, data),
-        }
+        };
+        self.account(key);
+        http
     }
 
     /// Bytes of this direction were lost (a call cut short or not delivered): HTTP/2
@@ -98,39 +142,73 @@ impl Decoders {
             if let Side::H2 { reader, .. } = &mut conn.sides[dir as usize] {
                 reader.lost();
             }
+            self.account(key);
         }
     }
 
     /// Calls were lost without knowing whose (the ring buffer was full): every
     /// HTTP/2 direction starts over as after a late attach.
     pub fn gap_all(&mut self) {
+        self.held = 0;
         for conn in self.conns.values_mut() {
             for side in &mut conn.sides {
                 if let Side::H2 { reader, .. } = side {
                     reader.lost();
                 }
             }
+            conn.held = conn.held_now();
+            self.held += conn.held;
         }
     }
 
-    /// This direction's side and the other one, tracking the connection if new. One
-    /// map lookup per call: the connection over the bound is dropped on the next call.
+    /// Brings the total up to date after a call of `key`'s, and keeps it within the
+    /// budget by forgetting other connections, least recently used first.
+    fn account(&mut self, key: ConnKey) {
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        let held = conn.held_now();
+        self.held = self.held - conn.held + held;
+        conn.held = held;
+        while self.held > self.budget && self.forget_oldest(key) {
+            if !std::mem::replace(&mut self.over_budget, true) {
+                crate::diag::notice(&format!(
+                    "HTTP decoding reached its {} MiB budget: the connections used least \
+                     recently are forgotten, and decode again as after a late attach (said once)",
+                    self.budget >> 20
+                ));
+            }
+        }
+    }
+
+    /// Forgets the least recently used connection but `keep`; says whether there was one.
+    fn forget_oldest(&mut self, keep: ConnKey) -> bool {
+        let oldest = self
+            .conns
+            .iter()
+            .filter(|(k, _)| **k != keep)
+            .min_by_key(|(_, c)| c.used)
+            .map(|(k, _)| *k);
+        match oldest.and_then(|k| self.conns.remove(&k)) {
+            Some(conn) => {
+                self.held -= conn.held;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// This direction's side and the other one, tracking the connection if new; the
+    /// connection over the bound is dropped on the next call.
     fn sides(&mut self, key: ConnKey, dir: Dir) -> (&mut Side, &mut Side) {
         self.clock += 1;
         if self.conns.len() > MAX_CONNS {
-            let oldest = self
-                .conns
-                .iter()
-                .filter(|(k, _)| **k != key)
-                .min_by_key(|(_, c)| c.used)
-                .map(|(k, _)| *k);
-            if let Some(oldest) = oldest {
-                self.conns.remove(&oldest);
-            }
+            self.forget_oldest(key);
         }
         let conn = self.conns.entry(key).or_insert_with(|| Conn {
             sides: [Side::Unknown { calls: 0 }, Side::Unknown { calls: 0 }],
             used: 0,
+            held: 0,
         });
         conn.used = self.clock;
         let [read, write] = &mut conn.sides;
@@ -411,6 +489,38 @@ mod tests {
         assert_eq!(d.conns.len(), MAX_CONNS);
         assert!(d.conns.contains_key(&ConnKey { pid: 1, conn: 0 }));
         assert!(!d.conns.contains_key(&ConnKey { pid: 1, conn: 1 }));
+    }
+
+    #[test]
+    fn http_state_stays_within_its_budget() {
+        let budget = 2 << 20;
+        let mut d = Decoders::with_budget(budget);
+        // Each connection fills its table: a size update to 64 KiB, 60 entries of 1 KiB.
+        let mut block = vec![0x3f, 0xe1, 0xff, 0x03];
+        for _ in 0..60 {
+            block.extend([0x40, 1, b'k', 0x7f, 0xe9, 0x06]);
+            block.extend([b'v'; 1000]);
+        }
+        let mut write = PREFACE.to_vec();
+        write.extend(crate::hostile::header_frames(1, &block, 16_384));
+        let key = |conn| ConnKey { pid: 1, conn };
+        for conn in 0..40 {
+            frames(d.decode(key(conn), Dir::Write, &write));
+            let total: usize = d.conns.values().map(Conn::held_now).sum();
+            assert_eq!(d.held, total);
+            assert!(d.held <= budget, "{} over {budget}", d.held);
+        }
+        assert!(d.over_budget && d.conns.len() < 40, "{}", d.conns.len());
+        assert!(d.conns.contains_key(&key(39)) && !d.conns.contains_key(&key(0)));
+        // A forgotten connection decodes again, as after a late attach: entry 62 unknown.
+        let again = raw_frame(kind::HEADERS, flag::END_HEADERS, 3, &[0x82, 0xbe]);
+        let f = frames(d.decode(key(0), Dir::Write, &again));
+        let Payload::Headers { block, .. } = &f[0].payload else {
+            panic!()
+        };
+        assert_eq!(block.fields[1].name, hpack::Name::Unknown(62));
+        d.gap_all();
+        assert_eq!(d.held, d.conns.values().map(Conn::held_now).sum::<usize>());
     }
 
     /// Calls captured from node's http2 client and server (nghttp2's HPACK: Huffman,

@@ -2,12 +2,15 @@
 //! peers on 127.0.0.1, the sniffer under test, and cleanup that runs on failure.
 #![allow(dead_code)]
 
+pub mod hostile;
+
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -188,8 +191,8 @@ pub struct Sniffer {
     proc: Proc,
     stdout: tempfile::NamedTempFile,
     stderr: mpsc::Receiver<String>,
-    /// Its stderr so far.
-    live: Arc<Mutex<String>>,
+    /// Its stderr lines as they come.
+    pub lines: Lines,
 }
 
 pub struct Output {
@@ -241,25 +244,24 @@ impl Output {
 /// Reads a sniffer's stderr (`--status json`) in a thread until it ends, and waits up to
 /// `limit` for its `ready` line; the receiver gets all of stderr at the end.
 pub fn await_ready(proc: &mut Proc, limit: Duration) -> mpsc::Receiver<String> {
-    read_stderr(proc, limit).0
+    await_ready_live(proc, limit).0
 }
 
-/// As await_ready, with stderr so far readable while it runs.
-fn read_stderr(proc: &mut Proc, limit: Duration) -> (mpsc::Receiver<String>, Arc<Mutex<String>>) {
+/// Like `await_ready`, and each line also comes as it is read, with when.
+pub fn await_ready_live(proc: &mut Proc, limit: Duration) -> (mpsc::Receiver<String>, Lines) {
     let err = proc.child.stderr.take().unwrap();
     let (ready_tx, ready) = mpsc::channel();
     let (err_tx, stderr) = mpsc::channel();
-    let live = Arc::new(Mutex::new(String::new()));
-    let so_far = Arc::clone(&live);
+    let (live_tx, live) = mpsc::channel();
     thread::spawn(move || {
         let mut all = String::new();
         for line in BufReader::new(err).lines().map_while(Result::ok) {
             if line == r#"{"type":"ready"}"# {
                 let _ = ready_tx.send(());
             }
+            let _ = live_tx.send((Instant::now(), line.clone()));
             all.push_str(&line);
             all.push('\n');
-            so_far.lock().unwrap().clone_from(&all);
         }
         let _ = err_tx.send(all);
     });
@@ -270,7 +272,30 @@ fn read_stderr(proc: &mut Proc, limit: Duration) -> (mpsc::Receiver<String>, Arc
             .unwrap_or_default();
         panic!("sslsniff did not become ready; stderr:\n{err}");
     }
-    (stderr, live)
+    (stderr, Lines(live))
+}
+
+/// A sniffer's stderr lines as they come, each with the moment it was read.
+pub struct Lines(mpsc::Receiver<(Instant, String)>);
+
+impl Lines {
+    /// The first line from now on that `wanted` accepts, and when it came; `None` when
+    /// none came within `limit`.
+    pub fn wait_for(
+        &self,
+        limit: Duration,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Option<(Instant, String)> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.0.recv_timeout(left) {
+                Ok((at, line)) if wanted(&line) => return Some((at, line)),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
 }
 
 impl Sniffer {
@@ -281,38 +306,25 @@ impl Sniffer {
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Sniffer {
         let stdout = tempfile::NamedTempFile::new().unwrap();
+        // A process group of its own, which the child that releases its probes on
+        // kernels without multi-uprobe links stays in: `stop` waits for that too.
         let mut proc = Proc::spawn(
             "sslsniff",
             Command::new(SNIFFER)
                 .args(["--status", "json"])
                 .args(args)
                 .envs(env.iter().copied())
+                .process_group(0)
                 .stdin(Stdio::null())
                 .stdout(stdout.reopen().unwrap())
                 .stderr(Stdio::piped()),
         );
-        let (stderr, live) = read_stderr(&mut proc, Duration::from_secs(30));
+        let (stderr, lines) = await_ready_live(&mut proc, Duration::from_secs(30));
         Sniffer {
             proc,
             stdout,
             stderr,
-            live,
-        }
-    }
-
-    /// Waits up to `limit` for a line of stderr that satisfies `found`, and returns it.
-    pub fn wait_for_stderr(&self, limit: Duration, found: impl Fn(&str) -> bool) -> String {
-        let start = Instant::now();
-        loop {
-            let so_far = self.live.lock().unwrap().clone();
-            if let Some(line) = so_far.lines().find(|l| found(l)) {
-                return line.to_string();
-            }
-            assert!(
-                start.elapsed() < limit,
-                "not in sslsniff's stderr within {limit:?}:\n{so_far}"
-            );
-            thread::sleep(Duration::from_millis(20));
+            lines,
         }
     }
 
@@ -320,13 +332,75 @@ impl Sniffer {
         self.proc.pid()
     }
 
+    /// Waits up to `limit` for a line of stderr that satisfies `found` (one that came
+    /// already counts, unless an earlier wait passed over it), and returns it.
+    pub fn wait_for_stderr(&self, limit: Duration, found: impl Fn(&str) -> bool) -> String {
+        match self.lines.wait_for(limit, found) {
+            Some((_, line)) => line,
+            None => panic!("not in sslsniff's stderr within {limit:?}"),
+        }
+    }
+
+    /// Where its stdout goes, to read while it runs.
+    pub fn stdout_path(&self) -> &Path {
+        self.stdout.path()
+    }
+
+    /// Stops it as `stop` does, and leaves its stdout in the file returned, for the
+    /// caller to read line by line: a long capture need not be held in memory.
+    pub fn stop_streamed(mut self) -> (Output, tempfile::NamedTempFile) {
+        let status = self.interrupt();
+        let stderr = self.stderr.recv_timeout(Duration::from_secs(10)).unwrap();
+        let out = Output {
+            stdout: String::new(),
+            stdout_bytes: Vec::new(),
+            stderr,
+            status,
+        };
+        (out, self.stdout)
+    }
+
     /// Stops the sniffer the way a user does (Ctrl-C) and returns all it printed.
     pub fn stop(mut self) -> Output {
+        let status = self.interrupt();
+        self.collect(status)
+    }
+
+    /// Ctrl-C, and its exit, and the end of the child that may release its probes.
+    fn interrupt(&mut self) -> std::process::ExitStatus {
         // Events are drained on a short timer: give the last ones time to arrive.
         thread::sleep(Duration::from_millis(300));
         kill(Pid::from_raw(self.proc.pid() as i32), Signal::SIGINT).unwrap();
         let status = self.proc.wait_timeout(Duration::from_secs(10));
-        self.collect(status)
+        // The next test's sslsniff would otherwise attach behind this one's release,
+        // which the kernel serialises.
+        wait_for_group(self.proc.pid(), Duration::from_secs(600));
+        status
+    }
+}
+
+/// Waits until no process of process group `pgid` is left.
+pub fn wait_for_group(pgid: u32, limit: Duration) {
+    let start = Instant::now();
+    let in_group = |stat: &str| {
+        stat.rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split(' ').nth(2))
+            .is_some_and(|group| group == pgid.to_string())
+    };
+    loop {
+        let left = fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| fs::read_to_string(e.path().join("stat")).ok())
+            .any(|stat| in_group(&stat));
+        if !left {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "processes of sslsniff's group {pgid} are left after {limit:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -418,7 +492,11 @@ pub fn run_client(name: &str, cmd: &mut Command) -> Proc {
 
 /// Starts a python3 server script (run in the work directory, where the certificate is)
 /// that listens on 127.0.0.1 at the port it is given.
-fn python_server(name: &str, work: &Workdir, script: impl FnOnce(u16) -> String) -> (Proc, u16) {
+pub fn python_server(
+    name: &str,
+    work: &Workdir,
+    script: impl FnOnce(u16) -> String,
+) -> (Proc, u16) {
     server(name, work, |port| {
         let mut cmd = Command::new("python3");
         cmd.args(["-c", &script(port)]);

@@ -1,0 +1,245 @@
+//! sslsniff's pcapng, read back into calls: each enhanced packet carries a comment that
+//! names the call's thread and function, and the packets of one call follow each other
+//! with the call's timestamp.
+
+use std::io::BufRead;
+
+use anyhow::{bail, ensure, Context, Result};
+
+use super::Dir;
+
+const SECTION_HEADER: u32 = 0x0A0D_0D0A;
+const ENHANCED_PACKET: u32 = 6;
+/// sslsniff's interfaces: raw IP packets, and exported PDUs for HTTP.
+const TCP_IF: u32 = 0;
+const PDU_IF: u32 = 1;
+/// Blocks larger than this are no block sslsniff writes (a packet is at most 256 KiB).
+const LONGEST_BLOCK: usize = 1 << 20;
+
+/// Reads a capture to its end and hands each call's direction and payload to `call`.
+pub fn check(mut r: impl BufRead, call: &mut dyn FnMut(Dir, &[u8])) -> Result<()> {
+    let mut current: Option<(u64, Vec<u8>, Dir)> = None;
+    let mut payload = Vec::new();
+    let mut block = Vec::new();
+    let mut first = true;
+    while let Some(kind) = next_block(&mut r, &mut block)? {
+        if first {
+            ensure!(kind == SECTION_HEADER, "not a pcapng file");
+            first = false;
+        }
+        if kind != ENHANCED_PACKET {
+            continue;
+        }
+        let packet = Packet::parse(&block)?;
+        let key = (packet.ts, packet.comment.to_vec());
+        if current.as_ref().map(|(ts, c, _)| (*ts, c)) != Some((key.0, &key.1)) {
+            if let Some((_, _, dir)) = current.take() {
+                call(dir, &payload);
+            }
+            payload.clear();
+            current = Some((key.0, key.1, direction(packet.comment)?));
+        }
+        payload.extend_from_slice(packet.payload()?);
+    }
+    if let Some((_, _, dir)) = current {
+        call(dir, &payload);
+    }
+    Ok(())
+}
+
+/// The next block's type, its body in `block` (after type and length); None at the end.
+fn next_block(r: &mut impl BufRead, block: &mut Vec<u8>) -> Result<Option<u32>> {
+    if r.fill_buf()?.is_empty() {
+        return Ok(None);
+    }
+    let mut head = [0; 8];
+    r.read_exact(&mut head)
+        .context("a pcapng block cut short")?;
+    let kind = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
+    let len = u32::from_le_bytes(head[4..].try_into().expect("4 bytes")) as usize;
+    ensure!(
+        (12..=LONGEST_BLOCK).contains(&len) && len % 4 == 0,
+        "a pcapng block of {len} bytes"
+    );
+    block.resize(len - 8, 0);
+    r.read_exact(block).context("a pcapng block cut short")?;
+    ensure!(
+        block[len - 12..] == head[4..],
+        "a pcapng block whose lengths differ"
+    );
+    Ok(Some(kind))
+}
+
+struct Packet<'a> {
+    interface: u32,
+    ts: u64,
+    data: &'a [u8],
+    comment: &'a [u8],
+}
+
+impl<'a> Packet<'a> {
+    fn parse(block: &'a [u8]) -> Result<Self> {
+        let word = |at: usize| -> Result<u32> {
+            let b = block
+                .get(at..at + 4)
+                .context("an enhanced packet block cut short")?;
+            Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")))
+        };
+        let interface = word(0)?;
+        let ts = (u64::from(word(4)?) << 32) | u64::from(word(8)?);
+        let captured = word(12)? as usize;
+        let data = block
+            .get(20..20 + captured)
+            .context("a packet longer than its block")?;
+        let mut at = 20 + captured.div_ceil(4) * 4;
+        let mut comment: &[u8] = &[];
+        // Options: code, length, value padded to 4 bytes; code 0 ends them.
+        while let Some(opt) = block.get(at..at + 4) {
+            let code = u16::from_le_bytes([opt[0], opt[1]]);
+            let len = usize::from(u16::from_le_bytes([opt[2], opt[3]]));
+            if code == 0 {
+                break;
+            }
+            let value = block
+                .get(at + 4..at + 4 + len)
+                .context("an option cut short")?;
+            if code == 1 {
+                comment = value;
+            }
+            at += 4 + len.div_ceil(4) * 4;
+        }
+        Ok(Packet {
+            interface,
+            ts,
+            data,
+            comment,
+        })
+    }
+
+    /// The TCP segment's payload of an IP packet, or an exported PDU's.
+    fn payload(&self) -> Result<&'a [u8]> {
+        match self.interface {
+            TCP_IF => tcp_payload(self.data),
+            PDU_IF => pdu_payload(self.data),
+            other => bail!("a packet on interface {other}"),
+        }
+    }
+}
+
+fn tcp_payload(ip: &[u8]) -> Result<&[u8]> {
+    let (header, total) = match ip.first().map(|b| b >> 4) {
+        Some(4) => (
+            usize::from(ip[0] & 0xf) * 4,
+            usize::from(u16::from_be_bytes([ip[2], ip[3]])),
+        ),
+        Some(6) => (40, 40 + usize::from(u16::from_be_bytes([ip[4], ip[5]]))),
+        _ => bail!("a packet that is neither IPv4 nor IPv6"),
+    };
+    let tcp = ip.get(header..total).context("an IP packet cut short")?;
+    let offset = usize::from(tcp.get(12).context("a TCP header cut short")? >> 4) * 4;
+    tcp.get(offset..).context("a TCP header cut short")
+}
+
+/// Tags (type, length, value; big-endian), up to the end tag, then the PDU.
+fn pdu_payload(mut data: &[u8]) -> Result<&[u8]> {
+    loop {
+        let tag = data.get(..4).context("exported PDU tags cut short")?;
+        let len = usize::from(u16::from_be_bytes([tag[2], tag[3]]));
+        let end = tag[0] == 0 && tag[1] == 0;
+        data = data
+            .get(4 + len..)
+            .context("an exported PDU tag cut short")?;
+        if end {
+            return Ok(data);
+        }
+    }
+}
+
+/// `pid=.. tid=.. comm=.. func=NAME`: reads and writes by the function's name.
+fn direction(comment: &[u8]) -> Result<Dir> {
+    let text = String::from_utf8_lossy(comment);
+    let func = text
+        .rsplit_once("func=")
+        .map(|(_, f)| f.to_ascii_lowercase())
+        .with_context(|| format!("a packet comment without func=: {text:?}"))?;
+    if func.contains("read") {
+        Ok(Dir::Read)
+    } else if func.contains("write") {
+        Ok(Dir::Write)
+    } else {
+        bail!("a packet of {func}, neither a read nor a write")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sslsniff::event::{Call, Comm, Conn, Event, Payload};
+    use sslsniff::output::pcap::Pcap;
+    use sslsniff::output::{Batch, Formatter};
+    use std::sync::Arc;
+
+    fn event<'a>(func: &str, tid: u32, end_ns: u64, data: &'a [u8]) -> Event<'a> {
+        let (_, _, f) = sslsniff::libs::all_funcs()
+            .find(|(_, _, f)| f.name == func)
+            .unwrap();
+        let call = Call {
+            direction: f.role.direction(),
+            func: f,
+            pid: 1,
+            tid,
+            uid: 0,
+            comm: Comm::from_raw(*b"bench\0\0\0\0\0\0\0\0\0\0\0"),
+            start_ns: end_ns - 1,
+            latency_ns: 1,
+            len: data.len() as u64,
+            captured: data.len() as u64,
+            ret: 1,
+            tls_conn: 0,
+            cgroup_id: 0,
+            conn: Conn {
+                fd: Some(3),
+                local: Some("127.0.0.1:40000".parse().unwrap()),
+                remote: Some("127.0.0.1:443".parse().unwrap()),
+            },
+        };
+        Event {
+            call,
+            data: Payload::Shared(Arc::new(data.to_vec())),
+            undelivered: 0,
+            handshake: None,
+            cgroup: None,
+        }
+    }
+
+    #[test]
+    fn sslsniffs_own_capture_reads_back_call_by_call() {
+        let big: Vec<u8> = (0..100_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let calls = [
+            event("SSL_write_ex", 10, 100, &big),
+            event("SSL_read_ex", 11, 200, b"first read"),
+            event("SSL_read_ex", 11, 300, b"second read"),
+        ];
+        let mut batch = Batch::default();
+        let mut pcap = Pcap::new(0, &mut batch);
+        for ev in &calls {
+            pcap.event(ev, None, &mut batch).unwrap();
+        }
+        let mut out = Vec::new();
+        batch.write_to(&mut out).unwrap();
+        let mut got = Vec::new();
+        check(&out[..], &mut |dir, payload| {
+            got.push((dir, payload.to_vec()))
+        })
+        .unwrap();
+        assert_eq!(
+            got,
+            [
+                (Dir::Write, big.clone()),
+                (Dir::Read, b"first read".to_vec()),
+                (Dir::Read, b"second read".to_vec()),
+            ]
+        );
+        assert!(check(&out[..out.len() - 1], &mut |_, _| {}).is_err());
+    }
+}
