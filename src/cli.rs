@@ -147,6 +147,13 @@ pub struct Cli {
     #[arg(long)]
     pub no_follow: bool,
 
+    /// Do not hold new programs: by default a process that starts a never-seen
+    /// executable or maps a never-seen library waits (through ptrace, at most 1 s) until
+    /// its TLS functions are attached, so that its first call is captured. Without it,
+    /// a program that calls TLS within ~15 ms of starting loses its first calls
+    #[arg(long)]
+    pub no_hold: bool,
+
     /// Print what is attached where, which kernel mechanism each feature uses, and
     /// libbpf's messages
     #[arg(short, long)]
@@ -196,6 +203,7 @@ impl Cli {
                 debug_files: self.symbols.clone(),
             },
             follow: !self.no_follow,
+            hold: !self.no_follow && !self.no_hold,
             output: self.output(),
             debug: self.debug,
             check_kernel: self.check_kernel,

@@ -11,6 +11,8 @@ pub struct Config {
     pub discovery: Discovery,
     /// Attach to files that processes start or map while running.
     pub follow: bool,
+    /// Hold each process that reveals a never-examined file until the file is attached.
+    pub hold: bool,
     pub output: Output,
     /// Say what is attached where, how long it took, and libbpf's messages.
     pub debug: bool,

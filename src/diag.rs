@@ -133,9 +133,15 @@ pub struct Tracing {
     /// Time from the revealing event to attached, with -d.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_us: Option<u64>,
+    /// Of which the wait in the queue and the examination of the file, with -d.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub examined_us: Option<u64>,
     /// How the functions of a file without TLS symbols were found.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub found_by: Option<String>,
+    /// The revealing process was held until attached: its first call is captured.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
 }
 
 pub fn tracing(t: &Tracing) {
@@ -153,6 +159,9 @@ pub fn tracing(t: &Tracing) {
             }
             if let Some(us) = t.latency_us {
                 s.push_str(&format!(" (attached {us} us after it was seen)"));
+            }
+            if t.held {
+                s.push_str(" (held until attached)");
             }
             if let Some(how) = &t.found_by {
                 s.push_str(&format!("; found by {how}"));
@@ -248,6 +257,10 @@ pub enum StatusLine {
         pid: Option<u32>,
         #[serde(default)]
         latency_us: Option<u64>,
+        #[serde(default)]
+        examined_us: Option<u64>,
+        #[serde(default)]
+        held: bool,
     },
     Ready,
     Warning {

@@ -57,6 +57,17 @@ pub fn pids(only: Option<u32>) -> Vec<u32> {
     }
 }
 
+/// The threads of a process.
+pub fn tasks(pid: u32) -> Vec<u32> {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Where a process's executable opens: the very file it runs, whatever its root.
 pub fn exe(pid: u32) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/exe"))

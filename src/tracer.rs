@@ -18,7 +18,7 @@ use libbpf_rs::{RingBuffer, RingBufferBuilder};
 use crate::config::Config;
 use crate::diag::{self, warning, Summary};
 use crate::discover::{self, Target};
-use crate::follow::{self, Follower, SharedRegistry};
+use crate::follow::{self, Follower, Following, SharedRegistry};
 use crate::kernel::{self, Features, Hook, Kernel, Load};
 use crate::output::{self, Outputs};
 use crate::probes::{Registry, Scope};
@@ -62,7 +62,12 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Option<Summary>> {
     say_capture_limit(kernel, cfg.capture.max_bytes);
     let registry = Arc::new(Mutex::new(Some(attach_at_start(kernel, cfg, targets)?)));
     let libraries = cfg.discovery.libraries.clone();
-    let mut follower = Follower::new(kernel, Arc::clone(&registry), libraries, cfg.follow);
+    let following = match (cfg.follow, cfg.hold) {
+        (false, _) => Following::Off,
+        (true, false) => Following::Attach,
+        (true, true) => Following::Hold,
+    };
+    let mut follower = Follower::new(kernel, Arc::clone(&registry), libraries, following);
     follower.examine_running(cfg.filter.pid);
     if cfg.debug {
         let links = follow::lock(&registry)

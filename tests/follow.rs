@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
+use nix::sys::signal::Signal;
 
 const SYSTEM_LIBSSL: &str = "/usr/lib/x86_64-linux-gnu/libssl.so.3";
 
@@ -33,6 +34,44 @@ fn release(client: &mut Proc) {
 fn finish(client: &mut Proc) {
     let status = client.wait_timeout(Duration::from_secs(20));
     assert!(status.success(), "{} failed: {status}", client.name);
+}
+
+/// Runs a fixture client to its end and returns it with what it printed: every byte
+/// its TLS reads returned.
+fn run_printing(name: &str, cmd: &mut Command) -> (Proc, String) {
+    let mut client = Proc::spawn(name, cmd.stdout(Stdio::piped()).stderr(Stdio::null()));
+    let mut printed = String::new();
+    std::io::Read::read_to_string(&mut client.child.stdout.take().unwrap(), &mut printed).unwrap();
+    finish(&mut client);
+    (client, printed)
+}
+
+/// Asserts that `pid` was captured whole from its first call: a handshake first, then
+/// writes that are `request` and reads that are `printed`, byte for byte.
+fn assert_whole_from_first_call(out: &Output, pid: u32, request: &str, printed: &str) {
+    let rows = rows(&out.stdout);
+    let mine: Vec<&Row> = rows.iter().filter(|r| r.pid == pid).collect();
+    let data = |func: &str| -> String {
+        let calls = mine.iter().filter(|r| r.func == func);
+        calls.map(|r| r.data.as_str()).collect()
+    };
+    assert_eq!(
+        mine.first().map(|r| r.func.as_str()),
+        Some("HANDSHAKE"),
+        "the first call is missing:\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(data("WRITE/SEND"), request, "writes:\n{}", out.stdout);
+    assert!(!printed.is_empty(), "the client read nothing");
+    assert_eq!(data("READ/RECV"), printed, "reads:\n{}", out.stdout);
+}
+
+/// A fixture client (`PROG PORT MESSAGE`) run to its end: the client and what it printed.
+fn run_fixture_printing(name: &str, exe: &Path, port: u16, request: &str) -> (Proc, String) {
+    let mut cmd = Command::new(exe);
+    cmd.arg(port.to_string()).arg(request);
+    run_printing(name, &mut cmd)
 }
 
 /// A python3 client that runs `prelude` first, then sends `request` through OpenSSL.
@@ -93,66 +132,137 @@ fn executables_that_carry_tls_are_found_at_start() {
 }
 
 #[test]
-fn a_static_program_created_later_is_captured_from_its_first_call() {
-    if !root_or_skip("a_static_program_created_later_is_captured_from_its_first_call") {
+fn a_static_program_created_later_is_captured_whole_from_its_first_call() {
+    if !root_or_skip("a_static_program_created_later_is_captured_whole_from_its_first_call") {
         return;
     }
     let work = Workdir::new();
     let (_server, port) = https_server(&work);
-    let (request, body) = page(&work, "static-later");
     let sniffer = Sniffer::start(&["--handshake"]);
-    let exe = build_static_client(&work, "late_static");
-    let mut client = fixture(&exe, port, &request, &[("SSLSNIFF_DELAY_MS", "100")]);
-    finish(&mut client);
+    let built = build_static_client(&work, "static_source");
+    // Three new files, each run once, each making its first TLS call at once.
+    let mut runs = Vec::new();
+    for round in 0..3 {
+        let exe = work.path().join(format!("late_static_{round}"));
+        std::fs::copy(&built, &exe).unwrap();
+        let (request, _) = page(&work, &format!("static-later-{round}"));
+        let (client, printed) = run_fixture_printing("static client", &exe, port, &request);
+        runs.push((client, request, printed, round));
+    }
     let out = sniffer.stop();
-    let rows = rows(&out.stdout);
-    assert_both_directions(&out, &rows, client.pid(), &request, &body);
-    let first = rows
-        .iter()
-        .find(|r| r.pid == client.pid())
-        .expect("rows of the client");
-    assert_eq!(
-        first.func, "HANDSHAKE",
-        "the first call is missing:\n{}",
-        out.stdout
-    );
-    assert!(out.traced("late_static", "openssl"), "{}", out.stderr);
+    for (client, request, printed, round) in &runs {
+        assert_whole_from_first_call(&out, client.pid(), request, printed);
+        assert!(out.held(&format!("late_static_{round}")), "{}", out.stderr);
+    }
 }
 
 #[test]
-fn a_process_in_its_own_namespace_started_later_is_captured() {
-    if !root_or_skip("a_process_in_its_own_namespace_started_later_is_captured") {
+fn a_program_with_a_tls_library_through_its_runpath_is_captured_from_its_first_call() {
+    let test = "a_program_with_a_tls_library_through_its_runpath_is_captured_from_its_first_call";
+    if !root_or_skip(test) {
+        return;
+    }
+    let work = Workdir::new();
+    let (_server, port) = https_server(&work);
+    let (request, _) = page(&work, "runpath");
+    let sniffer = Sniffer::start(&["--handshake"]);
+    // BoringSSL, copied after sslsniff started to a directory no loader cache knows,
+    // found by the program through its RUNPATH.
+    let android = "/usr/lib/x86_64-linux-gnu/android";
+    let lib = work.path().join("lib");
+    std::fs::create_dir(&lib).unwrap();
+    for name in ["libssl.so.0", "libcrypto.so.0"] {
+        std::fs::copy(format!("{android}/{name}"), lib.join(name)).unwrap();
+    }
+    let runpath = format!("-Wl,--enable-new-dtags,-rpath,{}", lib.display());
+    let exe = build_fixture(
+        &work,
+        "openssl_client.c",
+        "runpath_client",
+        &[
+            "-DREQUIRE_BORINGSSL",
+            "-I/usr/include/android",
+            &format!("-L{android}"),
+            "-lssl",
+            "-lcrypto",
+            &runpath,
+        ],
+    );
+    let (client, printed) = run_fixture_printing("client with a RUNPATH", &exe, port, &request);
+    let out = sniffer.stop();
+    assert_whole_from_first_call(&out, client.pid(), &request, &printed);
+    assert!(out.held("lib/libssl.so.0"), "{}", out.stderr);
+}
+
+#[test]
+fn a_process_in_its_own_namespace_started_later_is_captured_from_its_first_call() {
+    let test = "a_process_in_its_own_namespace_started_later_is_captured_from_its_first_call";
+    if !root_or_skip(test) {
         return;
     }
     let work = Workdir::new();
     let copy = work.path().join("libssl-ns.so.3");
-    std::fs::copy(SYSTEM_LIBSSL, &copy).unwrap();
     let (_server, port) = https_server(&work);
-    let (request, body) = page(&work, "namespace-later");
-    let sniffer = Sniffer::start(&[]);
+    let (request, _) = page(&work, "namespace-later");
+    let sniffer = Sniffer::start(&["--handshake"]);
+    std::fs::copy(SYSTEM_LIBSSL, &copy).unwrap();
+    let exe = build_fixture(
+        &work,
+        "openssl_client.c",
+        "ns_client",
+        &["-lssl", "-lcrypto"],
+    );
     let script = format!(
         "mount --bind {} {SYSTEM_LIBSSL} && exec \"$0\" \"$@\"",
         copy.display()
     );
-    let py = python_after(&work, port, "", &request);
     let mut unshare = Command::new("unshare");
     unshare
-        .args([
-            "-m",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            &script,
-            "python3",
-        ])
-        .args(py.get_args())
-        .current_dir(work.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    let client = run_client("python3 in its own mount namespace", &mut unshare);
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .arg(&exe)
+        .arg(port.to_string())
+        .arg(&request);
+    let (client, printed) = run_printing("client in its own mount namespace", &mut unshare);
     let out = sniffer.stop();
-    assert_both_directions(&out, &rows(&out.stdout), client.pid(), &request, &body);
+    assert_whole_from_first_call(&out, client.pid(), &request, &printed);
+    assert!(out.held(SYSTEM_LIBSSL), "{}", out.stderr);
+}
+
+#[test]
+fn a_stopped_or_killed_sslsniff_holds_up_no_program() {
+    if !root_or_skip("a_stopped_or_killed_sslsniff_holds_up_no_program") {
+        return;
+    }
+    let work = Workdir::new();
+    let sniffer = Sniffer::start(&[]);
+    let signal = |signal| {
+        let pid = nix::unistd::Pid::from_raw(sniffer.pid() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+    };
+    let run_new = |name: &str| {
+        let exe = work.path().join(name);
+        std::fs::copy("/bin/true", &exe).unwrap();
+        let started = std::time::Instant::now();
+        run_client(name, &mut Command::new(&exe));
+        started.elapsed()
+    };
+    // Stopped, sslsniff takes hold of nothing: new programs run as without it.
+    signal(Signal::SIGSTOP);
+    for round in 0..3 {
+        let took = run_new(&format!("while_stopped_{round}"));
+        assert!(
+            took < Duration::from_secs(1),
+            "held {took:?} by a stopped sslsniff"
+        );
+    }
+    signal(Signal::SIGCONT);
+    // Killed while a new program may be held: the kernel lets it go.
+    let exe = work.path().join("at_the_kill");
+    std::fs::copy("/bin/sleep", &exe).unwrap();
+    let mut sleeper = Proc::spawn("sleep", Command::new(&exe).arg("0.2"));
+    let (out, _) = sniffer.stop_with(Signal::SIGKILL);
+    let status = sleeper.wait_timeout(Duration::from_secs(2));
+    assert!(status.success(), "{status}\n{}", out.stderr);
 }
 
 #[test]

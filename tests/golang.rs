@@ -50,13 +50,21 @@ fn go_client_and_server_are_captured_in_every_build() {
         ("go-pie", &["-buildmode=pie", "-ldflags=-s -w"][..]),
     ];
     for (name, flags) in builds {
-        let exe = build_go(&work, name, flags, &[]);
+        let built = build_go(&work, &format!("{name}-built"), flags, &[]);
         let sniffer = Sniffer::start(&["--handshake"]);
+        // Server and client each a file written after sslsniff started and run once at
+        // once: each is held until attached, so that its first calls are captured.
+        let (exe, client_exe) = (
+            work.path().join(name),
+            work.path().join(format!("{name}-c")),
+        );
+        std::fs::copy(&built, &exe).unwrap();
+        std::fs::copy(&built, &client_exe).unwrap();
         let (server, url) = go_server(&exe);
         let path = marker(name);
         let client = run_client(
             "go client",
-            Command::new(&exe)
+            Command::new(&client_exe)
                 .args(["client", &format!("{url}/{path}")])
                 .stdout(Stdio::null()),
         );
@@ -97,6 +105,8 @@ fn go_client_and_server_are_captured_in_every_build() {
             out.stdout
         );
         assert!(out.traced(name, "go"), "{}", out.stderr);
+        assert!(out.held(name), "{}", out.stderr);
+        assert!(out.held(&format!("{name}-c")), "{}", out.stderr);
         drop(server);
     }
 }

@@ -84,8 +84,8 @@ const fn case(
 }
 
 const CURL: &str = "curl -sk https://127.0.0.1:4433/$PAGE";
-// Its first TLS call 100 ms after it starts, as in tests/follow.rs.
-const STATIC: &str = "env SSLSNIFF_DELAY_MS=100 openssl-static 4433 \"$REQUEST\"";
+// Its first TLS call at once, as in tests/follow.rs: held until attached.
+const STATIC: &str = "openssl-static 4433 \"$REQUEST\"";
 
 // Clients talk to s_server (4433) unless they say otherwise.
 #[rustfmt::skip]
@@ -97,7 +97,7 @@ const CASES: &[Case] = &[
     case("asyncio", After, TRACEFS, "--format json", "python3 /srv/$PAGE.asyncio.py", json_addresses_of_python),
     case("go", After, TRACEFS, "", "go-client client https://127.0.0.1:4433/$PAGE", go_both_ways),
     // A static program that starts after sslsniff: found by following.
-    case("follow", After, TRACEFS, "", STATIC, http10_both_ways),
+    case("follow", After, TRACEFS, "", STATIC, held_both_ways),
     case("follow-no-tracefs", After, NO_TRACEFS, "", STATIC, without_tracefs),
     case("json-conn", After, TRACEFS, "--format json --conn -c curl", CURL, json_addresses),
     case("pcap", After, TRACEFS, "-c curl --pcap $OUT/capture.pcapng", "curl -sk https://127.0.0.1:4443/$PAGE", pcap_ports),
@@ -567,13 +567,19 @@ fn http10_both_ways(run: &Run) {
     both_ways(run, &rows, &http10(&run.page.path));
 }
 
+/// A program started after sslsniff, captured because it was held until attached.
+fn held_both_ways(run: &Run) {
+    assert!(run.sniffer.held("openssl-static"), "{}", run.context());
+    http10_both_ways(run);
+}
+
 fn without_tracefs(run: &Run) {
     let mounts = run.text("mounts");
     assert!(
         !mounts.contains("tracefs") && !mounts.contains("debugfs"),
         "tracefs was mounted:\n{mounts}"
     );
-    http10_both_ways(run);
+    held_both_ways(run);
 }
 
 fn go_both_ways(run: &Run) {

@@ -7,6 +7,7 @@
 mod bench;
 mod ceiling;
 mod fallbacks;
+mod first_run;
 mod floor;
 mod follow;
 mod golang;
@@ -74,6 +75,10 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 100)]
     follow_files: usize,
 
+    /// First runs of each kind of file for the first-run latency
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    first_runs: usize,
+
     /// Library copies for the scale rows
     #[arg(long, value_name = "N", default_value_t = 1000)]
     scale_files: usize,
@@ -96,6 +101,8 @@ enum Part {
     Ceiling,
     /// Attach latency of never-seen files, and idle cost at 200 execs/s
     Follow,
+    /// First runs of new programs by size, and what holding costs a loop of execs
+    FirstRun,
     /// 1000 library copies: start, stop, memory, with and without multi-uprobe links
     Scale,
     /// The Go HTTPS fixture: untraced, floor, sslsniff
@@ -175,6 +182,9 @@ fn run(cli: &Cli) -> Result<()> {
     if wanted(Part::Follow) {
         run_follow(cli, runs)?;
     }
+    if wanted(Part::FirstRun) {
+        run_first_run(cli, runs)?;
+    }
     if wanted(Part::Go) {
         run_go(cli, runs)?;
     }
@@ -201,6 +211,24 @@ fn run_go(cli: &Cli, runs: u64) -> Result<()> {
         rows.push((run, rows::load_avg()));
     }
     rows::print_go(cli.go_requests, &rows);
+    Ok(())
+}
+
+fn run_first_run(cli: &Cli, runs: u64) -> Result<()> {
+    let scratch = scratch::Scratch::new("subjects")?;
+    let subjects = first_run::subjects(&scratch)?;
+    let latencies = first_run::latencies(&cli.sslsniff, &subjects, cli.first_runs)?;
+    first_run::print_latencies(&latencies);
+    let static_client = first_run::build_static_client(&scratch)?;
+    let mut costs = Vec::new();
+    for i in 0..runs {
+        // Interleaved, so that a slow spell of the shared machine falls on all three.
+        for mode in first_run::Mode::ALL {
+            eprintln!("sslsniff-bench: exec cost, run {}/{runs}, {mode:?}", i + 1);
+            costs.push(first_run::exec_cost(&cli.sslsniff, &static_client, mode)?);
+        }
+    }
+    first_run::print_exec_costs(&costs);
     Ok(())
 }
 

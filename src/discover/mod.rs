@@ -137,11 +137,13 @@ fn targets_in(
         .flat_map(|lib| lib.symbol_names())
         .collect();
     let map = file.map()?;
-    let symbols = Symbols::parse(&map, &wanted)
-        .with_context(|| format!("{} is not a readable ELF file", shown.display()))?;
+    // A Go program's TLS is Go's own: its C symbols are not looked for. Its goroutine
+    // stacks move, which uretprobes do not survive.
     if golang::is_go(&map) {
         return go_targets(candidates, &map, file.clone(), shown);
     }
+    let symbols = Symbols::parse(&map, &wanted)
+        .with_context(|| format!("{} is not a readable ELF file", shown.display()))?;
     let target = |lib, probes| Target {
         path: shown.to_path_buf(),
         file: Arc::clone(&file),

@@ -100,7 +100,11 @@ pub fn announce(target: &Target, scope: Scope, origin: Option<&Origin>, debug: b
         latency_us: origin
             .filter(|o| debug && o.ts_ns > 0)
             .map(|o| clock::monotonic_ns().saturating_sub(o.ts_ns) / 1000),
+        examined_us: origin
+            .filter(|o| debug && o.ts_ns > 0)
+            .map(|o| o.examined_ns.saturating_sub(o.ts_ns) / 1000),
         found_by: target.found_by.clone(),
+        held: origin.is_some_and(|o| o.held),
     });
 }
 

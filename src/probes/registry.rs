@@ -37,6 +37,10 @@ pub struct Origin<'a> {
     pub ts_ns: u64,
     /// The file's name for people (the target's path goes through /proc).
     pub display: &'a str,
+    /// The process waited for the attach (`follow::hold`).
+    pub held: bool,
+    /// CLOCK_MONOTONIC when the file had been examined: the rest is the attach.
+    pub examined_ns: u64,
 }
 
 pub struct Registry {

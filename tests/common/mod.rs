@@ -225,6 +225,14 @@ impl Output {
         all.remove(0)
     }
 
+    /// Whether a file whose path ends with `path_end` was attached while the process
+    /// that revealed it was held (its first call captured).
+    pub fn held(&self, path_end: &str) -> bool {
+        self.status_lines("tracing")
+            .iter()
+            .any(|t| t["held"] == true && t["path"].as_str().is_some_and(|p| p.ends_with(path_end)))
+    }
+
     /// Whether a file whose path ends with `path_end` was traced as `library`.
     pub fn traced(&self, path_end: &str, library: &str) -> bool {
         self.status_lines("tracing").iter().any(|t| {
