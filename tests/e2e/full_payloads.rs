@@ -1,12 +1,10 @@
 //! Every byte, never a silent loss: whole large calls, many threads at once, and loss
 //! that is reported when the ring buffer is too small.
 
-mod common;
-
 use std::io::Write;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Printable, non-repeating text, so a misplaced chunk cannot compare equal.
 fn text_of_len(seed: &str, len: usize) -> String {

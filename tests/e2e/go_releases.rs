@@ -3,8 +3,7 @@
 //! registry ships them, each captured with its exact plaintext and its socket, with no
 //! flag beyond `--format json`.
 
-mod common;
-#[path = "support/go_fetch.rs"]
+#[path = "../support/go_fetch.rs"]
 mod go_fetch;
 
 use std::io::{BufRead, BufReader};
@@ -13,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use go_fetch::{fetch, FIXTURES};
 use serde_json::Value;
 

@@ -1,14 +1,12 @@
 //! Following the machine: programs and libraries that appear after sslsniff started,
 //! and executables that carry TLS themselves, are captured with no flags.
 
-mod common;
-
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 
 const SYSTEM_LIBSSL: &str = "/usr/lib/x86_64-linux-gnu/libssl.so.3";

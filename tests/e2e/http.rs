@@ -1,15 +1,13 @@
 //! HTTP decoding end to end: HTTP/2 from curl and node in text and JSON, a late attach
 //! to an open HTTP/2 connection, pcapng that tshark dissects on port 443, and --http off.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// node's HTTP/2 server (HTTP/1.1 too, by ALPN): answers every path with a marked body

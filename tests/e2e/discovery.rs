@@ -1,14 +1,12 @@
 //! Seeing every TLS program: private library copies, other mount namespaces, static
 //! binaries, and libraries beyond OpenSSL.
 
-mod common;
-
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Runs a fixture client (`PROG PORT MESSAGE`) to completion.
 fn run_fixture(exe: &Path, port: u16, message: &str) -> Proc {

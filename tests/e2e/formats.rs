@@ -1,13 +1,11 @@
 //! Output people can pipe and open: JSON lines, pcapng, and connection attribution.
 
-mod common;
-
 use std::io::{BufReader, Read};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 

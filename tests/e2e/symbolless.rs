@@ -2,13 +2,11 @@
 //! (BoringSSL), Deno and uv (rustls over aws-lc), each today's build from its registry
 //! (tests/subjects/fetch.sh), so that a new release tests the method, not a table.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Today's build of `name` (bun, deno, uv), fetched once and cached.
 fn subject(name: &str) -> PathBuf {

@@ -1,12 +1,10 @@
 //! Bad input: one clear line on stderr and a non-zero exit, never a panic.
 
-mod common;
-
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn sslsniff(args: &[&str]) -> (i32, String) {
     let out = Command::new(SNIFFER).args(args).output().unwrap();

@@ -1,11 +1,9 @@
 //! End-to-end: real TLS peers on 127.0.0.1, the real binary, the exact plaintext.
 
-mod common;
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn curl_request_and_response_are_captured() {

@@ -1,8 +1,6 @@
 //! Cases issue 12 found missing: the -u filter, IPv6 attribution and pcap, a library
 //! file with two names, and the handshake fields of JSON lines.
 
-mod common;
-
 use std::fs;
 use std::io::Write;
 use std::net::TcpListener;
@@ -10,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn with_text<'a>(events: &'a [Value], needle: &str) -> Vec<&'a Value> {

@@ -2,14 +2,12 @@
 //! make no socket syscall, and are tied to their socket by what their thread does
 //! around them. Every event must carry the right socket or none, never another one.
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn node_fixture(name: &str) -> PathBuf {

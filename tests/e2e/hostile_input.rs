@@ -2,8 +2,6 @@
 //! examination are mapped and run while another program moves traffic, and header
 //! blocks crafted to amplify HPACK's work come over a real TLS connection.
 
-mod common;
-
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write};
@@ -13,8 +11,8 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::hostile;
-use common::*;
+use crate::common::hostile;
+use crate::common::*;
 
 /// From a crafted file's mapping (or start) to sslsniff's notice about it: milliseconds
 /// on a quiet machine; on a busy one the file may wait behind other new files the

@@ -2,8 +2,6 @@
 //! and huge inputs, and libraries inside another root, which are traced as the very file
 //! the process maps and never as a host file that a path in that root leads to.
 
-mod common;
-
 use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -14,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// What a refused start may cost: the old start-up read whole files into memory.
 const MAX_RSS_KIB: u64 = 50 << 10;

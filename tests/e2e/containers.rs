@@ -3,8 +3,6 @@
 //! made for each test under the machine's cgroup v2 hierarchy and named as docker names
 //! a container's (`docker-<id>.scope`), with a hostile name above it.
 
-mod common;
-
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -13,7 +11,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use sslsniff::procfs::CgroupHierarchy;
 
 /// A container's cgroup made for a test, `<parent>/docker-<id>.scope`, removed when

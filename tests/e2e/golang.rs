@@ -1,15 +1,13 @@
 //! Go programs: crypto/tls traced with uprobes at entry and at every return instruction,
 //! in normal, stripped and PIE builds, under load, and while sslsniff comes and goes.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// The fixture serving HTTPS on 127.0.0.1, and its URL.
