@@ -62,9 +62,11 @@ struct Thread {
     state: State,
 }
 
-/// One process held for one file.
+/// One process held until its files are attached: a program's loader maps its libraries
+/// one after the other, each a file of its own, and the process waits for all of them.
 struct Held {
-    file: FileId,
+    pid: u32,
+    files: Vec<FileId>,
     since: Instant,
     threads: Vec<Thread>,
     /// To be let go now.
@@ -86,11 +88,19 @@ impl Holds {
         }
     }
 
-    /// Holds process `pid` until `file` is released; says whether it is held. Never
-    /// the machine's init (a stopped sslsniff holding it would hold the machine), nor
-    /// sslsniff itself, nor a process that another tracer already holds.
+    /// Holds process `pid` until `file`, and any other file it waits for, is attached;
+    /// says whether it is held. Never the machine's init (a stopped sslsniff holding it
+    /// would hold the machine), nor sslsniff itself, nor a process that another tracer
+    /// already holds.
     pub fn hold(&mut self, pid: u32, file: FileId) -> bool {
-        if !self.enabled || pid <= 1 || pid == self.own || self.held.len() >= MAX_HELD {
+        if !self.enabled || pid <= 1 || pid == self.own {
+            return false;
+        }
+        if let Some(h) = self.held.iter_mut().find(|h| h.pid == pid && !h.released) {
+            h.files.push(file);
+            return true;
+        }
+        if self.held.len() >= MAX_HELD {
             return false;
         }
         let (threads, whole) = seize(pid);
@@ -98,7 +108,8 @@ impl Holds {
             return false;
         }
         self.held.push(Held {
-            file,
+            pid,
+            files: vec![file],
             since: Instant::now(),
             threads,
             released: !whole,
@@ -109,12 +120,13 @@ impl Holds {
         whole
     }
 
-    /// Lets go of every process held for `file`.
+    /// `file` is attached: lets go of every process that waited for it and for no other
+    /// file still.
     pub fn release(&mut self, file: FileId) {
-        self.held
-            .iter_mut()
-            .filter(|h| h.file == file)
-            .for_each(|h| h.released = true);
+        for h in &mut self.held {
+            h.files.retain(|&f| f != file);
+            h.released |= h.files.is_empty();
+        }
         self.let_go();
     }
 
@@ -358,6 +370,27 @@ mod tests {
         nix::sys::signal::kill(target, Signal::SIGKILL).unwrap();
         let_go(&mut holds);
         assert_eq!(last_line(sh, out), "status 137");
+    }
+
+    #[test]
+    fn a_process_that_reveals_several_files_waits_for_all() {
+        let (sh, out, pid) = under_sh("sleep 5 & echo $!; wait $!; echo status $?");
+        let other = FileId { dev: 1, ino: 3 };
+        let mut holds = Holds::new(true);
+        assert!(holds.hold(pid, FILE));
+        assert!(holds.hold(pid, other), "held for the second file too");
+        until("held", || states(pid) == ['t']);
+        holds.release(FILE);
+        std::thread::sleep(Duration::from_millis(20));
+        holds.release_expired(Instant::now());
+        assert_eq!(states(pid), ['t'], "still waiting for the other file");
+        holds.release(other);
+        until("let go", || {
+            holds.release_expired(Instant::now());
+            holds.held.is_empty()
+        });
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
+        assert_eq!(last_line(sh, out), "status 143");
     }
 
     #[test]
