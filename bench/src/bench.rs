@@ -184,22 +184,7 @@ pub fn under_sslsniff(
     };
     let (outcome, report) = (outcome?, report?);
     let made = load.n + if mode.both { outcome.reads } else { 0 };
-    let expected = verify::Expected {
-        messages: &messages,
-        n: load.n,
-        size: load.size,
-        reads: mode.both.then_some(0),
-    };
-    let mut capture = match (checked, mode.sink) {
-        (Some(checked), _) => checked,
-        (None, Sink::File) => check_file(&files.stdout, mode.format.stdout(), &expected)?,
-        (None, _) => counted(&report, made),
-    };
-    if mode.format == Format::TextPcap {
-        let pcap = check_file(&files.pcap, verify::Format::Pcap, &expected)?;
-        capture = capture.worse(&pcap);
-    }
-    capture.made = made;
+    let capture = judged(mode, load, (&messages, &files), checked, (&report, made))?;
     Ok(Sniffed {
         mode,
         n: load.n,
@@ -207,6 +192,35 @@ pub fn under_sslsniff(
         report,
         capture,
     })
+}
+
+/// What a run captured: as the checker of its pipe saw it, else as its files hold it,
+/// else (to /dev/null) as sslsniff's counts say; a pcapng file beside the text is
+/// checked too, and the worse of the two counts.
+fn judged(
+    mode: Mode,
+    load: &Load,
+    (messages, files): (&Messages, &Files),
+    checked: Option<Capture>,
+    (report, made): (&Report, u64),
+) -> Result<Capture> {
+    let expected = verify::Expected {
+        messages,
+        n: load.n,
+        size: load.size,
+        reads: mode.both.then_some(0),
+    };
+    let mut capture = match (checked, mode.sink) {
+        (Some(checked), _) => checked,
+        (None, Sink::File) => check_file(&files.stdout, mode.format.stdout(), &expected)?,
+        (None, _) => counted(report, made),
+    };
+    if mode.format == Format::TextPcap {
+        let pcap = check_file(&files.pcap, verify::Format::Pcap, &expected)?;
+        capture = capture.worse(&pcap);
+    }
+    capture.made = made;
+    Ok(capture)
 }
 
 fn check_file(path: &Path, format: verify::Format, expected: &verify::Expected) -> Result<Capture> {

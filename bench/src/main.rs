@@ -135,7 +135,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> Result<()> {
+/// Root, an sslsniff binary, and a flag that an interrupt sets: an interrupted run then
+/// says so rather than reporting a failed load.
+fn prepare(cli: &Cli) -> Result<Arc<AtomicBool>> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         bail!("needs root to attach uprobes; run it with sudo");
@@ -146,12 +148,16 @@ fn run(cli: &Cli) -> Result<()> {
             cli.sslsniff.display()
         );
     }
-    // Handled, so that an interrupted run says so rather than reporting a failed load.
     let interrupted = Arc::new(AtomicBool::new(false));
     for signal in [SIGINT, SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&interrupted))
             .context("cannot install signal handlers")?;
     }
+    Ok(interrupted)
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    let interrupted = prepare(cli)?;
     let runs = cli.runs.unwrap_or(if cli.quick { 1 } else { 5 });
     let wanted = |part| cli.only.is_empty() || cli.only.contains(&part);
     let sizes: Vec<_> = cli

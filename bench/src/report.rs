@@ -386,6 +386,11 @@ fn print_cost_targets(r: &SizeResult) {
             )),
         );
     }
+    print_memory_target(r, &label);
+}
+
+/// The memory target of one size, judged on the mode that comes closest to its limit.
+fn print_memory_target(r: &SizeResult, label: &str) {
     // What each mode holds besides the ring, against what it may: its queues' bound
     // on top of the fixed part.
     let queues = |mode: Mode| {

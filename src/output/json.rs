@@ -266,6 +266,8 @@ fn stops_string(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::borrow::Cow;
+
     use crate::event::testing::event;
     use crate::event::{Comm, Handshake};
 
@@ -328,39 +330,40 @@ mod tests {
         assert_eq!(v["comm"], "x\x1b\x07\n");
     }
 
+    /// An event as serde_json writes it, for `reference`.
+    #[derive(serde::Serialize)]
+    struct Record<'a> {
+        ts_ns: u64,
+        func: &'static str,
+        direction: &'static str,
+        comm: Cow<'a, str>,
+        pid: u32,
+        tid: u32,
+        uid: u32,
+        cgroup_id: u64,
+        cgroup: Option<Cow<'a, str>>,
+        #[serde(rename = "container.id")]
+        container_id: Option<&'a str>,
+        len: u64,
+        latency_ns: u64,
+        fd: Option<i32>,
+        laddr: Option<String>,
+        raddr: Option<String>,
+        truncated_bytes: u64,
+        undelivered_bytes: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        handshake: Option<&'static str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ret: Option<i64>,
+        encoding: &'static str,
+        data: Cow<'a, str>,
+    }
+
     /// What the output was when serde_json wrote it: the hand-written line must not
     /// differ by a byte.
     fn reference(ev: &Event) -> String {
         use serde::Serialize;
-        use std::borrow::Cow;
 
-        #[derive(Serialize)]
-        struct Record<'a> {
-            ts_ns: u64,
-            func: &'static str,
-            direction: &'static str,
-            comm: Cow<'a, str>,
-            pid: u32,
-            tid: u32,
-            uid: u32,
-            cgroup_id: u64,
-            cgroup: Option<Cow<'a, str>>,
-            #[serde(rename = "container.id")]
-            container_id: Option<&'a str>,
-            len: u64,
-            latency_ns: u64,
-            fd: Option<i32>,
-            laddr: Option<String>,
-            raddr: Option<String>,
-            truncated_bytes: u64,
-            undelivered_bytes: u64,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            handshake: Option<&'static str>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            ret: Option<i64>,
-            encoding: &'static str,
-            data: Cow<'a, str>,
-        }
         let (encoding, data) = match std::str::from_utf8(&ev.data) {
             Ok(text) => ("utf8", Cow::Borrowed(text)),
             Err(_) => (
