@@ -186,13 +186,7 @@ struct Mapper {
 
 impl Mapper {
     fn start() -> Result<Mapper> {
-        let script = "import mmap, sys\n\
-            print('ready', flush=True)\n\
-            held = []\n\
-            for line in sys.stdin:\n\
-            \x20   f = open(line.strip(), 'rb')\n\
-            \x20   held.append(mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ | mmap.PROT_EXEC))\n\
-            \x20   print('mapped', flush=True)\n";
+        let script = crafted::MAPPER_SCRIPT;
         let mut cmd = Command::new("python3");
         cmd.args(["-c", script])
             .stdin(Stdio::piped())

@@ -14,6 +14,17 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// A python3 program that maps, with PROT_EXEC, each file whose path it reads on stdin,
+/// keeps it mapped, and says `mapped` after each (and `ready` first): how a crafted file
+/// reaches sslsniff, as a library a process maps.
+pub const MAPPER_SCRIPT: &str = "import mmap, sys\n\
+    print('ready', flush=True)\n\
+    held = []\n\
+    for line in sys.stdin:\n\
+    \x20   f = open(line.strip(), 'rb')\n\
+    \x20   held.append(mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ | mmap.PROT_EXEC))\n\
+    \x20   print('mapped', flush=True)\n";
+
 // ---- A seeded generator ----
 
 /// splitmix64: every input of a fuzz run is reproducible from one number.

@@ -60,13 +60,7 @@ fn traffic(port: u16, marker: &str) -> Command {
 /// A process that maps, with PROT_EXEC, each file whose path it reads on stdin, and
 /// says `mapped` after each (and `ready` first).
 fn mapper() -> Proc {
-    let script = "import mmap, sys\n\
-        print('ready', flush=True)\n\
-        held = []\n\
-        for line in sys.stdin:\n\
-        \x20   f = open(line.strip(), 'rb')\n\
-        \x20   held.append(mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ | mmap.PROT_EXEC))\n\
-        \x20   print('mapped', flush=True)\n";
+    let script = hostile::MAPPER_SCRIPT;
     Proc::spawn(
         "python3 mapper",
         Command::new("python3")
