@@ -80,7 +80,11 @@ pub struct Holds {
 }
 
 impl Holds {
+    /// Holds made from the calling thread, which then runs before ordinary threads.
     pub fn new(enabled: bool) -> Holds {
+        if enabled {
+            run_first();
+        }
         Holds {
             held: Vec::new(),
             enabled,
@@ -177,6 +181,19 @@ impl Holds {
             h.threads.iter().any(|t| t.state != State::Gone)
         });
     }
+}
+
+/// Makes the calling thread (the listener) a real-time one, at the lowest priority: woken
+/// by the report of a new program, it then runs at once rather than after its time slice
+/// on a CPU busy with ordinary threads (a parallel build), during which a program that
+/// calls TLS at once would have made all its calls. It only reads the report and seizes;
+/// the examination runs on another thread. Failing (no CAP_SYS_NICE) only makes holds
+/// later, as before.
+fn run_first() {
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: sched_setscheduler reads the struct we pass and nothing else; pid 0 is the
+    // calling thread.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
 }
 
 /// One step towards letting a thread go: detach it if stopped, else see whether it
