@@ -49,22 +49,10 @@ impl Symbols {
     /// offsets of the program `program` (a debug file keeps addresses, not code).
     pub fn parse_apart(program: &[u8], symbols: &[u8], wanted: &[&'static str]) -> Result<Self> {
         let file = open(symbols)?;
-        // Uprobes take file offsets; symbols give virtual addresses: map through the
-        // loadable segment that holds each address.
-        let segments: Vec<(u64, u64, u64)> = open(program)?
-            .segments()
-            .map(|s| (s.address(), s.size(), s.file_range().0))
-            .collect();
-        // Checked arithmetic: the header values are the file's, and hostile.
-        let to_offset = |addr: u64| {
-            segments
-                .iter()
-                .find(|&&(start, size, _)| addr.checked_sub(start).is_some_and(|d| d < size))
-                .and_then(|&(start, _, offset)| offset.checked_add(addr - start))
-        };
+        let segments = Segments::of(&open(program)?);
         let mut offsets = HashMap::new();
         for f in functions(&file, Tables::Both, wanted) {
-            if let Some(offset) = to_offset(f.address) {
+            if let Some(offset) = segments.offset(f.address) {
                 offsets.entry(f.name).or_insert(offset);
             }
         }
@@ -73,6 +61,28 @@ impl Symbols {
 
     pub fn offset(&self, name: &str) -> Option<u64> {
         self.offsets.get(name).copied()
+    }
+}
+
+/// A file's loadable segments: uprobes take file offsets, symbols give virtual
+/// addresses, and the segment that holds an address maps one to the other.
+pub(crate) struct Segments(Vec<(u64, u64, u64)>);
+
+impl Segments {
+    pub(crate) fn of(file: &object::File) -> Segments {
+        let spans = file
+            .segments()
+            .map(|s| (s.address(), s.size(), s.file_range().0));
+        Segments(spans.collect())
+    }
+
+    /// The file offset of `addr`, if a segment holds it. Checked arithmetic: the header
+    /// values are the file's, and hostile.
+    pub(crate) fn offset(&self, addr: u64) -> Option<u64> {
+        self.0
+            .iter()
+            .find(|&&(start, size, _)| addr.checked_sub(start).is_some_and(|d| d < size))
+            .and_then(|&(start, _, offset)| offset.checked_add(addr - start))
     }
 }
 

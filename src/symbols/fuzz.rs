@@ -108,16 +108,7 @@ fn names_are_compared_in_place_and_few_addresses_converted() {
 /// defined function symbol of each table, its address in a loadable segment.
 fn reference(data: &[u8], wanted: &[&'static str]) -> HashMap<&'static str, u64> {
     let file = object::File::parse(data).unwrap();
-    let segments: Vec<(u64, u64, u64)> = file
-        .segments()
-        .map(|s| (s.address(), s.size(), s.file_range().0))
-        .collect();
-    let to_offset = |addr: u64| {
-        segments
-            .iter()
-            .find(|&&(start, size, _)| addr.checked_sub(start).is_some_and(|d| d < size))
-            .and_then(|&(start, _, offset)| offset.checked_add(addr - start))
-    };
+    let segments = super::Segments::of(&file);
     let mut found = HashMap::new();
     let tables: [Vec<object::Symbol>; 2] =
         [file.dynamic_symbols().collect(), file.symbols().collect()];
@@ -133,7 +124,7 @@ fn reference(data: &[u8], wanted: &[&'static str]) -> HashMap<&'static str, u64>
                 continue;
             };
             if seen.insert(w) {
-                if let Some(offset) = to_offset(sym.address()) {
+                if let Some(offset) = segments.offset(sym.address()) {
                     found.entry(w).or_insert(offset);
                 }
             }
