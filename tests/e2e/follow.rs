@@ -359,6 +359,24 @@ fn no_follow_keeps_to_the_files_found_at_start() {
 }
 
 #[test]
+fn no_hold_attaches_new_programs_without_holding_them() {
+    if !root_or_skip("no_hold_attaches_new_programs_without_holding_them") {
+        return;
+    }
+    let work = Workdir::new();
+    let (_server, port) = https_server(&work);
+    let (request, _) = page(&work, "no-hold");
+    let sniffer = Sniffer::start(&["--no-hold"]);
+    let exe = build_static_client(&work, "unheld");
+    let mut client = fixture(&exe, port, &request, &[]);
+    finish(&mut client);
+    let out = sniffer.stop();
+    // Attached as it ran, its first calls possibly lost: the race --no-hold leaves.
+    assert!(out.traced("unheld", "openssl"), "{}", out.stderr);
+    assert!(!out.held("unheld"), "{}", out.stderr);
+}
+
+#[test]
 fn a_file_no_process_maps_any_more_is_released_within_a_minute() {
     if !root_or_skip("a_file_no_process_maps_any_more_is_released_within_a_minute") {
         return;
