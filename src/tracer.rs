@@ -139,15 +139,26 @@ fn open_cgroup(path: &Path) -> Result<OwnedFd> {
         .with_context(|| format!("--cgroup {}", diag::safe_path(path)))
 }
 
-/// Runs the follower on a thread of its own; the receiver hears when it has stopped.
+/// How long the start waits for the follower to listen to the kernel.
+const FOLLOWER_START: Duration = Duration::from_secs(1);
+
+/// Runs the follower on a thread of its own and returns once it listens, so that a
+/// program started after "ready" is held however soon it ends; the receiver hears when
+/// the follower has stopped.
 fn spawn_follower(follower: Follower<'static, 'static>, stop: Arc<AtomicBool>) -> Receiver<()> {
     let (done, stopped) = mpsc::channel();
+    let (listens, listening) = mpsc::channel();
     std::thread::spawn(move || {
-        if let Err(e) = follower.run(&stop) {
+        let listens = move || {
+            let _ = listens.send(());
+        };
+        if let Err(e) = follower.run(&stop, listens) {
             diag::warn(&format!("following the machine stopped: {e:#}"));
         }
         let _ = done.send(());
     });
+    // A follower that fails to start has said why, and drops its sender.
+    let _ = listening.recv_timeout(FOLLOWER_START);
     stopped
 }
 

@@ -93,9 +93,11 @@ impl<'k, 'obj> Follower<'k, 'obj> {
         }
     }
 
-    /// Follows until `stop` is set; with following off, returns at once.
-    pub fn run(mut self, stop: &AtomicBool) -> Result<()> {
+    /// Follows until `stop` is set, calling `listens` once the kernel's reports are
+    /// heard; with following off, returns at once.
+    pub fn run(mut self, stop: &AtomicBool, listens: impl FnOnce()) -> Result<()> {
         if self.following == Following::Off {
+            listens();
             return Ok(());
         }
         let handoff = Handoff::new()?;
@@ -103,7 +105,7 @@ impl<'k, 'obj> Follower<'k, 'obj> {
         let hold = self.following == Following::Hold;
         std::thread::scope(|scope| {
             let examining = scope.spawn(|| self.examine_until_closed(&handoff, stop));
-            let listened = listen(kernel, &handoff, hold, stop);
+            let listened = listen(kernel, &handoff, hold, stop, listens);
             handoff.close();
             examining
                 .join()
@@ -178,7 +180,14 @@ pub fn lock(registry: &SharedRegistry) -> MutexGuard<'_, Option<Registry>> {
 
 /// The listener's thread: hears the kernel, holds what it reveals, hands it on, and
 /// lets processes go when their file is done or their hold has lasted too long.
-fn listen(kernel: &Kernel, handoff: &Handoff, hold: bool, stop: &AtomicBool) -> Result<()> {
+/// `listens` is called once the ring is open: from then on nothing is missed.
+fn listen(
+    kernel: &Kernel,
+    handoff: &Handoff,
+    hold: bool,
+    stop: &AtomicBool,
+    listens: impl FnOnce(),
+) -> Result<()> {
     let heard = RefCell::new(Vec::new());
     let mut builder = RingBufferBuilder::new();
     builder
@@ -192,6 +201,7 @@ fn listen(kernel: &Kernel, handoff: &Handoff, hold: bool, stop: &AtomicBool) -> 
         .context("cannot open the ring of files found")?;
     let waiter = Waiter::new(&ring, handoff)?;
     let mut holds = Holds::new(hold);
+    listens();
     let mut reported = (0, 0);
     while !stop.load(Ordering::Relaxed) {
         waiter.wait(holds.next_wake(Instant::now()).unwrap_or(POLL).min(POLL));
