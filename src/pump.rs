@@ -17,7 +17,7 @@ use crate::clock::monotonic_ns;
 use crate::diag;
 use crate::event::{Direction, Event, Payload};
 use crate::kernel::record::decode;
-use crate::output::Outputs;
+use crate::output::{self, Outputs};
 use crate::proto::{ConnKey, Decoders, Dir, Http};
 
 /// How often the ring buffer is drained when the BPF side does not wake us. Waking
@@ -42,6 +42,8 @@ struct Stage<'o> {
     out: &'o mut Outputs,
     /// Payload bytes dropped because an output fell behind.
     dropped_bytes: u64,
+    /// Events an output had not written when sslsniff ended.
+    unwritten_events: u64,
 }
 
 impl<'o> Sink<'o> {
@@ -53,6 +55,7 @@ impl<'o> Sink<'o> {
                 cgroups: Cgroups::new(),
                 out,
                 dropped_bytes: 0,
+                unwritten_events: 0,
             },
             error: None,
         }
@@ -89,9 +92,10 @@ impl<'o> Sink<'o> {
     }
 
     /// What the assembler handed on, less the payloads dropped because an output fell
-    /// behind: those are undelivered.
+    /// behind, and the events it never wrote: those are undelivered.
     pub fn counts(&self) -> Counts {
         let mut counts = self.asm.counts;
+        counts.events -= self.stage.unwritten_events;
         counts.bytes -= self.stage.dropped_bytes;
         counts.undelivered_bytes += self.stage.dropped_bytes;
         counts
@@ -112,9 +116,22 @@ impl<'o> Sink<'o> {
             }
         }
         // The writer threads end either way; a first error is the one reported.
-        let finished = self.stage.out.finish();
-        if let Err(e) = finished {
-            self.error.get_or_insert(e);
+        match self.stage.out.finish() {
+            Ok(unwritten) if unwritten.events > 0 => {
+                diag::warn(&format!(
+                    "the output's reader took nothing for {} ms at the end: {} events \
+                     ({} payload bytes) not written, counted undelivered",
+                    output::FINISH_WITHIN.as_millis(),
+                    unwritten.events,
+                    unwritten.payload
+                ));
+                self.stage.unwritten_events += unwritten.events;
+                self.stage.dropped_bytes += unwritten.payload;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
         }
         self.error.take()
     }

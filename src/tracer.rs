@@ -32,7 +32,7 @@ const READER_NICE: i32 = -10;
 
 /// Runs until `stop` is set (or the process of -p exits); the summary, or None when the
 /// reader of our output went away (`sslsniff | head`), which ends the run quietly.
-pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Option<Summary>> {
+pub fn run(cfg: &Config, stop: &Arc<AtomicBool>) -> Result<Option<Summary>> {
     if !procfs::has_cap_sys_admin()? {
         bail!("needs root (CAP_SYS_ADMIN) to attach uprobes; run it with sudo");
     }
@@ -47,7 +47,7 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Option<Summary>> {
     let targets = discover::targets(&cfg.discovery, cfg.filter.pid)?;
     // Before the outputs' threads start, so that they run at the reader's priority.
     raise_priority(cfg.debug);
-    let mut out = output::open(&cfg.output)?;
+    let mut out = output::open(&cfg.output, stop)?;
     let cgroup = cfg.filter.cgroup.as_deref().map(open_cgroup).transpose()?;
     let load = Load {
         filter: &cfg.filter,

@@ -21,6 +21,22 @@ pub struct Batch {
     /// Payloads written in place, each after the bytes before `at`, in order.
     shared: Vec<Piece>,
     shared_len: usize,
+    carried: Carried,
+}
+
+/// The events a batch holds and their payload bytes: what is undelivered if the batch
+/// is never written.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Carried {
+    pub events: u64,
+    pub payload: u64,
+}
+
+impl Carried {
+    pub fn add(&mut self, other: Carried) {
+        self.events += other.events;
+        self.payload += other.payload;
+    }
 }
 
 struct Piece {
@@ -35,6 +51,7 @@ pub struct Mark {
     bytes: usize,
     shared: usize,
     shared_len: usize,
+    carried: Carried,
 }
 
 impl Batch {
@@ -70,11 +87,24 @@ impl Batch {
         }
     }
 
+    /// Counts an event appended, with `payload` bytes of payload.
+    pub fn carry(&mut self, payload: usize) {
+        self.carried.add(Carried {
+            events: 1,
+            payload: payload as u64,
+        });
+    }
+
+    pub fn carried(&self) -> Carried {
+        self.carried
+    }
+
     pub fn mark(&self) -> Mark {
         Mark {
             bytes: self.bytes.len(),
             shared: self.shared.len(),
             shared_len: self.shared_len,
+            carried: self.carried,
         }
     }
 
@@ -83,6 +113,7 @@ impl Batch {
         self.bytes.truncate(mark.bytes);
         self.shared.truncate(mark.shared);
         self.shared_len = mark.shared_len;
+        self.carried = mark.carried;
     }
 
     pub fn clear(&mut self) {
@@ -90,6 +121,7 @@ impl Batch {
             bytes: 0,
             shared: 0,
             shared_len: 0,
+            carried: Carried::default(),
         });
     }
 

@@ -18,6 +18,8 @@ use std::io::{self, IsTerminal, Write};
 use std::mem::ManuallyDrop;
 use std::net::SocketAddr;
 use std::os::fd::FromRawFd;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
@@ -31,7 +33,9 @@ use pcap::Pcap;
 use text::Text;
 use writer::Writer;
 
-pub use batch::Batch;
+pub use writer::FINISH_WITHIN;
+
+pub use batch::{Batch, Carried};
 
 /// A format: appends each event, a call with its HTTP when the protocol stage decoded
 /// it, to `out`.
@@ -79,8 +83,9 @@ impl Stream {
 /// if asked for.
 pub struct Outputs(Vec<Stream>);
 
-/// stdout in the chosen format, and the --pcap file if asked for.
-pub fn open(cfg: &config::Output) -> Result<Outputs> {
+/// stdout in the chosen format, and the --pcap file if asked for; `stopping` is the flag
+/// the stop signals set, upon which no output waits for room.
+pub fn open(cfg: &config::Output, stopping: &Arc<AtomicBool>) -> Result<Outputs> {
     let mut head = Batch::with_capacity(writer::BATCH);
     let format: Box<dyn Formatter> = match cfg.format {
         Format::Text => Box::new(Text::new(cfg.text, &mut head)),
@@ -92,15 +97,20 @@ pub fn open(cfg: &config::Output) -> Result<Outputs> {
             Box::new(Pcap::new(clock::realtime_offset_ns(), &mut head))
         }
     };
-    let stdout = Writer::spawn(raw_stdout(), cfg.queue_bytes, "sslsniff-stdout")
-        .context("cannot start the output thread")?;
+    let stdout = Writer::spawn(
+        raw_stdout(),
+        cfg.queue_bytes,
+        "sslsniff-stdout",
+        Arc::clone(stopping),
+    )
+    .context("cannot start the output thread")?;
     let mut streams = vec![Stream::new(format, head, stdout)];
     if let Some(path) = &cfg.pcap {
         let file = capture_file::create(path, cfg.overwrite)
             .with_context(|| format!("--pcap {}", diag::safe_path(path)))?;
         let mut head = Batch::with_capacity(writer::BATCH);
         let pcap = Pcap::new(clock::realtime_offset_ns(), &mut head);
-        let writer = Writer::spawn(file, cfg.queue_bytes, "sslsniff-pcap")
+        let writer = Writer::spawn(file, cfg.queue_bytes, "sslsniff-pcap", Arc::clone(stopping))
             .context("cannot start the output thread")?;
         streams.push(Stream::new(Box::new(pcap), head, writer));
     }
@@ -134,6 +144,7 @@ impl Outputs {
                 s.writer.push(&mut s.batch)?;
             }
             s.format.event(ev, http, &mut s.batch)?;
+            s.batch.carry(ev.data.len());
             if s.batch.size() >= writer::BATCH {
                 s.writer.push(&mut s.batch)?;
             }
@@ -151,16 +162,24 @@ impl Outputs {
         Ok(())
     }
 
-    /// Flushes, and waits until every output has written everything.
-    pub fn finish(&mut self) -> io::Result<()> {
+    /// Flushes, and waits until every output has written everything or its reader has
+    /// taken nothing for too long; returns the most that one output left unwritten.
+    pub fn finish(&mut self) -> io::Result<Carried> {
         let flushed = self.flush();
         let mut first = flushed.err();
+        let mut unwritten = Carried::default();
         for s in &mut self.0 {
-            if let Err(e) = s.writer.finish() {
-                first.get_or_insert(e);
+            match s.writer.finish() {
+                Ok(left) => {
+                    unwritten.events = unwritten.events.max(left.events);
+                    unwritten.payload = unwritten.payload.max(left.payload);
+                }
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
             }
         }
-        first.map_or(Ok(()), Err)
+        first.map_or(Ok(unwritten), Err)
     }
 }
 

@@ -3,14 +3,19 @@
 //! bytes. A slow sink (a pipe whose reader is busy, a disk) then stops only its own
 //! thread, never the drain: past the bound, the reader keeps each call's row and drops
 //! its payload, reported as undelivered as the ring's losses are (see `pump`).
+//!
+//! A sink whose reader is alive but takes nothing (`sslsniff | less`, scrolled back)
+//! never holds up the end: once sslsniff is told to stop, nothing waits for room, and
+//! what is not written by `FINISH_WITHIN` stays unwritten and is counted undelivered.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
-use super::batch::Batch;
+use super::batch::{Batch, Carried};
 
 /// Batches are handed over at about this size: few and large writes.
 pub const BATCH: usize = 256 * 1024;
@@ -18,6 +23,11 @@ pub const BATCH: usize = 256 * 1024;
 /// every batch; larger ones (a batch that held a large call copied) are freed.
 const POOL: usize = 4;
 const POOLED_CAPACITY: usize = 2 << 20;
+/// How long the end waits for an output's reader to take what is queued: with the
+/// follower's grace and the detach, sslsniff ends within a second of a signal.
+pub const FINISH_WITHIN: Duration = Duration::from_millis(500);
+/// How often a reader waiting for room looks whether sslsniff was told to stop.
+const STOP_CHECK: Duration = Duration::from_millis(20);
 
 struct Queue {
     batches: VecDeque<Batch>,
@@ -25,6 +35,12 @@ struct Queue {
     /// The sink failed: nothing more is written, and the reader is told at its next push.
     error: Option<io::Error>,
     closed: bool,
+    /// The writer thread has returned.
+    ended: bool,
+    /// What the batch being written carries.
+    writing: Carried,
+    /// What was given up unwritten because sslsniff was ending.
+    unwritten: Carried,
 }
 
 struct Shared {
@@ -40,6 +56,14 @@ impl Shared {
         // A panic while holding the lock leaves plain data behind: still usable.
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Waits for a change, at most `limit`.
+    fn wait<'q>(&self, q: MutexGuard<'q, Queue>, limit: Duration) -> MutexGuard<'q, Queue> {
+        match self.changed.wait_timeout(q, limit) {
+            Ok((q, _)) => q,
+            Err(e) => e.into_inner().0,
+        }
+    }
 }
 
 /// The reader's end of one output's queue, and the thread that writes it.
@@ -48,14 +72,18 @@ pub struct Writer {
     thread: Option<JoinHandle<()>>,
     /// Past this many bytes held, payloads are dropped.
     bound: usize,
+    /// Set by the stop signals: a push then gives up rather than wait for room.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Writer {
-    /// Starts the thread that writes to `sink`, holding at most about `bound` bytes.
+    /// Starts the thread that writes to `sink`, holding at most about `bound` bytes;
+    /// `stopping` is the flag the stop signals set.
     pub fn spawn(
         sink: impl Write + Send + 'static,
         bound: usize,
         name: &str,
+        stopping: Arc<AtomicBool>,
     ) -> io::Result<Writer> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
@@ -63,6 +91,9 @@ impl Writer {
                 pool: Vec::new(),
                 error: None,
                 closed: false,
+                ended: false,
+                writing: Carried::default(),
+                unwritten: Carried::default(),
             }),
             held: AtomicUsize::new(0),
             changed: Condvar::new(),
@@ -75,6 +106,7 @@ impl Writer {
             shared,
             thread: Some(thread),
             bound,
+            stopping,
         })
     }
 
@@ -86,15 +118,17 @@ impl Writer {
     /// Queues `batch`, leaving an empty one in its place. Rows of calls whose payload was
     /// dropped still go past the bound, up to an eighth more; beyond that the reader
     /// waits, as it did before there was a queue (the ring then fills, and the kernel
-    /// counts what it cannot take). Err once the sink has failed.
+    /// counts what it cannot take), unless sslsniff is ending: the batch is then given
+    /// up unwritten. Err once the sink has failed.
     pub fn push(&self, batch: &mut Batch) -> io::Result<()> {
         let mut q = self.shared.lock();
         while q.error.is_none() && self.held() > self.bound + self.bound / 8 {
-            q = self
-                .shared
-                .changed
-                .wait(q)
-                .unwrap_or_else(|e| e.into_inner());
+            if self.stopping.load(Ordering::Relaxed) {
+                q.unwritten.add(batch.carried());
+                batch.clear();
+                return Ok(());
+            }
+            q = self.shared.wait(q, STOP_CHECK);
         }
         if let Some(e) = &q.error {
             return Err(io::Error::new(e.kind(), e.to_string()));
@@ -113,21 +147,44 @@ impl Writer {
         self.shared.held.load(Ordering::Relaxed)
     }
 
-    /// Waits until everything queued is written, ends the thread and returns the sink's
-    /// error, if any.
-    pub fn finish(&mut self) -> io::Result<()> {
-        self.shared.lock().closed = true;
+    /// Waits until everything queued is written or `FINISH_WITHIN` has passed, and
+    /// returns what was given up unwritten, or the sink's error. A thread still blocked
+    /// in a write is left to end with the process.
+    pub fn finish(&mut self) -> io::Result<Carried> {
+        let Some(thread) = self.thread.take() else {
+            return Ok(Carried::default());
+        };
+        let deadline = Instant::now() + FINISH_WITHIN;
+        let mut q = self.shared.lock();
+        q.closed = true;
         self.shared.changed.notify_all();
-        if let Some(thread) = self.thread.take() {
-            // The thread only writes and waits; it cannot panic but through a bug.
-            thread
-                .join()
-                .map_err(|_| io::Error::other("the output thread failed"))?;
+        while !q.ended {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                give_up(&mut q);
+                break;
+            }
+            q = self.shared.wait(q, left);
         }
-        match self.shared.lock().error.take() {
-            Some(e) => Err(e),
-            None => Ok(()),
+        let ended = q.ended;
+        let unwritten = q.unwritten;
+        let error = q.error.take();
+        drop(q);
+        // The thread only writes and waits; it cannot panic but through a bug.
+        if ended && thread.join().is_err() {
+            return Err(io::Error::other("the output thread failed"));
         }
+        error.map_or(Ok(unwritten), Err)
+    }
+}
+
+/// The end's deadline passed with the sink still taking nothing: what is queued, and
+/// the batch in the write, are not written.
+fn give_up(q: &mut Queue) {
+    let writing = std::mem::take(&mut q.writing);
+    q.unwritten.add(writing);
+    for batch in q.batches.drain(..) {
+        q.unwritten.add(batch.carried());
     }
 }
 
@@ -139,7 +196,13 @@ impl Drop for Writer {
 
 /// The output thread: writes batches in order until the queue is closed and empty, or
 /// the sink fails.
-fn write_batches(shared: &Shared, mut sink: impl Write) {
+fn write_batches(shared: &Shared, sink: impl Write) {
+    write_until_closed(shared, sink);
+    shared.lock().ended = true;
+    shared.changed.notify_all();
+}
+
+fn write_until_closed(shared: &Shared, mut sink: impl Write) {
     let mut q = shared.lock();
     loop {
         let Some(mut batch) = q.batches.pop_front() else {
@@ -149,11 +212,13 @@ fn write_batches(shared: &Shared, mut sink: impl Write) {
             q = shared.changed.wait(q).unwrap_or_else(|e| e.into_inner());
             continue;
         };
+        q.writing = batch.carried();
         drop(q);
         let written = batch.write_to(&mut sink);
         let len = batch.size();
         batch.clear();
         q = shared.lock();
+        q.writing = Carried::default();
         shared.held.fetch_sub(len, Ordering::Relaxed);
         if batch.capacity() <= POOLED_CAPACITY && q.pool.len() < POOL {
             q.pool.push(batch);
@@ -197,7 +262,7 @@ mod tests {
             read.read_to_end(&mut all).unwrap();
             all
         });
-        let mut w = Writer::spawn(write, 1 << 20, "test").unwrap();
+        let mut w = Writer::spawn(write, 1 << 20, "test", Arc::default()).unwrap();
         let mut expected = Vec::new();
         for i in 0..100u32 {
             let bytes = i.to_string().repeat(1000).into_bytes();
@@ -215,7 +280,7 @@ mod tests {
     #[test]
     fn a_stalled_sink_leaves_no_room_and_a_closed_one_fails_the_push() {
         let (read, write) = pipe();
-        let w = Writer::spawn(write, 1000, "test").unwrap();
+        let w = Writer::spawn(write, 1000, "test", Arc::default()).unwrap();
         // Nobody reads: the pipe fills, then the queue.
         let mut pushed = 0;
         while w.has_room() {
@@ -234,5 +299,31 @@ mod tests {
             result.is_err_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
         });
         assert!(failed, "the reader was never told");
+    }
+
+    #[test]
+    fn a_stalled_sink_holds_up_no_end_and_what_it_never_took_is_counted() {
+        let (_read, write) = pipe();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let mut w = Writer::spawn(write, 1 << 20, "test", Arc::clone(&stopping)).unwrap();
+        let mut pushed = Carried::default();
+        let started = Instant::now();
+        // Nobody reads: the pipe takes a batch, the queue about 17 more; once stopping,
+        // no push waits for room, and the end waits for the pipe no longer than it may.
+        stopping.store(true, Ordering::Relaxed);
+        for _ in 0..100 {
+            let mut batch = Batch::default();
+            batch.resize(64 * 1024, b'x');
+            batch.carry(64 * 1024);
+            pushed.add(batch.carried());
+            w.push(&mut batch).unwrap();
+        }
+        let unwritten = w.finish().unwrap();
+        let took = started.elapsed();
+        assert!(took >= FINISH_WITHIN && took < FINISH_WITHIN + Duration::from_secs(1));
+        // The pipe took a few batches whole; the rest, and the one in the write, not.
+        assert!(unwritten.events > 90, "{unwritten:?}");
+        assert!(unwritten.events <= pushed.events);
+        assert_eq!(unwritten.payload, unwritten.events * 64 * 1024);
     }
 }

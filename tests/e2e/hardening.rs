@@ -299,6 +299,51 @@ fn hangup_during_traffic_ends_cleanly_with_every_record_whole() {
     }
 }
 
+#[test]
+fn a_reader_that_takes_nothing_holds_up_no_exit() {
+    if !root_or_skip("a_reader_that_takes_nothing_holds_up_no_exit") {
+        return;
+    }
+    let work = Workdir::new();
+    let (_server, port) = sink_server(&work);
+    let mut writer = endless_writer(port, &marker("stalled"), 4000);
+    // The pipe's reader stays open and reads nothing, as `sslsniff | less` scrolled back;
+    // a small ring and queue fill at once.
+    let pid = writer.pid().to_string();
+    let running = Running::start(
+        Command::new(SNIFFER)
+            .args([
+                "--status",
+                "json",
+                "--ring-buffer-size",
+                "1048576",
+                "-p",
+                &pid,
+            ])
+            .stdout(Stdio::piped()),
+    );
+    writeln!(writer.child.stdin.take().unwrap()).unwrap();
+    thread::sleep(Duration::from_secs(2));
+    let (status, stderr, took) = running.stop_with(Signal::SIGTERM);
+    drop(writer);
+
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(
+        took < Duration::from_secs(2),
+        "exit took {took:?}:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("took nothing") && stderr.contains("not written, counted undelivered"),
+        "the unwritten events are not reported:\n{stderr}"
+    );
+    let summary = status_lines(&stderr, "summary");
+    assert_eq!(summary.len(), 1, "not one summary:\n{stderr}");
+    assert!(
+        summary[0]["undelivered_bytes"].as_u64() > Some(0),
+        "{stderr}"
+    );
+}
+
 /// The command name the traced client gives itself: ESC ] (a terminal title), BEL,
 /// a newline, as bytes of a Python literal. 11 bytes: the kernel keeps them all.
 const HOSTILE_COMM: &str = r"a\x1b]0;pwn\x07\nZ";
