@@ -28,7 +28,7 @@ impl Comm {
         &self.0[..end]
     }
 
-    #[cfg(test)]
+    #[cfg(any(test, feature = "testing"))]
     pub fn new(name: &[u8]) -> Comm {
         let mut c = [0; 16];
         let n = name.len().min(15);
@@ -181,7 +181,8 @@ pub struct Found {
     pub ts_ns: u64,
 }
 
-#[cfg(test)]
+// For the unit tests here and the bench's (the `testing` feature, which its tests turn on).
+#[cfg(any(test, feature = "testing"))]
 pub mod testing {
     //! Calls and events built by hand, for the tests of what consumes them.
     use super::*;

@@ -5,6 +5,8 @@
 
 #[path = "../../tests/common/hostile.rs"]
 mod crafted;
+#[path = "../../tests/common/peers.rs"]
+mod peers;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -296,17 +298,7 @@ struct Stream {
 /// HTTP/2's preface and SETTINGS, `blocks` in HEADERS and CONTINUATION frames, then
 /// the end mark.
 fn h2(blocks: &[Vec<u8>], mark: &str) -> Vec<u8> {
-    let mut out = crafted::PREFACE.to_vec();
-    out.extend(crafted::frame(4, 0, 0, &[]));
-    for (i, block) in blocks.iter().enumerate() {
-        out.extend(crafted::header_frames(2 * i as u32 + 1, block, WRITE));
-    }
-    let mut last = vec![0x00, 6];
-    last.extend(b"x-mark");
-    last.push(mark.len() as u8);
-    last.extend(mark.as_bytes());
-    out.extend(crafted::frame(1, 4, 2 * blocks.len() as u32 + 1, &last));
-    out
+    crafted::h2_client_stream(blocks, ("x-mark", mark))
 }
 
 fn streams(mark: &str) -> Vec<Stream> {
@@ -454,42 +446,11 @@ fn client(port: u16, stream: &Path) -> Result<Proc> {
 /// A python3 TLS server, in `dir` (where it makes its certificate), that reads every
 /// connection to its end.
 fn sink_server(dir: &Path) -> Result<(Proc, u16)> {
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .args(["-keyout", "key.pem", "-out", "cert.pem"])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .context("openssl is needed for a certificate")?;
-    if !made.success() {
-        bail!("openssl req failed: {made}");
-    }
+    peers::make_certificate(dir).context("openssl is needed for a certificate")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let script = format!(
-        "import socket, ssl, threading\n\
-         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
-         ctx.load_cert_chain('cert.pem', 'key.pem')\n\
-         srv = socket.create_server(('127.0.0.1', {port}))\n\
-         def serve(conn):\n\
-         \x20   with ctx.wrap_socket(conn, server_side=True) as s:\n\
-         \x20       while s.recv(1 << 20): pass\n\
-         while True:\n\
-         \x20   conn, _ = srv.accept()\n\
-         \x20   threading.Thread(target=serve, args=(conn,), daemon=True).start()\n"
-    );
+    let script = peers::sink_server_script(port);
     let mut cmd = Command::new("python3");
     // Its stderr says nothing the bench needs (the probe of its port fails a handshake).
     cmd.args(["-c", &script])

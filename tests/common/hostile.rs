@@ -850,6 +850,28 @@ pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// An HTTP/2 client's bytes: the preface, SETTINGS, `blocks` on streams 1, 3, ... in
+/// HEADERS and CONTINUATION frames of 16,384 bytes, then a block with the one header
+/// `name: value` (a literal without indexing; both under 128 bytes).
+pub fn h2_client_stream(blocks: &[Vec<u8>], (name, value): (&str, &str)) -> Vec<u8> {
+    let mut out = PREFACE.to_vec();
+    out.extend(frame(4, 0, 0, &[]));
+    for (i, block) in blocks.iter().enumerate() {
+        out.extend(header_frames(2 * i as u32 + 1, block, 16_384));
+    }
+    let mut last = vec![0x00, name.len() as u8];
+    last.extend(name.as_bytes());
+    last.push(value.len() as u8);
+    last.extend(value.as_bytes());
+    out.extend(frame(
+        HEADERS,
+        END_HEADERS,
+        2 * blocks.len() as u32 + 1,
+        &last,
+    ));
+    out
+}
+
 /// A header block on `stream` as a HEADERS frame and CONTINUATION frames of at most
 /// `max` bytes each.
 pub fn header_frames(stream: u32, block: &[u8], max: usize) -> Vec<u8> {

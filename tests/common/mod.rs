@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod hostile;
+pub mod peers;
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -99,25 +100,7 @@ impl Workdir {
             .prefix("sslsniff-test")
             .tempdir()
             .unwrap();
-        let status = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=localhost",
-            ])
-            .args(["-keyout", "key.pem", "-out", "cert.pem"])
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl is installed");
-        assert!(status.success(), "cannot make a test certificate");
+        peers::make_certificate(dir.path()).expect("openssl makes a test certificate");
         Workdir { dir }
     }
 
@@ -506,20 +489,7 @@ pub fn python_server(
 
 /// A python3 TLS server that reads each connection to its end, one thread each.
 pub fn sink_server(work: &Workdir) -> (Proc, u16) {
-    python_server("python3 sink server", work, |port| {
-        format!(
-            "import socket, ssl, threading\n\
-             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
-             ctx.load_cert_chain('cert.pem', 'key.pem')\n\
-             srv = socket.create_server(('127.0.0.1', {port}), backlog=128)\n\
-             def serve(conn):\n\
-             \x20   with ctx.wrap_socket(conn, server_side=True) as s:\n\
-             \x20       while s.recv(1 << 20): pass\n\
-             while True:\n\
-             \x20   conn, _ = srv.accept()\n\
-             \x20   threading.Thread(target=serve, args=(conn,), daemon=True).start()\n"
-        )
-    })
+    python_server("python3 sink server", work, peers::sink_server_script)
 }
 
 /// Python's HTTPS file server for the work directory: unlike `s_server -WWW` it sends

@@ -288,22 +288,6 @@ fn stream_client(port: u16, comm: &str, files: &[PathBuf]) -> Proc {
     Proc::spawn("python3 HTTP/2 client", &mut cmd)
 }
 
-/// An HTTP/2 client's bytes: the preface, SETTINGS, `blocks` on streams 1, 3, ... in
-/// HEADERS and CONTINUATION frames of 16,384 bytes, then a block naming `marker`.
-fn h2_stream(blocks: &[Vec<u8>], marker: &str) -> Vec<u8> {
-    let mut out = hostile::PREFACE.to_vec();
-    out.extend(hostile::frame(4, 0, 0, &[]));
-    for (i, block) in blocks.iter().enumerate() {
-        out.extend(hostile::header_frames(2 * i as u32 + 1, block, 16_384));
-    }
-    let mut last = vec![0x00, 7];
-    last.extend(b"x-phase");
-    last.push(marker.len() as u8);
-    last.extend(marker.as_bytes());
-    out.extend(hostile::frame(1, 4, 2 * blocks.len() as u32 + 1, &last));
-    out
-}
-
 /// CPU time a process has used (its threads' time on a CPU, from the scheduler).
 fn cpu(pid: u32) -> Duration {
     let stat = fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap();
@@ -340,8 +324,14 @@ fn hpack_references_to_a_huge_entry_cost_what_ordinary_headers_cost() {
     let mut amplified = vec![hostile::hpack_block_a()];
     amplified.extend(vec![hostile::hpack_block_b(); BLOCKS]);
     let files = [
-        work.file("ordinary.h2", &h2_stream(&ordinary, &ordinary_mark)),
-        work.file("amplified.h2", &h2_stream(&amplified, &hostile_mark)),
+        work.file(
+            "ordinary.h2",
+            &hostile::h2_client_stream(&ordinary, ("x-phase", &ordinary_mark)),
+        ),
+        work.file(
+            "amplified.h2",
+            &hostile::h2_client_stream(&amplified, ("x-phase", &hostile_mark)),
+        ),
     ];
     let comm = "h2amplify";
     let sniffer = Sniffer::start(&["-c", comm]);

@@ -174,41 +174,28 @@ fn direction(comment: &[u8]) -> Result<Dir> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sslsniff::event::{Call, Comm, Conn, Event, Payload};
+    use sslsniff::event::{testing, Call, Conn, Event, Payload};
     use sslsniff::output::pcap::Pcap;
     use sslsniff::output::{Batch, Formatter};
     use std::sync::Arc;
 
+    /// A call on one connection of 127.0.0.1, whole, ended at `end_ns`.
     fn event<'a>(func: &str, tid: u32, end_ns: u64, data: &'a [u8]) -> Event<'a> {
-        let (_, _, f) = sslsniff::libs::all_funcs()
-            .find(|(_, _, f)| f.name == func)
-            .unwrap();
         let call = Call {
-            direction: f.role.direction(),
-            func: f,
-            pid: 1,
             tid,
-            uid: 0,
-            comm: Comm::from_raw(*b"bench\0\0\0\0\0\0\0\0\0\0\0"),
             start_ns: end_ns - 1,
             latency_ns: 1,
-            len: data.len() as u64,
-            captured: data.len() as u64,
-            ret: 1,
-            tls_conn: 0,
-            cgroup_id: 0,
             conn: Conn {
                 fd: Some(3),
                 local: Some("127.0.0.1:40000".parse().unwrap()),
                 remote: Some("127.0.0.1:443".parse().unwrap()),
             },
+            ..testing::call(func, data)
         };
         Event {
             call,
             data: Payload::Shared(Arc::new(data.to_vec())),
-            undelivered: 0,
-            handshake: None,
-            cgroup: None,
+            ..testing::event(func, data)
         }
     }
 
