@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use super::batch::{Batch, Carried};
 
 /// Batches are handed over at about this size: few and large writes.
-pub const BATCH: usize = 256 * 1024;
+pub const BATCH: usize = 1024 * 1024;
 /// Emptied batches kept for reuse, so that the reader does not fault in fresh pages for
 /// every batch; larger ones (a batch that held a large call copied) are freed.
 const POOL: usize = 4;
@@ -41,6 +41,10 @@ struct Queue {
     writing: Carried,
     /// What was given up unwritten because sslsniff was ending.
     unwritten: Carried,
+    /// Who waits on `changed`: a wake-up costs a system call, and every batch would
+    /// otherwise pay one or two.
+    writer_idle: bool,
+    reader_waits: bool,
 }
 
 struct Shared {
@@ -57,12 +61,15 @@ impl Shared {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits for a change, at most `limit`.
-    fn wait<'q>(&self, q: MutexGuard<'q, Queue>, limit: Duration) -> MutexGuard<'q, Queue> {
-        match self.changed.wait_timeout(q, limit) {
+    /// The reader's side waits for a change, at most `limit`.
+    fn wait<'q>(&self, mut q: MutexGuard<'q, Queue>, limit: Duration) -> MutexGuard<'q, Queue> {
+        q.reader_waits = true;
+        let mut q = match self.changed.wait_timeout(q, limit) {
             Ok((q, _)) => q,
             Err(e) => e.into_inner().0,
-        }
+        };
+        q.reader_waits = false;
+        q
     }
 }
 
@@ -94,6 +101,8 @@ impl Writer {
                 ended: false,
                 writing: Carried::default(),
                 unwritten: Carried::default(),
+                writer_idle: false,
+                reader_waits: false,
             }),
             held: AtomicUsize::new(0),
             changed: Condvar::new(),
@@ -138,8 +147,11 @@ impl Writer {
         let fresh = q.pool.pop().unwrap_or_else(|| Batch::with_capacity(BATCH));
         self.shared.held.fetch_add(batch.size(), Ordering::Relaxed);
         q.batches.push_back(std::mem::replace(batch, fresh));
+        let wake = q.writer_idle;
         drop(q);
-        self.shared.changed.notify_all();
+        if wake {
+            self.shared.changed.notify_all();
+        }
         Ok(())
     }
 
@@ -209,7 +221,9 @@ fn write_until_closed(shared: &Shared, mut sink: impl Write) {
             if q.closed {
                 return;
             }
+            q.writer_idle = true;
             q = shared.changed.wait(q).unwrap_or_else(|e| e.into_inner());
+            q.writer_idle = false;
             continue;
         };
         q.writing = batch.carried();
@@ -230,7 +244,9 @@ fn write_until_closed(shared: &Shared, mut sink: impl Write) {
             shared.changed.notify_all();
             return;
         }
-        shared.changed.notify_all();
+        if q.reader_waits {
+            shared.changed.notify_all();
+        }
     }
 }
 
