@@ -15,15 +15,10 @@ fn all() -> Vec<&'static Family> {
 
 fn subject(name: &str) -> Vec<u8> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/subjects/fetch.sh");
-    let out = Command::new(script)
-        .arg(name)
-        .output()
-        .expect("fetch.sh runs");
-    assert!(
-        out.status.success(),
-        "cannot fetch {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(script).arg(name).output();
+    let out = out.expect("fetch.sh runs");
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "cannot fetch {name}: {why}");
     let path = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
     std::fs::read(&path).unwrap()
 }
