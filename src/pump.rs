@@ -119,8 +119,9 @@ impl<'o> Sink<'o> {
         match self.stage.out.finish() {
             Ok(unwritten) if unwritten.events > 0 => {
                 diag::warn(&format!(
-                    "the output's reader took nothing for {} ms at the end: {} events \
-                     ({} payload bytes) not written, counted undelivered",
+                    "the output was not written within {} ms at the end (its reader \
+                     stopped taking it): {} events ({} payload bytes) not written, \
+                     counted undelivered",
                     output::FINISH_WITHIN.as_millis(),
                     unwritten.events,
                     unwritten.payload

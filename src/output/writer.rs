@@ -23,9 +23,11 @@ pub const BATCH: usize = 1024 * 1024;
 /// every batch; larger ones (a batch that held a large call copied) are freed.
 const POOL: usize = 4;
 const POOLED_CAPACITY: usize = 2 << 20;
-/// How long the end waits for an output's reader to take what is queued: with the
-/// follower's grace and the detach, sslsniff ends within a second of a signal.
+/// How long the end waits for an output to write what is queued, of which the last
+/// `LAST_WRITE` only for the batch in the write: with the follower's grace and the
+/// detach, sslsniff ends within a second of a signal.
 pub const FINISH_WITHIN: Duration = Duration::from_millis(500);
+const LAST_WRITE: Duration = Duration::from_millis(100);
 /// How often a reader waiting for room looks whether sslsniff was told to stop.
 const STOP_CHECK: Duration = Duration::from_millis(20);
 
@@ -159,24 +161,28 @@ impl Writer {
         self.shared.held.load(Ordering::Relaxed)
     }
 
-    /// Waits until everything queued is written or `FINISH_WITHIN` has passed, and
-    /// returns what was given up unwritten, or the sink's error. A thread still blocked
-    /// in a write is left to end with the process.
+    /// Waits until everything queued is written or all but `LAST_WRITE` of
+    /// `FINISH_WITHIN` has passed, then gives up what is still queued and gives the
+    /// batch in the write the rest, so that a file that is merely slow ends on a whole
+    /// record. Returns what was
+    /// given up unwritten, or the sink's error. A thread still blocked in a write is left
+    /// to end with the process.
     pub fn finish(&mut self) -> io::Result<Carried> {
         let Some(thread) = self.thread.take() else {
             return Ok(Carried::default());
         };
-        let deadline = Instant::now() + FINISH_WITHIN;
+        let started = Instant::now();
         let mut q = self.shared.lock();
         q.closed = true;
         self.shared.changed.notify_all();
-        while !q.ended {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                give_up(&mut q);
-                break;
-            }
-            q = self.shared.wait(q, left);
+        q = self.wait_for_end(q, started + FINISH_WITHIN - LAST_WRITE);
+        if !q.ended {
+            give_up_queued(&mut q);
+            q = self.wait_for_end(q, started + FINISH_WITHIN);
+        }
+        if !q.ended {
+            let writing = std::mem::take(&mut q.writing);
+            q.unwritten.add(writing);
         }
         let ended = q.ended;
         let unwritten = q.unwritten;
@@ -188,13 +194,26 @@ impl Writer {
         }
         error.map_or(Ok(unwritten), Err)
     }
+
+    /// Waits until the writer thread has ended or `deadline` has passed.
+    fn wait_for_end<'q>(
+        &self,
+        mut q: MutexGuard<'q, Queue>,
+        deadline: Instant,
+    ) -> MutexGuard<'q, Queue> {
+        while !q.ended {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            q = self.shared.wait(q, left);
+        }
+        q
+    }
 }
 
-/// The end's deadline passed with the sink still taking nothing: what is queued, and
-/// the batch in the write, are not written.
-fn give_up(q: &mut Queue) {
-    let writing = std::mem::take(&mut q.writing);
-    q.unwritten.add(writing);
+/// The end's deadline passed with the sink still behind: what is queued is not written.
+fn give_up_queued(q: &mut Queue) {
     for batch in q.batches.drain(..) {
         q.unwritten.add(batch.carried());
     }
@@ -341,5 +360,42 @@ mod tests {
         assert!(unwritten.events > 90, "{unwritten:?}");
         assert!(unwritten.events <= pushed.events);
         assert_eq!(unwritten.payload, unwritten.events * 64 * 1024);
+    }
+
+    /// Takes every write whole, each after `delay`: a disk slower than the traffic.
+    struct Slow(Arc<Mutex<Vec<u8>>>, Duration);
+
+    impl Write for Slow {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            thread::sleep(self.1);
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_slow_sink_ends_on_a_whole_batch_and_what_it_did_not_reach_is_counted() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let slow = Slow(Arc::clone(&written), Duration::from_millis(150));
+        let mut w = Writer::spawn(slow, 1 << 30, "test", Arc::default()).unwrap();
+        let size = 1000;
+        for i in 0..20u8 {
+            let mut batch = Batch::default();
+            batch.resize(size, i);
+            batch.carry(size);
+            w.push(&mut batch).unwrap();
+        }
+        let unwritten = w.finish().unwrap();
+        let written = written.lock().unwrap();
+        // Only whole batches reached the sink, and the rest is counted.
+        assert_eq!(written.len() % size, 0);
+        let reached = (written.len() / size) as u64;
+        assert!((2..=5).contains(&reached), "{reached} batches written");
+        assert_eq!(unwritten.events, 20 - reached, "{unwritten:?}");
+        assert_eq!(unwritten.payload, unwritten.events * size as u64);
     }
 }

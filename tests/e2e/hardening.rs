@@ -333,7 +333,7 @@ fn a_reader_that_takes_nothing_holds_up_no_exit() {
         "exit took {took:?}:\n{stderr}"
     );
     assert!(
-        stderr.contains("took nothing") && stderr.contains("not written, counted undelivered"),
+        stderr.contains("not written, counted undelivered"),
         "the unwritten events are not reported:\n{stderr}"
     );
     let summary = status_lines(&stderr, "summary");
