@@ -84,7 +84,14 @@ impl Drop for Proc {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
-            let _ = self.child.wait();
+            // Not a blocking wait: a child that a stopped tracer holds is not reaped
+            // until the tracer goes on, and a failing test must fail, not hang.
+            let start = Instant::now();
+            while matches!(self.child.try_wait(), Ok(None))
+                && start.elapsed() < Duration::from_secs(5)
+            {
+                thread::sleep(Duration::from_millis(10));
+            }
         }
     }
 }

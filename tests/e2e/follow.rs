@@ -254,8 +254,11 @@ fn a_stopped_or_killed_sslsniff_holds_up_no_program() {
         run_client(name, &mut Command::new(&exe));
         started.elapsed()
     };
-    // Stopped, sslsniff takes hold of nothing: new programs run as without it.
+    // Stopped, sslsniff takes hold of nothing: new programs run as without it. A stop
+    // reaches each thread in its own time, and a program held just before then waits
+    // for the continue (docs/first-run.md): the programs start once every thread is.
     signal(Signal::SIGSTOP);
+    wait_until_stopped(sniffer.pid());
     for round in 0..3 {
         let took = run_new(&format!("while_stopped_{round}"));
         assert!(
@@ -271,6 +274,27 @@ fn a_stopped_or_killed_sslsniff_holds_up_no_program() {
     let (out, _) = sniffer.stop_with(Signal::SIGKILL);
     let status = sleeper.wait_timeout(Duration::from_secs(2));
     assert!(status.success(), "{status}\n{}", out.stderr);
+}
+
+/// Waits until every thread of `pid` is in a stop (state T).
+fn wait_until_stopped(pid: u32) {
+    let stopped = || {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        tasks.flatten().all(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // The state follows the command name, which may hold anything but ')'.
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T'))
+        })
+    };
+    let started = std::time::Instant::now();
+    while !stopped() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "sslsniff never stopped"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 #[test]
