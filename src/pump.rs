@@ -40,7 +40,8 @@ struct Stage<'o> {
     http: Option<Decoders>,
     cgroups: Cgroups,
     out: &'o mut Outputs,
-    /// Payload bytes dropped because an output fell behind.
+    /// Payload bytes dropped because an output fell behind, or had not written them
+    /// when sslsniff ended.
     dropped_bytes: u64,
     /// Events an output had not written when sslsniff ended.
     unwritten_events: u64,
@@ -119,9 +120,9 @@ impl<'o> Sink<'o> {
         match self.stage.out.finish() {
             Ok(unwritten) if unwritten.events > 0 => {
                 diag::warn(&format!(
-                    "the output was not written within {} ms at the end (its reader \
-                     stopped taking it): {} events ({} payload bytes) not written, \
-                     counted undelivered",
+                    "the output was not all written within {} ms at the end (its \
+                     reader or disk fell behind): {} events ({} payload bytes) not \
+                     written, counted undelivered",
                     output::FINISH_WITHIN.as_millis(),
                     unwritten.events,
                     unwritten.payload

@@ -33,9 +33,8 @@ use pcap::Pcap;
 use text::Text;
 use writer::Writer;
 
-pub use writer::FINISH_WITHIN;
-
 pub use batch::{Batch, Carried};
+pub use writer::FINISH_WITHIN;
 
 /// A format: appends each event, a call with its HTTP when the protocol stage decoded
 /// it, to `out`.
@@ -162,8 +161,8 @@ impl Outputs {
         Ok(())
     }
 
-    /// Flushes, and waits until every output has written everything or its reader has
-    /// taken nothing for too long; returns the most that one output left unwritten.
+    /// Flushes, and waits until every output has written everything or `FINISH_WITHIN`
+    /// has passed; returns the most that one output left unwritten.
     pub fn finish(&mut self) -> io::Result<Carried> {
         let flushed = self.flush();
         let mut first = flushed.err();
