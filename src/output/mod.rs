@@ -13,6 +13,7 @@ pub mod pcap;
 pub mod text;
 mod writer;
 
+use std::cmp;
 use std::fs::File;
 use std::io::{self, IsTerminal, Write};
 use std::mem::ManuallyDrop;
@@ -169,10 +170,8 @@ impl Outputs {
         let mut unwritten = Carried::default();
         for s in &mut self.0 {
             match s.writer.finish() {
-                Ok(left) => {
-                    unwritten.events = unwritten.events.max(left.events);
-                    unwritten.payload = unwritten.payload.max(left.payload);
-                }
+                // One output's whole account, not the largest of each field.
+                Ok(left) => unwritten = cmp::max_by_key(unwritten, left, |c| (c.events, c.payload)),
                 Err(e) => {
                     first.get_or_insert(e);
                 }

@@ -64,7 +64,11 @@ impl Shared {
     }
 
     /// The reader's side waits for a change, at most `limit`.
-    fn wait<'q>(&self, mut q: MutexGuard<'q, Queue>, limit: Duration) -> MutexGuard<'q, Queue> {
+    fn reader_wait<'q>(
+        &self,
+        mut q: MutexGuard<'q, Queue>,
+        limit: Duration,
+    ) -> MutexGuard<'q, Queue> {
         q.reader_waits = true;
         let mut q = match self.changed.wait_timeout(q, limit) {
             Ok((q, _)) => q,
@@ -139,7 +143,7 @@ impl Writer {
                 batch.clear();
                 return Ok(());
             }
-            q = self.shared.wait(q, STOP_CHECK);
+            q = self.shared.reader_wait(q, STOP_CHECK);
         }
         if let Some(e) = &q.error {
             return Err(io::Error::new(e.kind(), e.to_string()));
@@ -164,9 +168,8 @@ impl Writer {
     /// Waits until everything queued is written or all but `LAST_WRITE` of
     /// `FINISH_WITHIN` has passed, then gives up what is still queued and gives the
     /// batch in the write the rest, so that a file that is merely slow ends on a whole
-    /// record. Returns what was
-    /// given up unwritten, or the sink's error. A thread still blocked in a write is left
-    /// to end with the process.
+    /// record. Returns what was given up unwritten, or the sink's error. A thread still
+    /// blocked in a write is left to end with the process.
     pub fn finish(&mut self) -> io::Result<Carried> {
         let Some(thread) = self.thread.take() else {
             return Ok(Carried::default());
@@ -206,7 +209,7 @@ impl Writer {
             if left.is_zero() {
                 break;
             }
-            q = self.shared.wait(q, left);
+            q = self.shared.reader_wait(q, left);
         }
         q
     }

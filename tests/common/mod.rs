@@ -369,12 +369,18 @@ impl Sniffer {
     }
 }
 
+/// The fields of a `/proc/PID/stat` line after the command name (which may hold anything
+/// but the last ')'), the state first.
+pub fn stat_fields(stat: &str) -> Option<std::str::Split<'_, char>> {
+    Some(stat.rsplit_once(") ")?.1.split(' '))
+}
+
 /// Waits until no process of process group `pgid` is left.
 pub fn wait_for_group(pgid: u32, limit: Duration) {
     let start = Instant::now();
     let in_group = |stat: &str| {
-        stat.rsplit_once(") ")
-            .and_then(|(_, rest)| rest.split(' ').nth(2))
+        stat_fields(stat)
+            .and_then(|mut fields| fields.nth(2))
             .is_some_and(|group| group == pgid.to_string())
     };
     loop {

@@ -282,9 +282,7 @@ fn wait_until_stopped(pid: u32) {
         let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
         tasks.flatten().all(|task| {
             let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-            // The state follows the command name, which may hold anything but ')'.
-            stat.rsplit_once(") ")
-                .is_some_and(|(_, rest)| rest.starts_with('T'))
+            stat_fields(&stat).and_then(|mut f| f.next()) == Some("T")
         })
     };
     let started = std::time::Instant::now();
