@@ -132,7 +132,7 @@ impl Outputs {
     /// Whether every output can take a payload now. When one cannot, the call goes on
     /// without its payload, counted as undelivered (see `pump`).
     pub fn has_room(&self) -> bool {
-        self.0.iter().all(|s| s.writer.has_room())
+        self.0.iter().all(|s| s.writer.has_room(s.batch.size()))
     }
 
     pub fn event(&mut self, ev: &Event, http: Option<&Http>) -> io::Result<()> {
@@ -184,6 +184,28 @@ impl Outputs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::testing;
+
+    #[test]
+    fn the_batch_being_built_counts_against_the_queue() {
+        // Nobody reads the pipe; a 64 KiB queue must stop taking payloads at about
+        // 64 KiB, not when the first batch, pushed at 1 MiB, is in the queue.
+        let (read, write) = writer::tests::pipe();
+        let writer = Writer::spawn(write, 64 * 1024, "test", Arc::default()).unwrap();
+        let head = Batch::with_capacity(writer::BATCH);
+        let mut outputs = Outputs(vec![Stream::new(Box::new(Json::new()), head, writer)]);
+        let data = vec![b'x'; 16 * 1024];
+        let mut taken = 0;
+        while outputs.has_room() && taken < 100 {
+            outputs
+                .event(&testing::event("SSL_write", &data), None)
+                .unwrap();
+            taken += 1;
+        }
+        assert!(taken * data.len() <= 80 * 1024, "{taken} payloads taken");
+        // The pipe's write fails at once: the end need not wait for it.
+        drop(read);
+    }
 
     #[test]
     fn addresses_are_written_as_display_writes_them() {

@@ -125,9 +125,10 @@ impl Writer {
         })
     }
 
-    /// Whether a call's payload may still be queued.
-    pub fn has_room(&self) -> bool {
-        self.held() < self.bound
+    /// Whether a call's payload may still be queued, `building` bytes being held in the
+    /// batch not yet pushed: a batch grows to `BATCH`, far past a small queue's bound.
+    pub fn has_room(&self, building: usize) -> bool {
+        self.held() + building < self.bound
     }
 
     /// Queues `batch`, leaving an empty one in its place. Rows of calls whose payload was
@@ -273,13 +274,14 @@ fn write_until_closed(shared: &Shared, mut sink: impl Write) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::fs::File;
     use std::io::Read;
     use std::os::fd::{FromRawFd, OwnedFd};
 
-    fn pipe() -> (File, File) {
+    /// (read end, write end).
+    pub(in crate::output) fn pipe() -> (File, File) {
         let mut fds = [0; 2];
         // SAFETY: pipe fills the two descriptors, which we then own.
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
@@ -321,7 +323,7 @@ mod tests {
         let w = Writer::spawn(write, 1000, "test", Arc::default()).unwrap();
         // Nobody reads: the pipe fills, then the queue.
         let mut pushed = 0;
-        while w.has_room() {
+        while w.has_room(0) {
             let mut batch = Batch::default();
             batch.resize(64 * 1024, b'x');
             w.push(&mut batch).unwrap();

@@ -133,6 +133,26 @@ fn a_thousand_concurrent_go_requests_are_each_captured_whole() {
     );
     let out = sniffer.stop();
     let (c, s) = (u64::from(client.pid()), u64::from(server.pid()));
+    // Every byte is accounted for under any load; every body is whole only when the
+    // machine kept up.
+    let summary = out.summary();
+    let num = |field: &str| summary[field].as_u64().unwrap();
+    let marked: u64 = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["undelivered_bytes"].as_u64())
+        .map(|n| n.unwrap_or(0))
+        .sum();
+    assert_eq!(
+        marked + num("unannounced_bytes"),
+        num("undelivered_bytes"),
+        "{summary}"
+    );
+    assert_eq!(num("untracked_calls"), 0, "{summary}");
+    let kept_up = num("undelivered_bytes") == 0;
+    if !kept_up {
+        eprintln!("NOT ASSERTED: every body whole; the machine did not keep up: {summary}");
+    }
     let streams = streams(&out.stdout, &[c, s]);
     let connections = streams
         .keys()
@@ -151,7 +171,11 @@ fn a_thousand_concurrent_go_requests_are_each_captured_whole() {
         for (i, &times) in seen.iter().enumerate() {
             // A body shorter than its own tag cannot be told apart from another's start.
             if body(&tag, i, max).len() > format!("{tag}-{i}-").len() {
-                assert_eq!(times, 1, "body {i} as {side:?}: {times} times");
+                let expected = if kept_up { 1..=1 } else { 0..=1 };
+                assert!(
+                    expected.contains(&times),
+                    "body {i} as {side:?}: {times} times; {summary}"
+                );
             }
         }
     }
