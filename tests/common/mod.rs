@@ -412,6 +412,25 @@ pub struct Row {
     pub end: String,
 }
 
+/// The undelivered bytes that the rows' INCOMPLETE markers name, all rows together.
+pub fn marked_undelivered(rows: &[Row]) -> u64 {
+    rows.iter()
+        .filter_map(|r| r.end.split("(INCOMPLETE, ").nth(1))
+        .filter_map(|rest| rest.split(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// One accounting of what was lost: the calls' markers (`marked`) plus the bytes of calls
+/// of which nothing reached user space make the summary's undelivered total.
+pub fn assert_undelivered_accounted(summary: &serde_json::Value, marked: u64, context: &str) {
+    let num = |field: &str| summary[field].as_u64().unwrap();
+    assert_eq!(
+        marked + num("unannounced_bytes"),
+        num("undelivered_bytes"),
+        "{context}"
+    );
+}
+
 /// A row's columns, COMM as one, when `line` is a row: FUNC, TIME, COMM, then
 /// `after_comm` columns without spaces (PID, LEN, ...).
 fn split_row(line: &str, after_comm: usize) -> Option<Vec<String>> {

@@ -240,16 +240,7 @@ fn a_stalled_reader_costs_payloads_not_rows_and_every_byte_is_counted() {
     );
     // The server is python3 too: its reads count alike.
     let rows = rows(&stdout);
-    let marked: u64 = rows
-        .iter()
-        .filter_map(|r| r.end.split("(INCOMPLETE, ").nth(1))
-        .filter_map(|rest| rest.split(' ').next()?.parse::<u64>().ok())
-        .sum();
-    assert_eq!(
-        marked + count("unannounced_bytes"),
-        count("undelivered_bytes"),
-        "{stderr}"
-    );
+    assert_undelivered_accounted(summary, marked_undelivered(&rows), &stderr);
     // Each call shown is whole and exact, or has no payload and says so.
     let writes = rows
         .iter()

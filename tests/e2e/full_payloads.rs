@@ -238,17 +238,7 @@ fn loss_is_reported_and_calls_are_marked() {
     assert!(undelivered > 0, "no loss reported:\n{}", out.stderr);
     assert_eq!(warned, undelivered, "{}", out.stderr);
     let rows = rows(&out.stdout);
-    let marked: u64 = rows
-        .iter()
-        .filter_map(|r| r.end.split("(INCOMPLETE, ").nth(1))
-        .filter_map(|rest| rest.split(' ').next()?.parse::<u64>().ok())
-        .sum();
-    assert_eq!(
-        marked + summary["unannounced_bytes"].as_u64().unwrap(),
-        undelivered,
-        "{}",
-        out.stderr
-    );
+    assert_undelivered_accounted(&summary, marked_undelivered(&rows), &out.stderr);
     let write = rows
         .iter()
         .find(|r| r.func == "WRITE/SEND" && r.pid == client.pid())
