@@ -116,8 +116,15 @@ fn a_thousand_concurrent_go_requests_are_each_captured_whole() {
     let work = Workdir::new();
     let exe = build_go(&work, "go-load", &[], &[]);
     let (n, max, tag) = (1000, 64 * 1024, marker("go-load"));
-    let sniffer = Sniffer::start(&["--format", "json", "-c", "go-load"]);
+    let sniffer = Sniffer::start(&["--format", "json", "-c", "go-load", "-d"]);
     let (server, url) = go_server(&exe);
+    // The subject is load, not a first run: the client starts once the file is attached.
+    // A hold that comes late (the listener scheduled late on a busy machine) would
+    // otherwise let both programs' first requests run unseen (docs/first-run.md).
+    let shown = exe.display().to_string();
+    let attached = sniffer.wait_for_stderr(Duration::from_secs(30), |l| {
+        l.contains(r#""type":"tracing""#) && l.contains(&shown)
+    });
     let client = run_client(
         "go load",
         Command::new(&exe)
@@ -170,7 +177,7 @@ fn a_thousand_concurrent_go_requests_are_each_captured_whole() {
                 let expected = if kept_up { 1..=1 } else { 0..=1 };
                 assert!(
                     expected.contains(&times),
-                    "body {i} as {side:?}: {times} times; {summary}"
+                    "body {i} as {side:?}: {times} times; {summary}; {attached}"
                 );
             }
         }
