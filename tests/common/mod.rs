@@ -332,6 +332,16 @@ impl Sniffer {
     }
 
     /// Where its stdout goes, to read while it runs.
+    /// Waits up to 30 s for the status line of `kind` (tracing, notice) that names
+    /// `file`, and returns it.
+    pub fn wait_for_status(&self, kind: &str, file: &Path) -> String {
+        let kind = format!(r#""type":"{kind}""#);
+        let shown = file.display().to_string();
+        self.wait_for_stderr(Duration::from_secs(30), |l| {
+            l.contains(&kind) && l.contains(&shown)
+        })
+    }
+
     pub fn stdout_path(&self) -> &Path {
         self.stdout.path()
     }

@@ -121,10 +121,7 @@ fn a_thousand_concurrent_go_requests_are_each_captured_whole() {
     // The subject is load, not a first run: the client starts once the file is attached.
     // A hold that comes late (the listener scheduled late on a busy machine) would
     // otherwise let both programs' first requests run unseen (docs/first-run.md).
-    let shown = exe.display().to_string();
-    let attached = sniffer.wait_for_stderr(Duration::from_secs(30), |l| {
-        l.contains(r#""type":"tracing""#) && l.contains(&shown)
-    });
+    let attached = sniffer.wait_for_status("tracing", &exe);
     let client = run_client(
         "go load",
         Command::new(&exe)

@@ -61,10 +61,7 @@ impl Gated {
 /// client's program must say that the program was found by its code.
 fn sniff(client: &Gated, program: &Path) -> Sniffer {
     let sniffer = Sniffer::start(&[]);
-    let shown = program.display().to_string();
-    let line = sniffer.wait_for_stderr(Duration::from_secs(30), |l| {
-        l.contains(r#""type":"tracing""#) && l.contains(&shown)
-    });
+    let line = sniffer.wait_for_status("tracing", program);
     assert!(
         line.contains("error reasons"),
         "{line} (pid {})",
@@ -341,9 +338,7 @@ fn imitations_get_nothing_attached_and_a_notice() {
         let client = Gated::start(define, &mut Command::new(&exe));
         let sniffer = Sniffer::start(&[]);
         let shown = exe.display().to_string();
-        let notice = sniffer.wait_for_stderr(Duration::from_secs(30), |l| {
-            l.contains(r#""type":"notice""#) && l.contains(&shown)
-        });
+        let notice = sniffer.wait_for_status("notice", &exe);
         assert!(
             notice.contains(&format!("not traced: {shown} [pid {}]", client.0.pid()))
                 && notice.contains("not recognised, so nothing is attached")
@@ -384,10 +379,7 @@ fn a_stripped_program_is_traced_through_its_debug_symbols() {
             .stdout(Stdio::null()),
     );
     let sniffer = Sniffer::start(&["--symbols", debug.to_str().unwrap()]);
-    let shown = exe.display().to_string();
-    let line = sniffer.wait_for_stderr(Duration::from_secs(30), |l| {
-        l.contains(r#""type":"tracing""#) && l.contains(&shown)
-    });
+    let line = sniffer.wait_for_status("tracing", &exe);
     assert!(
         line.contains("stripped_client.debug (same build-id)"),
         "{line}"
