@@ -146,9 +146,8 @@ impl Formatter for Pcap {
 }
 
 /// What each packet says of its call: who made it, what of it is missing, and where
-/// its maker lives. Reused
-/// from call to call and built without `format!`, which was a third of a small call's
-/// block.
+/// its maker lives. Reused from call to call and built without `format!`, which was a
+/// third of a small call's block, or a string of its own for any field.
 fn write_comment(out: &mut Vec<u8>, ev: &Event) {
     let c = &ev.call;
     let mut n = itoa::Buffer::new();
@@ -156,7 +155,7 @@ fn write_comment(out: &mut Vec<u8>, ev: &Event) {
     field(out, "pid", n.format(c.pid).as_bytes());
     field(out, "tid", n.format(c.tid).as_bytes());
     // The command name is the traced program's choice: escaped, as on a terminal.
-    field(out, "comm", &safe(c.comm.bytes()));
+    escaped_field(out, "comm", c.comm.bytes());
     field(out, "func", c.func.name.as_bytes());
     if ev.truncated() > 0 {
         field(out, "truncated", n.format(ev.truncated()).as_bytes());
@@ -170,26 +169,29 @@ fn write_comment(out: &mut Vec<u8>, ev: &Event) {
         if let Some(id) = &cg.container_id {
             field(out, "container", id.as_bytes());
         }
-        field(out, "cgroup", &safe(&cg.path));
+        escaped_field(out, "cgroup", &cg.path);
     }
 }
 
 /// `name=value`, after a space unless it is the first.
 fn field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    field_name(out, name);
+    out.extend_from_slice(value);
+}
+
+/// `name=value` with `value` escaped as a terminal sees it, as `diag::safe` does.
+fn escaped_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    field_name(out, name);
+    // Writing into a Vec cannot fail.
+    let _ = escape_inline(out, value);
+}
+
+fn field_name(out: &mut Vec<u8>, name: &str) {
     if !out.is_empty() {
         out.push(b' ');
     }
     out.extend_from_slice(name.as_bytes());
     out.push(b'=');
-    out.extend_from_slice(value);
-}
-
-/// `bytes` escaped as a terminal sees them, as `diag::safe` does.
-fn safe(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len());
-    // Writing into a Vec cannot fail.
-    let _ = escape_inline(&mut out, bytes);
-    out
 }
 
 /// Adds to a set that must stay bounded: past the bound it starts over (the connections
@@ -470,32 +472,37 @@ fn segment(out: &mut Batch, p: &Packet, seq: u32, ack: u32, data: &Payload, rang
     packet_block(out, TCP_IF, p, &head[..ip_len + 20], data, range);
 }
 
-/// The sum of `data` as big-endian 16-bit words, an odd last byte padded with zero, not
-/// yet folded. Eight bytes a step: the checksum reads every payload byte of --pcap.
+/// The sum of `data` as big-endian 16-bit words, an odd last byte padded with zero,
+/// folded to 16 bits. The checksum reads every payload byte of --pcap, so the words are
+/// summed in the machine's own byte order, four bytes a step, which the compiler
+/// vectorises: a one's-complement sum in the other byte order is the same sum with its
+/// bytes swapped (RFC 1071), so one swap at the end replaces one per word.
 fn ones_sum(data: &[u8]) -> u64 {
-    let mut words = data.chunks_exact(8);
-    let mut sum = 0u64;
-    for w in &mut words {
-        let v = u64::from_be_bytes(w.try_into().expect("8 bytes"));
-        // Two 32-bit halves, so that 2^31 steps cannot overflow; folding later gives
-        // the same one's-complement sum as 16-bit words would.
-        sum += (v >> 32) + (v & 0xffff_ffff);
-    }
-    let rest = words.remainder();
-    for pair in rest.chunks(2) {
+    let mut words = data.chunks_exact(4);
+    // Under 2^32 words of under 2^32 each cannot overflow.
+    let native: u64 = words
+        .by_ref()
+        .map(|w| u64::from(u32::from_ne_bytes(w.try_into().expect("4 bytes"))))
+        .sum();
+    let mut sum = u64::from(u16::from_be(fold(native)));
+    for pair in words.remainder().chunks(2) {
         sum += u64::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
     }
     sum
 }
 
-/// The Internet checksum: one's complement of the one's-complement sum of `parts`
-/// (each of even length but the last) plus `initial` (a pseudo-header's sum).
-fn checksum(parts: &[&[u8]], initial: u64) -> u16 {
-    let mut sum = initial + parts.iter().map(|part| ones_sum(part)).sum::<u64>();
+/// A one's-complement sum folded to 16 bits, its carries added back in.
+fn fold(mut sum: u64) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
-    !(sum as u16)
+    sum as u16
+}
+
+/// The Internet checksum: one's complement of the one's-complement sum of `parts`
+/// (each of even length but the last) plus `initial` (a pseudo-header's sum).
+fn checksum(parts: &[&[u8]], initial: u64) -> u16 {
+    !fold(initial + parts.iter().map(|part| ones_sum(part)).sum::<u64>())
 }
 
 #[cfg(test)]
@@ -551,12 +558,6 @@ mod tests {
 
     #[test]
     fn the_wide_sum_folds_to_the_sum_of_16_bit_words() {
-        let fold = |mut sum: u64| {
-            while sum > 0xffff {
-                sum = (sum & 0xffff) + (sum >> 16);
-            }
-            sum
-        };
         let data: Vec<u8> = (0..5000u32)
             .map(|i| (i * 7919 % 251) as u8 | 0x80)
             .collect();
