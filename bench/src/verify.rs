@@ -82,8 +82,14 @@ pub fn check(output: impl Read, format: Format, expected: &Expected) -> Result<C
         Format::Text => check_text(r, false, &mut checker)?,
         Format::Hexdump => check_text(r, true, &mut checker)?,
         Format::Json => check_json(r, &mut checker)?,
-        Format::Pcap => pcap::check(r, &mut |dir, payload| {
-            checker.event(dir, payload.len() as u64, payload, false)
+        Format::Pcap => pcap::check(r, &mut |call| {
+            // A read's place in the stream is its sequence number: a call that left no
+            // packet (all of it undelivered) must not shift every later one.
+            if let (Dir::Read, Some(pos)) = (call.dir, call.stream_pos) {
+                checker.read_pos = pos;
+            }
+            let len = call.payload.len() as u64;
+            checker.event(call.dir, len, call.payload, call.cut)
         })?,
     }
     checker.c.output_bytes = counted.bytes;

@@ -1,6 +1,6 @@
 //! sslsniff's pcapng, read back into calls: each enhanced packet carries a comment that
-//! names the call's thread and function, and the packets of one call follow each other
-//! with the call's timestamp.
+//! names the call's thread and function and what of it is missing, and the packets of
+//! one call follow each other with the call's timestamp.
 
 use std::io::BufRead;
 
@@ -15,13 +15,37 @@ const TCP_IF: u32 = 0;
 const PDU_IF: u32 = 1;
 /// Blocks larger than this are no block sslsniff writes (a packet is at most 256 KiB).
 const LONGEST_BLOCK: usize = 1 << 20;
+/// sslsniff starts each side of a synthetic stream at this sequence number.
+const FIRST_SEQ: u32 = 1;
 
-/// Reads a capture to its end and hands each call's direction and payload to `call`.
-pub fn check(mut r: impl BufRead, call: &mut dyn FnMut(Dir, &[u8])) -> Result<()> {
-    let mut current: Option<(u64, Vec<u8>, Dir)> = None;
+/// One call read back from its packets.
+pub struct Call<'a> {
+    pub dir: Dir,
+    pub payload: &'a [u8],
+    /// The comment says that bytes of the call are missing (truncated or undelivered).
+    pub cut: bool,
+    /// Where the call starts in its side's stream, from its first TCP segment's
+    /// sequence number (None for exported PDUs). A call of which no byte was written
+    /// leaves no packet but moves the stream on, so later calls still find their place.
+    pub stream_pos: Option<u64>,
+}
+
+/// The call being put together from its packets.
+struct Current {
+    ts: u64,
+    comment: Vec<u8>,
+    dir: Dir,
+    cut: bool,
+    stream_pos: Option<u64>,
+}
+
+/// Reads a capture to its end and hands each call to `call`.
+pub fn check(mut r: impl BufRead, call: &mut dyn FnMut(Call)) -> Result<()> {
+    let mut current: Option<Current> = None;
     let mut payload = Vec::new();
     let mut block = Vec::new();
     let mut first = true;
+    let mut streams = Positions::default();
     while let Some(kind) = next_block(&mut r, &mut block)? {
         if first {
             ensure!(kind == SECTION_HEADER, "not a pcapng file");
@@ -31,20 +55,63 @@ pub fn check(mut r: impl BufRead, call: &mut dyn FnMut(Dir, &[u8])) -> Result<()
             continue;
         }
         let packet = Packet::parse(&block)?;
-        let key = (packet.ts, packet.comment.to_vec());
-        if current.as_ref().map(|(ts, c, _)| (*ts, c)) != Some((key.0, &key.1)) {
-            if let Some((_, _, dir)) = current.take() {
-                call(dir, &payload);
+        if current.as_ref().map(|c| (c.ts, &c.comment[..])) != Some((packet.ts, packet.comment)) {
+            if let Some(done) = current.take() {
+                call(done.finish(&payload));
             }
             payload.clear();
-            current = Some((key.0, key.1, direction(packet.comment)?));
+            let dir = direction(packet.comment)?;
+            current = Some(Current {
+                ts: packet.ts,
+                comment: packet.comment.to_vec(),
+                dir,
+                cut: is_cut(packet.comment),
+                stream_pos: packet.seq().map(|seq| streams.at(dir, seq)),
+            });
         }
         payload.extend_from_slice(packet.payload()?);
     }
-    if let Some((_, _, dir)) = current {
-        call(dir, &payload);
+    if let Some(done) = current {
+        call(done.finish(&payload));
     }
     Ok(())
+}
+
+impl Current {
+    fn finish(self, payload: &[u8]) -> Call<'_> {
+        Call {
+            dir: self.dir,
+            payload,
+            cut: self.cut,
+            stream_pos: self.stream_pos,
+        }
+    }
+}
+
+/// Each side's position in its stream, unwrapped from 32-bit sequence numbers (the
+/// bench's load is one connection, so a side is named by its direction).
+#[derive(Default)]
+struct Positions {
+    last: [Option<(u32, u64)>; 2],
+}
+
+impl Positions {
+    fn at(&mut self, dir: Dir, seq: u32) -> u64 {
+        let side = &mut self.last[usize::from(dir == Dir::Write)];
+        let pos = match *side {
+            Some((last_seq, last_pos)) => last_pos + u64::from(seq.wrapping_sub(last_seq)),
+            None => u64::from(seq.wrapping_sub(FIRST_SEQ)),
+        };
+        *side = Some((seq, pos));
+        pos
+    }
+}
+
+/// `truncated=N` or `undelivered=N` in a packet's comment.
+fn is_cut(comment: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(comment);
+    text.split(' ')
+        .any(|field| field.starts_with("truncated=") || field.starts_with("undelivered="))
 }
 
 /// The next block's type, its body in `block` (after type and length); None at the end.
@@ -116,6 +183,15 @@ impl<'a> Packet<'a> {
         })
     }
 
+    /// The TCP segment's sequence number; None for an exported PDU.
+    fn seq(&self) -> Option<u32> {
+        if self.interface != TCP_IF {
+            return None;
+        }
+        let tcp = tcp_segment(self.data).ok()?;
+        Some(u32::from_be_bytes(tcp.get(4..8)?.try_into().ok()?))
+    }
+
     /// The TCP segment's payload of an IP packet, or an exported PDU's.
     fn payload(&self) -> Result<&'a [u8]> {
         match self.interface {
@@ -127,6 +203,13 @@ impl<'a> Packet<'a> {
 }
 
 fn tcp_payload(ip: &[u8]) -> Result<&[u8]> {
+    let tcp = tcp_segment(ip)?;
+    let offset = usize::from(tcp.get(12).context("a TCP header cut short")? >> 4) * 4;
+    tcp.get(offset..).context("a TCP header cut short")
+}
+
+/// The TCP segment of an IP packet, header included.
+fn tcp_segment(ip: &[u8]) -> Result<&[u8]> {
     let (header, total) = match ip.first().map(|b| b >> 4) {
         Some(4) => (
             usize::from(ip[0] & 0xf) * 4,
@@ -135,9 +218,7 @@ fn tcp_payload(ip: &[u8]) -> Result<&[u8]> {
         Some(6) => (40, 40 + usize::from(u16::from_be_bytes([ip[4], ip[5]]))),
         _ => bail!("a packet that is neither IPv4 nor IPv6"),
     };
-    let tcp = ip.get(header..total).context("an IP packet cut short")?;
-    let offset = usize::from(tcp.get(12).context("a TCP header cut short")? >> 4) * 4;
-    tcp.get(offset..).context("a TCP header cut short")
+    ip.get(header..total).context("an IP packet cut short")
 }
 
 /// Tags (type, length, value; big-endian), up to the end tag, then the PDU.
@@ -215,8 +296,8 @@ mod tests {
         let mut out = Vec::new();
         batch.write_to(&mut out).unwrap();
         let mut got = Vec::new();
-        check(&out[..], &mut |dir, payload| {
-            got.push((dir, payload.to_vec()))
+        check(&out[..], &mut |call| {
+            got.push((call.dir, call.payload.to_vec()))
         })
         .unwrap();
         assert_eq!(
@@ -227,6 +308,40 @@ mod tests {
                 (Dir::Read, b"second read".to_vec()),
             ]
         );
-        assert!(check(&out[..out.len() - 1], &mut |_, _| {}).is_err());
+        assert!(check(&out[..out.len() - 1], &mut |_| {}).is_err());
+    }
+
+    #[test]
+    fn calls_missing_bytes_are_marked_and_leave_later_calls_in_place() {
+        let mut lost = event("SSL_read_ex", 11, 200, b"");
+        (lost.call.len, lost.call.captured, lost.undelivered) = (7, 7, 7);
+        let mut partial = event("SSL_read_ex", 11, 300, b"abc");
+        (partial.call.len, partial.call.captured, partial.undelivered) = (5, 5, 2);
+        let calls = [
+            event("SSL_read_ex", 11, 100, b"first read"),
+            lost,
+            partial,
+            event("SSL_read_ex", 11, 400, b"last"),
+        ];
+        let mut batch = Batch::default();
+        let mut pcap = Pcap::new(0, &mut batch);
+        for ev in &calls {
+            pcap.event(ev, None, &mut batch).unwrap();
+        }
+        let mut out = Vec::new();
+        batch.write_to(&mut out).unwrap();
+        let mut got = Vec::new();
+        check(&out[..], &mut |call| {
+            got.push((call.payload.to_vec(), call.cut, call.stream_pos))
+        })
+        .unwrap();
+        assert_eq!(
+            got,
+            [
+                (b"first read".to_vec(), false, Some(0)),
+                (b"abc".to_vec(), true, Some(17)),
+                (b"last".to_vec(), false, Some(22)),
+            ]
+        );
     }
 }
