@@ -164,6 +164,9 @@ impl<'e> Checker<'e> {
 
 fn check_text(mut r: impl BufRead, hexdump: bool, checker: &mut Checker) -> Result<()> {
     let mut line = Vec::new();
+    // One buffer for every payload: a new one grew by doubling to each 1 MiB payload,
+    // copying it again and faulting in fresh pages, on the CPUs the load runs on.
+    let mut payload = Vec::new();
     loop {
         line.clear();
         if r.read_until(b'\n', &mut line)? == 0 {
@@ -173,13 +176,12 @@ fn check_text(mut r: impl BufRead, hexdump: bool, checker: &mut Checker) -> Resu
         let Some((dir, len)) = parse_row(&line)? else {
             continue;
         };
-        let (payload, cut) = read_payload(&mut r, hexdump)?;
-        let payload = if hexdump {
-            hexdump::decode(&payload)?
+        let cut = read_payload(&mut r, hexdump, &mut payload)?;
+        if hexdump {
+            checker.event(dir, len, &hexdump::decode(&payload)?, cut);
         } else {
-            payload
-        };
-        checker.event(dir, len, &payload, cut);
+            checker.event(dir, len, &payload, cut);
+        }
     }
 }
 
@@ -285,21 +287,21 @@ fn parse_row(line: &[u8]) -> Result<Option<(Dir, u64)>> {
     }
 }
 
-/// The payload between the DATA markers, without the newline printed after it, and
-/// whether the END DATA line says that part of it is missing.
+/// The payload between the DATA markers into `payload`, without the newline printed
+/// after it; says whether the END DATA line says that part of it is missing.
 /// An empty payload is an empty line in text, and nothing at all in hexdump rows.
-fn read_payload(r: &mut impl BufRead, hexdump: bool) -> Result<(Vec<u8>, bool)> {
-    let mut line = Vec::new();
-    r.read_until(b'\n', &mut line)?;
-    if line != b"----- DATA -----\n" {
+fn read_payload(r: &mut impl BufRead, hexdump: bool, payload: &mut Vec<u8>) -> Result<bool> {
+    payload.clear();
+    r.read_until(b'\n', payload)?;
+    if payload != b"----- DATA -----\n" {
         bail!("an event row not followed by '----- DATA -----'");
     }
+    payload.clear();
     // Read straight into the payload, a line at a time (one copy: the check runs beside
     // the load and competes with it); the END DATA line is cut off again.
-    let mut payload = Vec::new();
     loop {
         let start = payload.len();
-        if r.read_until(b'\n', &mut payload)? == 0 {
+        if r.read_until(b'\n', payload)? == 0 {
             bail!("the output ends inside an event's payload");
         }
         let last = &payload[start..];
@@ -307,12 +309,12 @@ fn read_payload(r: &mut impl BufRead, hexdump: bool) -> Result<(Vec<u8>, bool)> 
             let cut = last != b"----- END DATA -----\n";
             payload.truncate(start);
             if hexdump && payload.is_empty() {
-                return Ok((payload, cut));
+                return Ok(cut);
             }
             if payload.pop() != Some(b'\n') {
                 bail!("a payload not followed by a newline");
             }
-            return Ok((payload, cut));
+            return Ok(cut);
         }
     }
 }
