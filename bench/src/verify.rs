@@ -3,15 +3,17 @@
 //! order, must be exactly the stream of messages.
 
 use std::borrow::Cow;
-use std::io::{BufRead, Read};
+use std::io::{BufReader, Read};
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::message::Messages;
+use window::Window;
 
 mod hexdump;
 mod pcap;
+mod window;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Capture {
@@ -77,20 +79,22 @@ pub fn check(output: impl Read, format: Format, expected: &Expected) -> Result<C
         bytes: 0,
     };
     let mut checker = Checker::new(expected);
-    let r = std::io::BufReader::with_capacity(1 << 16, &mut counted);
     match format {
-        Format::Text => check_text(r, false, &mut checker)?,
-        Format::Hexdump => check_text(r, true, &mut checker)?,
-        Format::Json => check_json(r, &mut checker)?,
-        Format::Pcap => pcap::check(r, &mut |call| {
-            // A read's place in the stream is its sequence number: a call that left no
-            // packet (all of it undelivered) must not shift every later one.
-            if let (Dir::Read, Some(pos)) = (call.dir, call.stream_pos) {
-                checker.read_pos = pos;
-            }
-            let len = call.payload.len() as u64;
-            checker.event(call.dir, len, call.payload, call.cut)
-        })?,
+        Format::Text => check_text(&mut counted, false, &mut checker)?,
+        Format::Hexdump => check_text(&mut counted, true, &mut checker)?,
+        Format::Json => check_json(&mut counted, &mut checker)?,
+        Format::Pcap => pcap::check(
+            BufReader::with_capacity(1 << 16, &mut counted),
+            &mut |call| {
+                // A read's place in the stream is its sequence number: a call that left no
+                // packet (all of it undelivered) must not shift every later one.
+                if let (Dir::Read, Some(pos)) = (call.dir, call.stream_pos) {
+                    checker.read_pos = pos;
+                }
+                let len = call.payload.len() as u64;
+                checker.event(call.dir, len, call.payload, call.cut)
+            },
+        )?,
     }
     checker.c.output_bytes = counted.bytes;
     Ok(checker.c)
@@ -162,27 +166,24 @@ impl<'e> Checker<'e> {
     }
 }
 
-fn check_text(mut r: impl BufRead, hexdump: bool, checker: &mut Checker) -> Result<()> {
-    let mut line = Vec::new();
-    // One buffer for every payload: a new one grew by doubling to each 1 MiB payload,
-    // copying it again and faulting in fresh pages, on the CPUs the load runs on.
-    let mut payload = Vec::new();
-    loop {
-        line.clear();
-        if r.read_until(b'\n', &mut line)? == 0 {
-            return Ok(());
-        }
+fn check_text(r: impl Read, hexdump: bool, checker: &mut Checker) -> Result<()> {
+    let mut w = Window::new(r);
+    while let Some(line) = w.line()? {
         // The column header and the blank line after each event are not rows.
-        let Some((dir, len)) = parse_row(&line)? else {
+        let Some((dir, len)) = parse_row(line)? else {
             continue;
         };
-        let cut = read_payload(&mut r, hexdump, &mut payload)?;
+        if w.line()? != Some(b"----- DATA -----\n") {
+            bail!("an event row not followed by '----- DATA -----'");
+        }
+        let (payload, cut) = read_payload(&mut w, hexdump)?;
         if hexdump {
-            checker.event(dir, len, &hexdump::decode(&payload)?, cut);
+            checker.event(dir, len, &hexdump::decode(payload)?, cut);
         } else {
-            checker.event(dir, len, &payload, cut);
+            checker.event(dir, len, payload, cut);
         }
     }
+    Ok(())
 }
 
 /// The fields of a JSON event that the check needs; the payload is borrowed from the
@@ -200,14 +201,10 @@ struct JsonEvent<'a> {
     data: Option<Cow<'a, str>>,
 }
 
-fn check_json(mut r: impl BufRead, checker: &mut Checker) -> Result<()> {
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        if r.read_until(b'\n', &mut line)? == 0 {
-            return Ok(());
-        }
-        let (ev, data) = parse_json_event(&line)?;
+fn check_json(r: impl Read, checker: &mut Checker) -> Result<()> {
+    let mut w = Window::new(r);
+    while let Some(line) = w.line()? {
+        let (ev, data) = parse_json_event(line)?;
         let dir = match &*ev.direction {
             "read" => Dir::Read,
             "write" => Dir::Write,
@@ -222,6 +219,7 @@ fn check_json(mut r: impl BufRead, checker: &mut Checker) -> Result<()> {
         };
         checker.event(dir, ev.len, payload, cut);
     }
+    Ok(())
 }
 
 /// The key that starts the payload. Inside a JSON string every `"` is escaped, so these
@@ -236,7 +234,7 @@ const DATA_KEY: &[u8] = b"\"data\":\"";
 /// own escaping, and a scan for escapes was one more pass over every byte. Any other
 /// line is parsed whole.
 fn parse_json_event(line: &[u8]) -> Result<(JsonEvent<'_>, Option<&[u8]>)> {
-    let fast = find(line, DATA_KEY).and_then(|at| {
+    let fast = memchr::memmem::find(line, DATA_KEY).and_then(|at| {
         let data = line[at + DATA_KEY.len()..].strip_suffix(b"\"}\n")?;
         let mut head = line[..at].to_vec();
         head.extend_from_slice(b"\"data\":null}");
@@ -265,10 +263,6 @@ fn owned(ev: JsonEvent) -> JsonEvent<'static> {
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
 /// `WRITE/SEND   0.000012345        bench-client     1234    100   `: the direction and
 /// the LEN column, which is the last one without -x or -l.
 fn parse_row(line: &[u8]) -> Result<Option<(Dir, u64)>> {
@@ -287,35 +281,31 @@ fn parse_row(line: &[u8]) -> Result<Option<(Dir, u64)>> {
     }
 }
 
-/// The payload between the DATA markers into `payload`, without the newline printed
-/// after it; says whether the END DATA line says that part of it is missing.
-/// An empty payload is an empty line in text, and nothing at all in hexdump rows.
-fn read_payload(r: &mut impl BufRead, hexdump: bool, payload: &mut Vec<u8>) -> Result<bool> {
-    payload.clear();
-    r.read_until(b'\n', payload)?;
-    if payload != b"----- DATA -----\n" {
-        bail!("an event row not followed by '----- DATA -----'");
-    }
-    payload.clear();
-    // Read straight into the payload, a line at a time (one copy: the check runs beside
-    // the load and competes with it); the END DATA line is cut off again.
-    loop {
-        let start = payload.len();
-        if r.read_until(b'\n', payload)? == 0 {
-            bail!("the output ends inside an event's payload");
-        }
-        let last = &payload[start..];
-        if last.starts_with(b"----- END DATA") {
-            let cut = last != b"----- END DATA -----\n";
-            payload.truncate(start);
-            if hexdump && payload.is_empty() {
-                return Ok(cut);
-            }
-            if payload.pop() != Some(b'\n') {
-                bail!("a payload not followed by a newline");
-            }
-            return Ok(cut);
-        }
+/// The payload up to the END DATA line, without the newline printed after it, and
+/// whether the END DATA line says that part of it is missing. An empty payload is an
+/// empty line in text, and nothing at all in hexdump rows.
+fn read_payload<R: Read>(w: &mut Window<R>, hexdump: bool) -> Result<(&[u8], bool)> {
+    const END: &[u8] = b"\n----- END DATA";
+    let mut end_line = None;
+    let len = w.find(|rest, from| {
+        // The END DATA line is the first line that starts so: the payload's first, or
+        // one after a newline.
+        let start = match end_line {
+            Some(start) => start,
+            None if rest.starts_with(&END[1..]) => *end_line.insert(0),
+            None => *end_line.insert(window::find_from(rest, END, from)? + 1),
+        };
+        memchr::memchr(b'\n', &rest[start..]).map(|at| start + at + 1)
+    })?;
+    let (Some(len), Some(start)) = (len, end_line) else {
+        bail!("the output ends inside an event's payload");
+    };
+    let item = w.take(len);
+    let cut = &item[start..] != b"----- END DATA -----\n";
+    match &item[..start] {
+        [] if hexdump => Ok((&[], cut)),
+        [payload @ .., b'\n'] => Ok((payload, cut)),
+        _ => bail!("a payload not followed by a newline"),
     }
 }
 
