@@ -280,6 +280,18 @@ mod tests {
         }
     }
 
+    /// sslsniff's pcapng of `calls`.
+    fn capture(calls: &[Event]) -> Vec<u8> {
+        let mut batch = Batch::default();
+        let mut pcap = Pcap::new(0, &mut batch);
+        for ev in calls {
+            pcap.event(ev, None, &mut batch).unwrap();
+        }
+        let mut out = Vec::new();
+        batch.write_to(&mut out).unwrap();
+        out
+    }
+
     #[test]
     fn sslsniffs_own_capture_reads_back_call_by_call() {
         let big: Vec<u8> = (0..100_000u32).map(|i| b'a' + (i % 26) as u8).collect();
@@ -288,13 +300,7 @@ mod tests {
             event("SSL_read_ex", 11, 200, b"first read"),
             event("SSL_read_ex", 11, 300, b"second read"),
         ];
-        let mut batch = Batch::default();
-        let mut pcap = Pcap::new(0, &mut batch);
-        for ev in &calls {
-            pcap.event(ev, None, &mut batch).unwrap();
-        }
-        let mut out = Vec::new();
-        batch.write_to(&mut out).unwrap();
+        let out = capture(&calls);
         let mut got = Vec::new();
         check(&out[..], &mut |call| {
             got.push((call.dir, call.payload.to_vec()))
@@ -323,13 +329,7 @@ mod tests {
             partial,
             event("SSL_read_ex", 11, 400, b"last"),
         ];
-        let mut batch = Batch::default();
-        let mut pcap = Pcap::new(0, &mut batch);
-        for ev in &calls {
-            pcap.event(ev, None, &mut batch).unwrap();
-        }
-        let mut out = Vec::new();
-        batch.write_to(&mut out).unwrap();
+        let out = capture(&calls);
         let mut got = Vec::new();
         check(&out[..], &mut |call| {
             got.push((call.payload.to_vec(), call.cut, call.stream_pos))
