@@ -472,11 +472,11 @@ fn segment(out: &mut Batch, p: &Packet, seq: u32, ack: u32, data: &Payload, rang
     packet_block(out, TCP_IF, p, &head[..ip_len + 20], data, range);
 }
 
-/// The sum of `data` as big-endian 16-bit words, an odd last byte padded with zero,
-/// folded to 16 bits. The checksum reads every payload byte of --pcap, so the words are
-/// summed in the machine's own byte order, four bytes a step, which the compiler
-/// vectorises: a one's-complement sum in the other byte order is the same sum with its
-/// bytes swapped (RFC 1071), so one swap at the end replaces one per word.
+/// The sum of `data` as big-endian 16-bit words, an odd last byte padded with zero, not
+/// yet wholly folded (`fold` ends it). The checksum reads every payload byte of --pcap,
+/// so the words are summed in the machine's own byte order, four bytes a step, which the
+/// compiler vectorises: a one's-complement sum in the other byte order is the same sum
+/// with its bytes swapped (RFC 1071), so one swap at the end replaces one per word.
 fn ones_sum(data: &[u8]) -> u64 {
     let mut words = data.chunks_exact(4);
     // Under 2^32 words of under 2^32 each cannot overflow.
