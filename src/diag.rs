@@ -103,6 +103,19 @@ pub fn output_behind(bytes: u64) {
     );
 }
 
+/// Payload bytes left out of the --pcap file since the last report because it could
+/// not keep up; stdout had them. Their own field: `undelivered_bytes` counts stdout's.
+pub fn pcap_behind(bytes: u64) {
+    let message = format!(
+        "{bytes} bytes undelivered to the --pcap file: it fell behind (the disk is slower than the traffic)"
+    );
+    emit(
+        "warning",
+        || format!("warning: {message}"),
+        json!({ "message": message, "pcap_undelivered_bytes": bytes }),
+    );
+}
+
 /// The fatal error that ends the run, on one line.
 pub fn error(e: &anyhow::Error) {
     let message = format!("{e:#}");
@@ -219,7 +232,8 @@ pub fn ready() {
     emit("ready", || "ready; Ctrl-C to stop".into(), json!({}));
 }
 
-/// What a run saw, printed at exit.
+/// What a run saw, printed at exit. Events and bytes are stdout's; the --pcap file's,
+/// which differ when one of the two fell behind, are in `pcap_file`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     /// Successful calls the kernel saw (after the filters).
@@ -243,6 +257,43 @@ pub struct Summary {
     pub untracked_calls: u64,
     /// Records that failed validation and were dropped.
     pub malformed_records: u64,
+    /// With --pcap FILE: what the file holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pcap_file: Option<Delivered>,
+}
+
+/// What one output holds of the events handed to it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivered {
+    pub events: u64,
+    pub captured_bytes: u64,
+    /// As `Summary::undelivered_bytes`, for this output.
+    pub undelivered_bytes: u64,
+    /// Of those, bytes dropped because this output fell behind.
+    pub dropped_bytes: u64,
+}
+
+impl Summary {
+    /// The output that holds least of what was captured: stdout's figures, or the
+    /// --pcap file's.
+    pub fn worst_output(&self) -> Delivered {
+        let stdout = Delivered {
+            events: self.events,
+            captured_bytes: self.captured_bytes,
+            undelivered_bytes: self.undelivered_bytes,
+            dropped_bytes: self.dropped_bytes,
+        };
+        self.pcap_file
+            .filter(|file| file.undelivered_bytes > stdout.undelivered_bytes)
+            .unwrap_or(stdout)
+    }
+}
+
+impl Delivered {
+    fn same_as_stdout(&self, s: &Summary) -> bool {
+        (self.events, self.captured_bytes, self.dropped_bytes)
+            == (s.events, s.captured_bytes, s.dropped_bytes)
+    }
 }
 
 /// A status line as programs read it back (the bench, the tests): the schema of
@@ -318,6 +369,12 @@ pub fn summary(s: &Summary) {
                     s.malformed_records
                 ));
             }
+            if let Some(file) = s.pcap_file.filter(|f| !f.same_as_stdout(s)) {
+                text.push_str(&format!(
+                    "; the --pcap file: {} events, {} bytes captured, {} bytes undelivered ({} of them dropped because it fell behind)",
+                    file.events, file.captured_bytes, file.undelivered_bytes, file.dropped_bytes
+                ));
+            }
             text
         },
         serde_json::to_value(s).unwrap_or_default(),
@@ -327,6 +384,40 @@ pub fn summary(s: &Summary) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_worst_output_is_the_one_that_lacks_most() {
+        let mut s = Summary {
+            events: 10,
+            captured_bytes: 600,
+            undelivered_bytes: 400,
+            dropped_bytes: 400,
+            ..Summary::default()
+        };
+        assert_eq!(s.worst_output().captured_bytes, 600, "stdout alone");
+        let file = Delivered {
+            events: 10,
+            captured_bytes: 1000,
+            undelivered_bytes: 0,
+            dropped_bytes: 0,
+        };
+        s.pcap_file = Some(file);
+        assert_eq!(s.worst_output().captured_bytes, 600, "stdout lacks more");
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(
+            json.contains(r#""pcap_file":{"events":10,"captured_bytes":1000"#),
+            "{json}"
+        );
+        s.undelivered_bytes = 0;
+        s.dropped_bytes = 0;
+        s.pcap_file = Some(Delivered {
+            captured_bytes: 200,
+            undelivered_bytes: 800,
+            dropped_bytes: 800,
+            ..file
+        });
+        assert_eq!(s.worst_output().dropped_bytes, 800, "the file lacks more");
+    }
 
     #[test]
     fn status_lines_read_back() {

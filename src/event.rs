@@ -149,7 +149,8 @@ impl Deref for Payload<'_> {
 pub struct Event<'a> {
     pub call: Call,
     pub data: Payload<'a>,
-    /// Captured bytes the kernel could not deliver (ring buffer full).
+    /// Captured bytes that are not in `data`: the ring buffer was full, or (as one
+    /// output shows the call) that output fell behind.
     pub undelivered: u64,
     pub handshake: Option<Handshake>,
     /// The call's cgroup, when its path is known (set after assembly).
@@ -157,6 +158,18 @@ pub struct Event<'a> {
 }
 
 impl Event<'_> {
+    /// The call as an output that had no room for its payload shows it: no payload, its
+    /// bytes undelivered.
+    pub fn without_payload(&self) -> Event<'static> {
+        Event {
+            call: self.call,
+            data: Payload::Borrowed(&[]),
+            undelivered: self.undelivered + self.data.len() as u64,
+            handshake: self.handshake,
+            cgroup: self.cgroup.clone(),
+        }
+    }
+
     /// Bytes beyond --max-buffer-size, never captured.
     pub fn truncated(&self) -> u64 {
         self.call.len - self.call.captured

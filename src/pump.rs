@@ -1,8 +1,7 @@
 //! The drain loop: ring buffer -> decode -> assemble -> protocols -> outputs, until told
 //! to stop, with loss reported as it happens and everything still held flushed at the end.
-//! The outputs write on threads of their own (`output`): when one falls behind, a call's
-//! payload is dropped here, before the protocol stage, and reported as undelivered just
-//! as the ring's losses are.
+//! The outputs write on threads of their own (`output`): one that falls behind gets calls
+//! without their payload, reported as undelivered to it just as the ring's losses are.
 
 use std::cell::RefCell;
 use std::io;
@@ -15,9 +14,9 @@ use crate::assemble::{Assembler, Counts};
 use crate::cgroup::Cgroups;
 use crate::clock::monotonic_ns;
 use crate::diag;
-use crate::event::{Direction, Event, Payload};
+use crate::event::{Direction, Event};
 use crate::kernel::record::decode;
-use crate::output::{self, Outputs};
+use crate::output::{self, Destination, Outputs, Shortfall};
 use crate::proto::{ConnKey, Decoders, Dir, Http};
 
 /// How often the ring buffer is drained when the BPF side does not wake us. Waking
@@ -40,11 +39,6 @@ struct Stage<'o> {
     http: Option<Decoders>,
     cgroups: Cgroups,
     out: &'o mut Outputs,
-    /// Payload bytes dropped because an output fell behind, or had not written them
-    /// when sslsniff ended.
-    dropped_bytes: u64,
-    /// Events an output had not written when sslsniff ended.
-    unwritten_events: u64,
 }
 
 impl<'o> Sink<'o> {
@@ -55,8 +49,6 @@ impl<'o> Sink<'o> {
                 http: http.then(Decoders::new),
                 cgroups: Cgroups::new(),
                 out,
-                dropped_bytes: 0,
-                unwritten_events: 0,
             },
             error: None,
         }
@@ -92,19 +84,15 @@ impl<'o> Sink<'o> {
         }
     }
 
-    /// What the assembler handed on, less the payloads dropped because an output fell
-    /// behind, and the events it never wrote: those are undelivered.
+    /// What the assembler handed on to every output: its undelivered bytes are those
+    /// the ring lost.
     pub fn counts(&self) -> Counts {
-        let mut counts = self.asm.counts;
-        counts.events -= self.stage.unwritten_events;
-        counts.bytes -= self.stage.dropped_bytes;
-        counts.undelivered_bytes += self.stage.dropped_bytes;
-        counts
+        self.asm.counts
     }
 
-    /// Of the undelivered bytes, those dropped because an output fell behind.
-    pub fn dropped_bytes(&self) -> u64 {
-        self.stage.dropped_bytes
+    /// Each output, stdout first, with what it left out of that.
+    pub fn shortfalls(&self) -> Vec<(Destination, Shortfall)> {
+        self.stage.out.shortfalls().collect()
     }
 
     /// Reports what is still held and waits for the outputs to write everything, unless
@@ -117,22 +105,21 @@ impl<'o> Sink<'o> {
             }
         }
         // The writer threads end either way; a first error is the one reported.
-        match self.stage.out.finish() {
-            Ok(unwritten) if unwritten.events > 0 => {
+        if let Err(e) = self.stage.out.finish() {
+            self.error.get_or_insert(e);
+        }
+        for (destination, shortfall) in self.stage.out.shortfalls() {
+            let left = shortfall.unwritten;
+            if left.events > 0 {
                 diag::warn(&format!(
-                    "the output was not all written within {} ms at the end (its \
-                     reader or disk fell behind): {} events ({} payload bytes) not \
-                     written, counted undelivered",
+                    "{} was not all written within {} ms at the end (its reader or disk \
+                     fell behind): {} events ({} payload bytes) not written, counted \
+                     undelivered",
+                    destination.name(),
                     output::FINISH_WITHIN.as_millis(),
-                    unwritten.events,
-                    unwritten.payload
+                    left.events,
+                    left.payload
                 ));
-                self.stage.unwritten_events += unwritten.events;
-                self.stage.dropped_bytes += unwritten.payload;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                self.error.get_or_insert(e);
             }
         }
         self.error.take()
@@ -140,17 +127,10 @@ impl<'o> Sink<'o> {
 }
 
 impl Stage<'_> {
-    /// The cgroup and protocol stages, then the outputs. A call whose payload an output
-    /// cannot take now goes on without it, its bytes undelivered: before the protocol
-    /// stage, so that the decoders see the gap as they see the ring's.
+    /// The cgroup and protocol stages, then the outputs. The decoders see every payload
+    /// that reached user space, whichever output has fallen behind.
     fn emit(&mut self, mut ev: Event) -> io::Result<()> {
         ev.cgroup = self.cgroups.get(ev.call.cgroup_id);
-        if !ev.data.is_empty() && !self.out.has_room() {
-            let n = ev.data.len() as u64;
-            self.dropped_bytes += n;
-            ev.undelivered += n;
-            ev.data = Payload::Borrowed(&[]);
-        }
         let decoded = self
             .http
             .as_mut()
@@ -229,28 +209,35 @@ pub fn drain(ring: &RingBuffer, sink: &RefCell<Sink>, watch: &Watch) -> Result<R
 }
 
 /// Undelivered bytes already warned about, by cause.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Reported {
     /// The ring buffer was full.
     pub ring: u64,
-    /// An output fell behind.
-    pub dropped: u64,
+    /// Each output fell behind, stdout first.
+    pub dropped: Vec<u64>,
 }
 
 /// Warns about bytes undelivered since the last report; returns the new totals. The
 /// warnings, the INCOMPLETE markers and the summary all count the same bytes.
 /// `unannounced` is the kernel's count of bytes of calls user space never saw.
 pub fn report_undelivered(reported: Reported, sink: &Sink, unannounced: u64) -> Reported {
-    let dropped = sink.dropped_bytes();
-    let now = Reported {
-        ring: sink.counts().undelivered_bytes - dropped + unannounced,
-        dropped,
-    };
-    if now.ring > reported.ring {
-        diag::undelivered(now.ring - reported.ring);
+    let ring = sink.counts().undelivered_bytes + unannounced;
+    if ring > reported.ring {
+        diag::undelivered(ring - reported.ring);
     }
-    if now.dropped > reported.dropped {
-        diag::output_behind(now.dropped - reported.dropped);
+    let shortfalls = sink.shortfalls();
+    for (i, (destination, shortfall)) in shortfalls.iter().enumerate() {
+        let before = reported.dropped.get(i).copied().unwrap_or(0);
+        let dropped = shortfall.payload();
+        if dropped > before {
+            match destination {
+                Destination::Stdout => diag::output_behind(dropped - before),
+                Destination::PcapFile => diag::pcap_behind(dropped - before),
+            }
+        }
     }
-    now
+    Reported {
+        ring,
+        dropped: shortfalls.iter().map(|(_, s)| s.payload()).collect(),
+    }
 }

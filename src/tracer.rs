@@ -16,11 +16,11 @@ use anyhow::{bail, Context, Result};
 use libbpf_rs::{RingBuffer, RingBufferBuilder};
 
 use crate::config::Config;
-use crate::diag::{self, warning, Summary};
+use crate::diag::{self, warning, Delivered, Summary};
 use crate::discover::{self, Target};
 use crate::follow::{self, Follower, Following, SharedRegistry};
 use crate::kernel::{self, Features, Hook, Kernel, Load};
-use crate::output::{self, Outputs};
+use crate::output::{self, Destination, Outputs, Shortfall};
 use crate::probes::{Registry, Scope};
 use crate::procfs;
 use crate::pump::{self, Sink, Watch};
@@ -290,16 +290,32 @@ fn wind_up(mut sink: Sink, reported: pump::Reported, kernel: &Kernel) -> Result<
     let counters = kernel.counters();
     pump::report_undelivered(reported, &sink, counters.unannounced_bytes);
     let counts = sink.counts();
+    // What an output holds: what the assembler handed on, less what it left out.
+    let delivered = |left: Shortfall| Delivered {
+        events: counts.events - left.unwritten.events,
+        captured_bytes: counts.bytes - left.payload(),
+        undelivered_bytes: counts.undelivered_bytes + counters.unannounced_bytes + left.payload(),
+        dropped_bytes: left.payload(),
+    };
+    let mut stdout = delivered(Shortfall::default());
+    let mut pcap_file = None;
+    for (destination, left) in sink.shortfalls() {
+        match destination {
+            Destination::Stdout => stdout = delivered(left),
+            Destination::PcapFile => pcap_file = Some(delivered(left)),
+        }
+    }
     let summary = Summary {
         calls: counters.calls,
-        events: counts.events,
-        captured_bytes: counts.bytes,
+        events: stdout.events,
+        captured_bytes: stdout.captured_bytes,
         truncated_bytes: counts.truncated_bytes,
-        undelivered_bytes: counts.undelivered_bytes + counters.unannounced_bytes,
+        undelivered_bytes: stdout.undelivered_bytes,
         unannounced_bytes: counters.unannounced_bytes,
-        dropped_bytes: sink.dropped_bytes(),
+        dropped_bytes: stdout.dropped_bytes,
         untracked_calls: counters.untracked_calls,
         malformed_records: counts.malformed,
+        pcap_file,
     };
     match error {
         Some(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(None),

@@ -117,13 +117,13 @@ fn tried(plan: &Plan, mode: Mode, size: usize, n: u64, pace: Option<f64>) -> Res
         t.rate / 1e6,
         s.capture.captured,
         s.capture.made,
-        s.report.summary.undelivered_bytes
+        s.report.summary.worst_output().undelivered_bytes
     );
     Ok(t)
 }
 
 fn whole(s: &Sniffed) -> bool {
-    s.capture.all_whole() && s.report.summary.undelivered_bytes == 0
+    s.capture.all_whole() && s.report.summary.worst_output().undelivered_bytes == 0
 }
 
 pub fn print(searches: &[Search]) {

@@ -281,8 +281,18 @@ fn row(r: &SizeResult, mode: Mode) -> Vec<String> {
         format!("{}/{}", c.captured, c.made),
         c.wrong.to_string(),
         c.cut.to_string(),
-        s.worst.report.summary.undelivered_bytes.to_string(),
-        s.worst.report.summary.dropped_bytes.to_string(),
+        s.worst
+            .report
+            .summary
+            .worst_output()
+            .undelivered_bytes
+            .to_string(),
+        s.worst
+            .report
+            .summary
+            .worst_output()
+            .dropped_bytes
+            .to_string(),
         format!("{:.2}", s.cpu),
         format!("{:.2}", s.cpu_per_gb),
         format!("{:.1}", s.rss_mib),

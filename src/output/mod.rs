@@ -13,7 +13,6 @@ pub mod pcap;
 pub mod text;
 mod writer;
 
-use std::cmp;
 use std::fs::File;
 use std::io::{self, IsTerminal, Write};
 use std::mem::ManuallyDrop;
@@ -62,20 +61,89 @@ pub fn write_addr(out: &mut Vec<u8>, a: SocketAddr) {
     out.extend_from_slice(digits.format(v4.port()).as_bytes());
 }
 
-/// One output: its format, the batch being built, and the thread that writes it.
+/// Which output: stdout, in the chosen format, or the --pcap file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    Stdout,
+    PcapFile,
+}
+
+impl Destination {
+    /// The output as messages name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Destination::Stdout => "stdout",
+            Destination::PcapFile => "the --pcap file",
+        }
+    }
+}
+
+/// What one output left out of what it was handed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Shortfall {
+    /// Payload bytes left out because the output had fallen behind.
+    pub dropped: u64,
+    /// What it had not written when sslsniff ended.
+    pub unwritten: Carried,
+}
+
+impl Shortfall {
+    /// Payload bytes that never reached this output's sink.
+    pub fn payload(&self) -> u64 {
+        self.dropped + self.unwritten.payload
+    }
+}
+
+/// One output: its format, the batch being built, the thread that writes it, and what
+/// it left out.
 struct Stream {
+    destination: Destination,
     format: Box<dyn Formatter>,
     batch: Batch,
     writer: Writer,
+    shortfall: Shortfall,
 }
 
 impl Stream {
-    fn new(format: Box<dyn Formatter>, head: Batch, writer: Writer) -> Self {
+    fn new(
+        destination: Destination,
+        format: Box<dyn Formatter>,
+        head: Batch,
+        writer: Writer,
+    ) -> Self {
         Stream {
+            destination,
             format,
             batch: head,
             writer,
+            shortfall: Shortfall::default(),
         }
+    }
+
+    /// Appends the call, or when this output has no room for its payload, the call
+    /// without it (counted dropped): a slow stdout costs the --pcap file nothing.
+    fn event(&mut self, ev: &Event, http: Option<&Http>) -> io::Result<()> {
+        if !ev.data.is_empty() && !self.writer.has_room(self.batch.size()) {
+            self.shortfall.dropped += ev.data.len() as u64;
+            return self.append(&ev.without_payload(), None);
+        }
+        self.append(ev, http)
+    }
+
+    fn append(&mut self, ev: &Event, http: Option<&Http>) -> io::Result<()> {
+        // A large call copied starts a batch of its own rather than make this one grow
+        // and copy what it holds.
+        let copied = ev.data.shared().is_none();
+        let batch = &mut self.batch;
+        if copied && !batch.is_empty() && batch.len() + ev.data.len() > batch.capacity() {
+            self.writer.push(batch)?;
+        }
+        self.format.event(ev, http, batch)?;
+        batch.carry(ev.data.len());
+        if batch.size() >= writer::BATCH {
+            self.writer.push(batch)?;
+        }
+        Ok(())
     }
 }
 
@@ -104,7 +172,7 @@ pub fn open(cfg: &config::Output, stopping: &Arc<AtomicBool>) -> Result<Outputs>
         Arc::clone(stopping),
     )
     .context("cannot start the output thread")?;
-    let mut streams = vec![Stream::new(format, head, stdout)];
+    let mut streams = vec![Stream::new(Destination::Stdout, format, head, stdout)];
     if let Some(path) = &cfg.pcap {
         let file = capture_file::create(path, cfg.overwrite)
             .with_context(|| format!("--pcap {}", diag::safe_path(path)))?;
@@ -112,7 +180,12 @@ pub fn open(cfg: &config::Output, stopping: &Arc<AtomicBool>) -> Result<Outputs>
         let pcap = Pcap::new(clock::realtime_offset_ns(), &mut head);
         let writer = Writer::spawn(file, cfg.queue_bytes, "sslsniff-pcap", Arc::clone(stopping))
             .context("cannot start the output thread")?;
-        streams.push(Stream::new(Box::new(pcap), head, writer));
+        streams.push(Stream::new(
+            Destination::PcapFile,
+            Box::new(pcap),
+            head,
+            writer,
+        ));
     }
     Ok(Outputs(streams))
 }
@@ -129,25 +202,11 @@ fn raw_stdout() -> &'static File {
 }
 
 impl Outputs {
-    /// Whether every output can take a payload now. When one cannot, the call goes on
-    /// without its payload, counted as undelivered (see `pump`).
-    pub fn has_room(&self) -> bool {
-        self.0.iter().all(|s| s.writer.has_room(s.batch.size()))
-    }
-
+    /// Hands the call to every output; one that has fallen behind gets it without its
+    /// payload.
     pub fn event(&mut self, ev: &Event, http: Option<&Http>) -> io::Result<()> {
         for s in &mut self.0 {
-            // A large call copied starts a batch of its own rather than make this one
-            // grow and copy what it holds.
-            let copied = ev.data.shared().is_none();
-            if copied && !s.batch.is_empty() && s.batch.len() + ev.data.len() > s.batch.capacity() {
-                s.writer.push(&mut s.batch)?;
-            }
-            s.format.event(ev, http, &mut s.batch)?;
-            s.batch.carry(ev.data.len());
-            if s.batch.size() >= writer::BATCH {
-                s.writer.push(&mut s.batch)?;
-            }
+            s.event(ev, http)?;
         }
         Ok(())
     }
@@ -163,21 +222,24 @@ impl Outputs {
     }
 
     /// Flushes, and waits until every output has written everything or `FINISH_WITHIN`
-    /// has passed; returns the most that one output left unwritten.
-    pub fn finish(&mut self) -> io::Result<Carried> {
+    /// has passed; what each left unwritten goes into its shortfall.
+    pub fn finish(&mut self) -> io::Result<()> {
         let flushed = self.flush();
         let mut first = flushed.err();
-        let mut unwritten = Carried::default();
         for s in &mut self.0 {
             match s.writer.finish() {
-                // One output's whole account, not the largest of each field.
-                Ok(left) => unwritten = cmp::max_by_key(unwritten, left, |c| (c.events, c.payload)),
+                Ok(left) => s.shortfall.unwritten.add(left),
                 Err(e) => {
                     first.get_or_insert(e);
                 }
             }
         }
-        first.map_or(Ok(unwritten), Err)
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Each output, stdout first, with what it has left out so far.
+    pub fn shortfalls(&self) -> impl Iterator<Item = (Destination, Shortfall)> + '_ {
+        self.0.iter().map(|s| (s.destination, s.shortfall))
     }
 }
 
@@ -187,22 +249,31 @@ mod tests {
     use crate::event::testing;
 
     #[test]
-    fn the_batch_being_built_counts_against_the_queue() {
-        // Nobody reads the pipe; a 64 KiB queue must stop taking payloads at about
-        // 64 KiB, not when the first batch, pushed at 1 MiB, is in the queue.
+    fn an_output_behind_drops_payloads_the_others_still_get() {
+        // Nobody reads the pipe: its 64 KiB queue must stop taking payloads at about
+        // 64 KiB, not when the first batch, pushed at 1 MiB, is in the queue. The other
+        // output has room for all of them.
         let (read, write) = writer::tests::pipe();
-        let writer = Writer::spawn(write, 64 * 1024, "test", Arc::default()).unwrap();
-        let head = Batch::with_capacity(writer::BATCH);
-        let mut outputs = Outputs(vec![Stream::new(Box::new(Json::new()), head, writer)]);
+        let stalled = Writer::spawn(write, 64 * 1024, "test", Arc::default()).unwrap();
+        let roomy = Writer::spawn(io::sink(), 64 << 20, "test", Arc::default()).unwrap();
+        let stream = |destination, writer| {
+            let head = Batch::with_capacity(writer::BATCH);
+            Stream::new(destination, Box::new(Json::new()), head, writer)
+        };
+        let mut outputs = Outputs(vec![
+            stream(Destination::Stdout, stalled),
+            stream(Destination::PcapFile, roomy),
+        ]);
         let data = vec![b'x'; 16 * 1024];
-        let mut taken = 0;
-        while outputs.has_room() && taken < 100 {
+        for _ in 0..100 {
             outputs
                 .event(&testing::event("SSL_write", &data), None)
                 .unwrap();
-            taken += 1;
         }
-        assert!(taken * data.len() <= 80 * 1024, "{taken} payloads taken");
+        let dropped: Vec<u64> = outputs.shortfalls().map(|(_, s)| s.dropped).collect();
+        let taken = 100 * data.len() as u64 - dropped[0];
+        assert!(taken <= 80 * 1024, "{taken} payload bytes taken");
+        assert_eq!(dropped[1], 0);
         // The pipe's write fails at once: the end need not wait for it.
         drop(read);
     }

@@ -167,29 +167,22 @@ fn reused_fd_is_attributed_to_each_connection() {
 /// A reader of stdout that stops reading: the calls go on without their payloads once
 /// the output's queue is full, each still shown and marked, and the warnings, the
 /// markers and the summary count the same bytes.
-#[test]
-fn a_stalled_reader_costs_payloads_not_rows_and_every_byte_is_counted() {
-    if !root_or_skip("a_stalled_reader_costs_payloads_not_rows_and_every_byte_is_counted") {
-        return;
-    }
+/// What a run whose stdout nobody read while a python3 client sent `calls` writes of
+/// `size` bytes, each starting `{tag}:{index:05}:`, to a python3 sink server saw: the
+/// client's pid, then stdout and stderr, read once the client was done.
+fn run_with_stdout_stalled(
+    args: &[&str],
+    tag: &str,
+    calls: usize,
+    size: usize,
+) -> (u32, String, String) {
     let work = Workdir::new();
     let (_server, port) = sink_server(&work);
-    let tag = marker("stalled");
-    const CALLS: usize = 200;
-    const SIZE: usize = 16 * 1024;
-    // A 64 KiB ring makes a 64 KiB output queue: 3 MiB of rows cannot fit in it and
-    // the pipe while nobody reads.
     let mut proc = Proc::spawn(
         "sslsniff",
         Command::new(SNIFFER)
-            .args([
-                "--status",
-                "json",
-                "-c",
-                "python3",
-                "--ring-buffer-size",
-                "65536",
-            ])
+            .args(["--status", "json", "-c", "python3"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
@@ -200,9 +193,9 @@ fn a_stalled_reader_costs_payloads_not_rows_and_every_byte_is_counted() {
         "python3",
         &mut python(&format!(
             "s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', {port})))\n\
-             for i in range({CALLS}):\n\
+             for i in range({calls}):\n\
              \x20   head = b'{tag}:%05d:' % i\n\
-             \x20   s.sendall(head + b'x' * ({SIZE} - len(head)))\n\
+             \x20   s.sendall(head + b'x' * ({size} - len(head)))\n\
              s.close()\n"
         )),
     );
@@ -217,7 +210,21 @@ fn a_stalled_reader_costs_payloads_not_rows_and_every_byte_is_counted() {
     assert!(proc.wait_timeout(Duration::from_secs(10)).success());
     let stdout = reader.join().unwrap();
     let stderr = stderr.recv_timeout(Duration::from_secs(10)).unwrap();
+    (client.pid(), stdout, stderr)
+}
 
+#[test]
+fn a_stalled_reader_costs_payloads_not_rows_and_every_byte_is_counted() {
+    if !root_or_skip("a_stalled_reader_costs_payloads_not_rows_and_every_byte_is_counted") {
+        return;
+    }
+    let tag = marker("stalled");
+    const CALLS: usize = 200;
+    const SIZE: usize = 16 * 1024;
+    // A 64 KiB ring makes a 64 KiB output queue: 3 MiB of rows cannot fit in it and
+    // the pipe while nobody reads.
+    let (client, stdout, stderr) =
+        run_with_stdout_stalled(&["--ring-buffer-size", "65536"], &tag, CALLS, SIZE);
     let summary = &status_lines(&stderr, "summary")[0];
     let count = |field: &str| summary[field].as_u64().unwrap();
     assert!(count("dropped_bytes") > 0, "nothing dropped:\n{stderr}");
@@ -244,7 +251,7 @@ fn a_stalled_reader_costs_payloads_not_rows_and_every_byte_is_counted() {
     // Each call shown is whole and exact, or has no payload and says so.
     let writes = rows
         .iter()
-        .filter(|r| r.func == "WRITE/SEND" && r.pid == client.pid());
+        .filter(|r| r.func == "WRITE/SEND" && r.pid == client);
     let mut whole = 0;
     for w in writes {
         if w.data.is_empty() {
@@ -260,4 +267,97 @@ fn a_stalled_reader_costs_payloads_not_rows_and_every_byte_is_counted() {
     }
     assert!(whole > 0, "nothing captured whole:\n{stderr}");
     assert!(whole < CALLS, "nothing dropped:\n{stderr}");
+}
+
+#[test]
+fn a_stalled_stdout_leaves_the_pcap_file_whole() {
+    if !root_or_skip("a_stalled_stdout_leaves_the_pcap_file_whole") {
+        return;
+    }
+    let work = Workdir::new();
+    let pcap = work.path().join("capture.pcapng");
+    let tag = marker("stalled-pcap");
+    const CALLS: usize = 400;
+    const SIZE: usize = 16 * 1024;
+    // A 4 MiB queue per output: 13 MB of rows cannot fit in stdout's while nobody reads
+    // it; the file's writer keeps up.
+    let args = [
+        "--ring-buffer-size",
+        "4194304",
+        "--pcap",
+        pcap.to_str().unwrap(),
+    ];
+    let (client, stdout, stderr) = run_with_stdout_stalled(&args, &tag, CALLS, SIZE);
+
+    let summary = &status_lines(&stderr, "summary")[0];
+    let file = &summary["pcap_file"];
+    let num = |v: &serde_json::Value, field: &str| v[field].as_u64().unwrap();
+    assert!(
+        num(summary, "dropped_bytes") > 0,
+        "stdout dropped nothing:\n{stderr}"
+    );
+    assert_eq!(
+        num(file, "dropped_bytes"),
+        0,
+        "the --pcap file fell behind although only stdout was stalled:\n{stderr}"
+    );
+    assert_eq!(
+        num(file, "undelivered_bytes"),
+        num(summary, "undelivered_bytes") - num(summary, "dropped_bytes"),
+        "{stderr}"
+    );
+    let warned: u64 = status_lines(&stderr, "warning")
+        .iter()
+        .filter_map(|w| w["pcap_undelivered_bytes"].as_u64())
+        .sum();
+    assert_eq!(warned, 0, "{stderr}");
+    assert_undelivered_accounted(summary, marked_undelivered(&rows(&stdout)), &stderr);
+
+    // Every payload byte the summary counts for the file is in its packets, and each of
+    // the client's writes there is whole and exact.
+    let packets = Command::new("tshark")
+        .arg("-r")
+        .arg(&pcap)
+        .args([
+            "-T",
+            "fields",
+            "-E",
+            "separator=|",
+            "-e",
+            "frame.comment",
+            "-e",
+            "tcp.payload",
+        ])
+        .output()
+        .expect("tshark is installed");
+    assert!(
+        packets.status.success(),
+        "{}",
+        String::from_utf8_lossy(&packets.stderr)
+    );
+    let mut in_file = 0;
+    let mut writes = 0;
+    for line in String::from_utf8(packets.stdout).unwrap().lines() {
+        let (comment, hex) = line.rsplit_once('|').unwrap();
+        let payload = decode_hex(&hex.replace(':', ""));
+        in_file += payload.len() as u64;
+        let cut = comment.contains("undelivered=") || comment.contains("truncated=");
+        if !cut && comment.contains(&format!("pid={client} ")) && comment.contains("func=SSL_write")
+        {
+            let text = String::from_utf8(payload).unwrap();
+            let index: usize = text.split(':').nth(1).unwrap().parse().unwrap();
+            let head = format!("{tag}:{index:05}:");
+            assert_eq!(text, format!("{head}{}", "x".repeat(SIZE - head.len())));
+            writes += 1;
+        }
+    }
+    assert_eq!(in_file, num(file, "captured_bytes"), "{stderr}");
+    assert!(writes > 0, "no write of the client in the file:\n{stderr}");
+}
+
+fn decode_hex(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
 }
