@@ -81,39 +81,37 @@ pub(crate) use warning;
 
 /// Bytes the ring buffer could not take since the last report.
 pub fn undelivered(bytes: u64) {
-    let message = format!(
-        "{bytes} bytes undelivered: the ring buffer was full (raise --ring-buffer-size or lower --max-buffer-size)"
-    );
-    emit(
-        "warning",
-        || format!("warning: {message}"),
-        json!({ "message": message, "undelivered_bytes": bytes }),
+    loss(
+        format!("{bytes} bytes undelivered: the ring buffer was full (raise --ring-buffer-size or lower --max-buffer-size)"),
+        "undelivered_bytes",
+        bytes,
     );
 }
 
-/// Payload bytes dropped since the last report because an output could not keep up.
+/// Payload bytes left out of stdout since the last report because it could not keep up.
 pub fn output_behind(bytes: u64) {
-    let message = format!(
-        "{bytes} bytes undelivered: the output fell behind (the reader of stdout or the disk is slower than the traffic)"
-    );
-    emit(
-        "warning",
-        || format!("warning: {message}"),
-        json!({ "message": message, "undelivered_bytes": bytes }),
+    loss(
+        format!("{bytes} bytes undelivered: the output fell behind (the reader of stdout or the disk is slower than the traffic)"),
+        "undelivered_bytes",
+        bytes,
     );
 }
 
 /// Payload bytes left out of the --pcap file since the last report because it could
-/// not keep up; stdout had them. Their own field: `undelivered_bytes` counts stdout's.
+/// not keep up. A field of their own: `undelivered_bytes` counts stdout's.
 pub fn pcap_behind(bytes: u64) {
-    let message = format!(
-        "{bytes} bytes undelivered to the --pcap file: it fell behind (the disk is slower than the traffic)"
+    loss(
+        format!("{bytes} bytes undelivered to the --pcap file: it fell behind (the disk is slower than the traffic)"),
+        "pcap_undelivered_bytes",
+        bytes,
     );
-    emit(
-        "warning",
-        || format!("warning: {message}"),
-        json!({ "message": message, "pcap_undelivered_bytes": bytes }),
-    );
+}
+
+/// A warning of bytes lost, with their count in `field` for programs.
+fn loss(message: String, field: &str, bytes: u64) {
+    let mut fields = json!({ "message": message });
+    fields[field] = bytes.into();
+    emit("warning", || format!("warning: {message}"), fields);
 }
 
 /// The fatal error that ends the run, on one line.
