@@ -4,6 +4,7 @@
 
 mod batch;
 mod capture_file;
+mod direct_file;
 pub mod hexdump;
 mod http_json;
 mod http_names;
@@ -28,10 +29,11 @@ use crate::config::{self, Format};
 use crate::diag;
 use crate::event::Event;
 use crate::proto::Http;
+use direct_file::DirectFile;
 use json::Json;
 use pcap::Pcap;
 use text::Text;
-use writer::Writer;
+use writer::{Sink, Writer};
 
 pub use batch::{Batch, Carried};
 pub use writer::FINISH_WITHIN;
@@ -178,7 +180,11 @@ pub fn open(cfg: &config::Output, stopping: &Arc<AtomicBool>) -> Result<Outputs>
             .with_context(|| format!("--pcap {}", diag::safe_path(path)))?;
         let mut head = Batch::with_capacity(writer::BATCH);
         let pcap = Pcap::new(clock::realtime_offset_ns(), &mut head);
-        let writer = Writer::spawn(file, cfg.queue_bytes, "sslsniff-pcap", Arc::clone(stopping))
+        let sink: Box<dyn Sink> = match DirectFile::new(file) {
+            Ok(direct) => Box::new(direct),
+            Err(buffered) => Box::new(buffered),
+        };
+        let writer = Writer::spawn(sink, cfg.queue_bytes, "sslsniff-pcap", Arc::clone(stopping))
             .context("cannot start the output thread")?;
         streams.push(Stream::new(
             Destination::PcapFile,

@@ -9,6 +9,7 @@
 //! what is not written by `FINISH_WITHIN` stays unwritten and is counted undelivered.
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -30,6 +31,23 @@ pub const FINISH_WITHIN: Duration = Duration::from_millis(500);
 const LAST_WRITE: Duration = Duration::from_millis(100);
 /// How often a reader waiting for room looks whether sslsniff was told to stop.
 const STOP_CHECK: Duration = Duration::from_millis(20);
+
+/// Where an output's batches go.
+pub trait Sink: Write + Send + 'static {
+    /// Told before each batch whether the queue is behind (holds more than half its
+    /// bound): a sink that spares CPU at the cost of throughput then takes the fast way.
+    fn pace(&mut self, _behind: bool) {}
+}
+
+impl Sink for File {}
+impl Sink for &'static File {}
+impl Sink for io::Sink {}
+
+impl Sink for Box<dyn Sink> {
+    fn pace(&mut self, behind: bool) {
+        (**self).pace(behind);
+    }
+}
 
 struct Queue {
     batches: VecDeque<Batch>,
@@ -93,7 +111,7 @@ impl Writer {
     /// Starts the thread that writes to `sink`, holding at most about `bound` bytes;
     /// `stopping` is the flag the stop signals set.
     pub fn spawn(
-        sink: impl Write + Send + 'static,
+        sink: impl Sink,
         bound: usize,
         name: &str,
         stopping: Arc<AtomicBool>,
@@ -116,7 +134,7 @@ impl Writer {
         let theirs = Arc::clone(&shared);
         let thread = thread::Builder::new()
             .name(name.into())
-            .spawn(move || write_batches(&theirs, sink))?;
+            .spawn(move || write_batches(&theirs, sink, bound))?;
         Ok(Writer {
             shared,
             thread: Some(thread),
@@ -231,13 +249,13 @@ impl Drop for Writer {
 
 /// The output thread: writes batches in order until the queue is closed and empty, or
 /// the sink fails.
-fn write_batches(shared: &Shared, sink: impl Write) {
-    write_until_closed(shared, sink);
+fn write_batches(shared: &Shared, sink: impl Sink, bound: usize) {
+    write_until_closed(shared, sink, bound);
     shared.lock().ended = true;
     shared.changed.notify_all();
 }
 
-fn write_until_closed(shared: &Shared, mut sink: impl Write) {
+fn write_until_closed(shared: &Shared, mut sink: impl Sink, bound: usize) {
     let mut q = shared.lock();
     loop {
         let Some(mut batch) = q.batches.pop_front() else {
@@ -251,7 +269,8 @@ fn write_until_closed(shared: &Shared, mut sink: impl Write) {
         };
         q.writing = batch.carried();
         drop(q);
-        let written = batch.write_to(&mut sink);
+        sink.pace(shared.held.load(Ordering::Relaxed) > bound / 2);
+        let written = batch.write_to(&mut sink).and_then(|()| sink.flush());
         let len = batch.size();
         batch.clear();
         q = shared.lock();
@@ -369,6 +388,8 @@ pub(super) mod tests {
 
     /// Takes every write whole, each after `delay`: a disk slower than the traffic.
     struct Slow(Arc<Mutex<Vec<u8>>>, Duration);
+
+    impl Sink for Slow {}
 
     impl Write for Slow {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {

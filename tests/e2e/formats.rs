@@ -3,7 +3,7 @@
 use std::io::{BufReader, Read};
 use std::process::{Command, Stdio};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::common::*;
 use nix::sys::signal::{kill, Signal};
@@ -96,6 +96,42 @@ fn pcapng_opens_in_tshark_as_http() {
     );
 }
 
+/// The --pcap file holds each call once it is written, not only at the end: direct
+/// writes move whole blocks, and the last partial one goes through the page cache.
+#[test]
+fn the_pcap_file_can_be_read_while_sslsniff_runs() {
+    if !root_or_skip("the_pcap_file_can_be_read_while_sslsniff_runs") {
+        return;
+    }
+    let work = Workdir::new();
+    let path = marker("pcap-live");
+    work.file(&path, b"live body\n");
+    let (_server, port) = python_https_server(&work);
+    let pcap = work.path().join("capture.pcapng");
+
+    let sniffer = Sniffer::start(&["-c", "curl", "--pcap", pcap.to_str().unwrap()]);
+    run_client("curl", &mut curl(port, &path));
+    let request = format!("GET /{path} HTTP/1.1");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut shown = String::new();
+    while !shown.contains(&request) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(200));
+        let tshark = Command::new("tshark")
+            .arg("-r")
+            .arg(&pcap)
+            .args(["-Y", "http"])
+            .output()
+            .expect("tshark is installed");
+        shown = String::from_utf8_lossy(&tshark.stdout).into_owned();
+    }
+    let out = sniffer.stop();
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(
+        shown.contains(&request),
+        "the request was not in the file while sslsniff ran:\n{shown}"
+    );
+}
+
 #[test]
 fn text_conn_columns_show_the_server() {
     if !root_or_skip("text_conn_columns_show_the_server") {
@@ -164,12 +200,11 @@ fn reused_fd_is_attributed_to_each_connection() {
     assert_eq!(b["raddr"], format!("127.0.0.1:{port_b}").as_str());
 }
 
-/// A reader of stdout that stops reading: the calls go on without their payloads once
-/// the output's queue is full, each still shown and marked, and the warnings, the
-/// markers and the summary count the same bytes.
 /// What a run whose stdout nobody read while a python3 client sent `calls` writes of
 /// `size` bytes, each starting `{tag}:{index:05}:`, to a python3 sink server saw: the
-/// client's pid, then stdout and stderr, read once the client was done.
+/// client's pid, then stdout and stderr, read once the client was done. The client
+/// writes once a millisecond at most, a pace any disk keeps up with: only stdout is
+/// to fall behind, and the other output's queue is as small as stdout's.
 fn run_with_stdout_stalled(
     args: &[&str],
     tag: &str,
@@ -192,10 +227,12 @@ fn run_with_stdout_stalled(
     let client = run_client(
         "python3",
         &mut python(&format!(
-            "s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', {port})))\n\
+            "import time\n\
+             s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', {port})))\n\
              for i in range({calls}):\n\
              \x20   head = b'{tag}:%05d:' % i\n\
              \x20   s.sendall(head + b'x' * ({size} - len(head)))\n\
+             \x20   time.sleep(0.001)\n\
              s.close()\n"
         )),
     );
@@ -213,6 +250,9 @@ fn run_with_stdout_stalled(
     (client.pid(), stdout, stderr)
 }
 
+/// A reader of stdout that stops reading: the calls go on without their payloads once
+/// the output's queue is full, each still shown and marked, and the warnings, the
+/// markers and the summary count the same bytes.
 #[test]
 fn a_stalled_reader_costs_payloads_not_rows_and_every_byte_is_counted() {
     if !root_or_skip("a_stalled_reader_costs_payloads_not_rows_and_every_byte_is_counted") {
