@@ -1,7 +1,8 @@
 //! Output people can pipe and open: JSON lines, pcapng, and connection attribution.
 
 use std::io::{BufReader, Read};
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -46,28 +47,58 @@ fn json_lines_carry_direction_and_addresses() {
     assert_eq!(read["laddr"], write["laddr"]);
 }
 
+/// curl fetching a page of a python3 server under `sslsniff -c curl --pcap FILE`.
+struct CurlCapture {
+    sniffer: Sniffer,
+    /// The page's name, a marker.
+    path: String,
+    pcap: PathBuf,
+    _server: Proc,
+    _work: Workdir,
+}
+
+impl CurlCapture {
+    /// Fetches a page named by a marker made of `name`; the sniffer still runs.
+    fn fetch(name: &str) -> CurlCapture {
+        let work = Workdir::new();
+        let path = marker(name);
+        work.file(&path, b"pcap body\n");
+        let (server, port) = python_https_server(&work);
+        let pcap = work.path().join("capture.pcapng");
+        let sniffer = Sniffer::start(&["-c", "curl", "--pcap", pcap.to_str().unwrap()]);
+        run_client("curl", &mut curl(port, &path));
+        CurlCapture {
+            sniffer,
+            path,
+            pcap,
+            _server: server,
+            _work: work,
+        }
+    }
+}
+
+/// `tshark -r FILE -Y http`.
+fn tshark_http(pcap: &Path) -> Output {
+    Command::new("tshark")
+        .arg("-r")
+        .arg(pcap)
+        .args(["-Y", "http"])
+        .output()
+        .expect("tshark is installed")
+}
+
 #[test]
 fn pcapng_opens_in_tshark_as_http() {
     if !root_or_skip("pcapng_opens_in_tshark_as_http") {
         return;
     }
-    let work = Workdir::new();
-    let path = marker("pcap");
-    work.file(&path, b"pcap body\n");
-    let (_server, port) = python_https_server(&work);
-    let pcap = work.path().join("capture.pcapng");
-
-    let sniffer = Sniffer::start(&["-c", "curl", "--pcap", pcap.to_str().unwrap()]);
-    run_client("curl", &mut curl(port, &path));
-    let out = sniffer.stop();
+    let run = CurlCapture::fetch("pcap");
+    let out = run.sniffer.stop();
     assert!(out.status.success(), "{}", out.stderr);
+    let pcap = run.pcap;
+    let path = run.path;
 
-    let tshark = Command::new("tshark")
-        .arg("-r")
-        .arg(&pcap)
-        .args(["-Y", "http"])
-        .output()
-        .expect("tshark is installed");
+    let tshark = tshark_http(&pcap);
     let shown = String::from_utf8_lossy(&tshark.stdout);
     assert!(
         tshark.status.success(),
@@ -103,28 +134,15 @@ fn the_pcap_file_can_be_read_while_sslsniff_runs() {
     if !root_or_skip("the_pcap_file_can_be_read_while_sslsniff_runs") {
         return;
     }
-    let work = Workdir::new();
-    let path = marker("pcap-live");
-    work.file(&path, b"live body\n");
-    let (_server, port) = python_https_server(&work);
-    let pcap = work.path().join("capture.pcapng");
-
-    let sniffer = Sniffer::start(&["-c", "curl", "--pcap", pcap.to_str().unwrap()]);
-    run_client("curl", &mut curl(port, &path));
-    let request = format!("GET /{path} HTTP/1.1");
+    let run = CurlCapture::fetch("pcap-live");
+    let request = format!("GET /{} HTTP/1.1", run.path);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut shown = String::new();
     while !shown.contains(&request) && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(200));
-        let tshark = Command::new("tshark")
-            .arg("-r")
-            .arg(&pcap)
-            .args(["-Y", "http"])
-            .output()
-            .expect("tshark is installed");
-        shown = String::from_utf8_lossy(&tshark.stdout).into_owned();
+        shown = String::from_utf8_lossy(&tshark_http(&run.pcap).stdout).into_owned();
     }
-    let out = sniffer.stop();
+    let out = run.sniffer.stop();
     assert!(out.status.success(), "{}", out.stderr);
     assert!(
         shown.contains(&request),
