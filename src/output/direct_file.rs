@@ -174,20 +174,8 @@ fn fcntl_direct(file: &File, on: bool) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hostile::Rng;
     use std::fs;
-
-    /// Pseudo-random bytes, so that a block written at the wrong offset shows.
-    fn bytes(n: usize, seed: u32) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(2654435761) | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect()
-    }
 
     /// Writes pieces of awkward sizes, flushing after some, and checks that the file
     /// holds exactly what was written after every flush. `takes_direct` false: as after
@@ -204,7 +192,8 @@ mod tests {
         let sizes = [1, 4095, 4096, 5000, STAGE + 12345, 3, ALIGN * 3, 70_000, 10];
         for (i, &size) in sizes.iter().enumerate() {
             out.pace(behind(i));
-            let piece = bytes(size, i as u32);
+            // Random bytes, so that a block written at the wrong offset shows.
+            let piece = Rng::new(i as u64).bytes(size);
             let half = size / 2;
             let n = out
                 .write_vectored(&[IoSlice::new(&piece[..half]), IoSlice::new(&piece[half..])])
