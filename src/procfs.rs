@@ -13,6 +13,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use nix::sys::statfs::{fstatfs, CGROUP2_SUPER_MAGIC};
 
 /// A file as the kernel names it: the superblock's device in the kernel's encoding
 /// (`MKDEV`: major << 20 | minor, which is what BPF reads from `s_dev` and what maps
@@ -377,11 +378,7 @@ fn open_directory(path: &Path) -> Result<OwnedFd> {
 }
 
 fn is_cgroup2(dir: &OwnedFd) -> bool {
-    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
-    // SAFETY: fstatfs fills the struct on success, which is checked before reading it.
-    let ok = unsafe { libc::fstatfs(dir.as_raw_fd(), st.as_mut_ptr()) } == 0;
-    // SAFETY: initialised by the successful call.
-    ok && unsafe { st.assume_init() }.f_type == libc::CGROUP2_SUPER_MAGIC
+    fstatfs(dir).is_ok_and(|fs| fs.filesystem_type() == CGROUP2_SUPER_MAGIC)
 }
 
 #[cfg(test)]
